@@ -1,0 +1,226 @@
+"""The one exception tree of offerflow.
+
+Everything offerflow raises on purpose derives from :class:`OfferflowError`. The tree separates
+"you used it wrong" (:class:`UsageError`: fix the config, the input or the graph) from "the world
+failed" (:class:`WorldError`: an endpoint, a disk). Each error carries data, not only a message,
+and has the exit code the CLI maps it to.
+
+::
+
+    OfferflowError                       exit 1
+    ├── UsageError                       exit 2   you used it wrong
+    │   ├── ConfigError                           a partner config (file, key)
+    │   ├── InputError                            an input file (file, line, column)
+    │   └── GraphError                            a workflow graph
+    │       ├── DuplicateTaskError
+    │       ├── UnknownDependencyError
+    │       └── CycleError
+    ├── WorldError                                the world failed
+    │   ├── EndpointError                exit 3   an endpoint call (endpoint, member, attempt)
+    │   │   ├── EndpointTimeout
+    │   │   ├── EndpointConnectionError
+    │   │   ├── EndpointStatusError               an HTTP status we did not expect
+    │   │   └── InvalidResponseError              a body that is not what the endpoint promised
+    │   └── OutputError                  exit 4   writing results (path)
+    ├── TaskFailedError                           a task of a running workflow failed (task)
+    └── FailureBudgetExceeded            exit 3   too many members failed
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = [
+    "ConfigError",
+    "CycleError",
+    "DuplicateTaskError",
+    "EndpointConnectionError",
+    "EndpointError",
+    "EndpointStatusError",
+    "EndpointTimeout",
+    "ExitCode",
+    "FailureBudgetExceeded",
+    "GraphError",
+    "InputError",
+    "InvalidResponseError",
+    "OfferflowError",
+    "OutputError",
+    "TaskFailedError",
+    "UnknownDependencyError",
+    "UsageError",
+    "WorldError",
+]
+
+
+class ExitCode:
+    """The process exit codes of the ``offerflow`` command (DESIGN.md, "Exit codes")."""
+
+    OK = 0
+    INTERNAL = 1
+    USAGE = 2
+    MEMBER_FAILURES = 3
+    OUTPUT = 4
+    SIGINT = 130
+    SIGTERM = 143
+
+
+class OfferflowError(Exception):
+    """Raised when offerflow fails for a reason it can name; the base of every offerflow error."""
+
+    exit_code: int = ExitCode.INTERNAL
+
+
+class UsageError(OfferflowError):
+    """Raised when the user asked for something that cannot work: fix the input, not the world."""
+
+    exit_code = ExitCode.USAGE
+
+
+class ConfigError(UsageError):
+    """Raised when a partner config cannot be read or is invalid; names the file and the key."""
+
+    def __init__(self, message: str, *, path: Path | str | None = None, key: str | None = None):
+        self.path = None if path is None else Path(path)
+        self.key = key
+        where = ", ".join(
+            part
+            for part in (
+                f"{self.path}" if self.path else "",
+                f"key {key!r}" if key else "",
+            )
+            if part
+        )
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class InputError(UsageError):
+    """Raised when an input file cannot be used at all; names the file, and line/column if known."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: Path | str | None = None,
+        line: int | None = None,
+        column: str | None = None,
+    ):
+        self.path = None if path is None else Path(path)
+        self.line = line
+        self.column = column
+        where = str(self.path) if self.path else ""
+        if line is not None:
+            where += f":{line}"
+        if column is not None:
+            where += f" column {column!r}"
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class GraphError(UsageError):
+    """Raised when a workflow graph is invalid; carries the tasks involved."""
+
+    def __init__(self, message: str, *, tasks: tuple[str, ...] = ()):
+        self.tasks = tasks
+        super().__init__(message)
+
+
+class DuplicateTaskError(GraphError):
+    """Raised when two tasks of one workflow have the same name."""
+
+
+class UnknownDependencyError(GraphError):
+    """Raised when a task depends on a task the workflow does not have."""
+
+
+class CycleError(GraphError):
+    """Raised when the dependencies of a workflow form a cycle; ``tasks`` is the cycle."""
+
+
+class WorldError(OfferflowError):
+    """Raised when something outside offerflow failed: an endpoint, a disk."""
+
+
+class EndpointError(WorldError):
+    """Raised when a call to a model or offer endpoint fails; carries endpoint, member, attempt."""
+
+    exit_code = ExitCode.MEMBER_FAILURES
+    #: the member status a member gets when this error ends its scoring
+    status: str = "model_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        endpoint: str,
+        url: str = "",
+        member_id: str | None = None,
+        attempt: int = 1,
+    ):
+        self.endpoint = endpoint
+        self.url = url
+        self.member_id = member_id
+        self.attempt = attempt
+        super().__init__(f"endpoint {endpoint!r} ({url}): {message}" if url else message)
+
+
+class EndpointTimeout(EndpointError):
+    """Raised when an endpoint did not answer within the attempt timeout."""
+
+    status = "endpoint_unavailable"
+
+
+class EndpointConnectionError(EndpointError):
+    """Raised when an endpoint cannot be reached or drops the connection."""
+
+    status = "endpoint_unavailable"
+
+
+class EndpointStatusError(EndpointError):
+    """Raised when an endpoint answers with an HTTP status other than 200."""
+
+    def __init__(self, message: str, *, status_code: int, **kwargs: object):
+        self.status_code = status_code
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+
+
+class InvalidResponseError(EndpointError):
+    """Raised when an endpoint's body is not JSON, lacks the expected field or is not finite."""
+
+    status = "invalid_response"
+
+
+class OutputError(WorldError):
+    """Raised when results cannot be written; names the path."""
+
+    exit_code = ExitCode.OUTPUT
+
+    def __init__(self, message: str, *, path: Path | str):
+        self.path = Path(path)
+        super().__init__(f"{self.path}: {message}")
+
+
+class TaskFailedError(OfferflowError):
+    """Raised when a task of a running workflow fails as a whole; names the task and the cause."""
+
+    def __init__(self, task: str, cause: BaseException):
+        self.task = task
+        self.cause = cause
+        super().__init__(f"task {task!r} failed: {type(cause).__name__}: {cause}")
+
+    @property
+    def exit_code(self) -> int:  # type: ignore[override]
+        """The exit code of the underlying cause when it is an offerflow error."""
+        return self.cause.exit_code if isinstance(self.cause, OfferflowError) else ExitCode.INTERNAL
+
+
+class FailureBudgetExceeded(OfferflowError):
+    """Raised when more members failed than the partner's failure budget allows."""
+
+    exit_code = ExitCode.MEMBER_FAILURES
+
+    def __init__(self, failed: int, members: int, budget: float):
+        self.failed = failed
+        self.members = members
+        self.budget = budget
+        super().__init__(
+            f"{failed} of {members} members failed, above the failure budget of {budget:.2%}"
+        )
