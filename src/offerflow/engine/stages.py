@@ -1,0 +1,362 @@
+"""Stages: the coroutines that execute batch, stream and join tasks inside a run.
+
+A stage is the running form of a task spec. The runner wires its inputs (slots for whole
+results, channels for items) and its outlet, then starts each coroutine ``workers()`` returns
+in the run's one task group. The last worker of a stage to finish closes its outlet, which is
+end of stream for every consumer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from functools import partial
+from itertools import islice
+from time import perf_counter
+from types import MappingProxyType
+from typing import Any
+
+import anyio
+from anyio import EndOfStream
+from anyio.lowlevel import checkpoint
+
+from offerflow.engine.channels import Item, Outlet, Receiver, Slot, receive
+from offerflow.engine.failures import Failure
+from offerflow.engine.hooks import HookChain
+from offerflow.engine.policy import call_with_policy
+from offerflow.engine.tasks import BatchTask, JoinTask, StreamTask, is_async
+
+logger = logging.getLogger(__name__)
+
+Worker = Callable[[], Awaitable[None]]
+
+# A stream fed by a batch result never has to wait for input, so it yields to the event loop
+# every this many items: lets the other tasks run and a cancellation in.
+_YIELD_EVERY = 64
+# How many missing keys a join's error names.
+_KEYS_NAMED = 5
+_MISSING: Any = object()
+
+
+class Stage:
+    """What every stage shares: its name, its hooks, and the task start/end events."""
+
+    def __init__(self, name: str, *, workflow: str, hooks: HookChain) -> None:
+        self.name = name
+        self._workflow = workflow
+        self._hooks = hooks
+        self._started = False
+        self._t0 = 0.0
+
+    def workers(self) -> list[Worker]:
+        """Return the coroutine functions to start in the run's task group."""
+        raise NotImplementedError
+
+    def _start(self) -> None:
+        if not self._started:
+            self._started = True
+            self._t0 = perf_counter()
+            logger.debug("workflow %r: task %r started", self._workflow, self.name)
+            self._hooks.on_task_start(task=self.name)
+
+    def _finish(self) -> None:
+        # a stream whose upstream produced nothing still starts before it ends
+        self._start()
+        logger.debug(
+            "workflow %r: task %r finished in %.3f s",
+            self._workflow,
+            self.name,
+            perf_counter() - self._t0,
+        )
+        self._hooks.on_task_end(task=self.name, error=None)
+
+
+class BatchStage(Stage):
+    """Runs a batch task once its dependencies' results are ready."""
+
+    def __init__(
+        self,
+        spec: BatchTask,
+        *,
+        workflow: str,
+        hooks: HookChain,
+        deps: Mapping[str, Slot],
+        slot: Slot,
+    ) -> None:
+        super().__init__(spec.name, workflow=workflow, hooks=hooks)
+        self._spec = spec
+        self._async = is_async(spec.fn)
+        # A worker thread cannot be interrupted. Waiting for it on cancellation keeps threads
+        # from outliving the run; only a policy deadline justifies abandoning it instead.
+        policy = spec.policy
+        self._abandon = policy.attempt_timeout is not None or policy.item_timeout is not None
+        self._deps = deps
+        self._slot = slot
+
+    def workers(self) -> list[Worker]:
+        """Return the one coroutine of a batch task."""
+        return [self._run]
+
+    async def _run(self) -> None:
+        kwargs = {name: await dep.wait() for name, dep in self._deps.items()}
+        self._start()
+        hooks, observe = self._hooks, self._hooks.items
+        if observe:
+            hooks.on_item_start(task=self.name, key=None)
+        t0 = perf_counter()
+        value, error, _ = await call_with_policy(
+            self._spec.policy, partial(self._call, kwargs), self._on_retry
+        )
+        if error is not None:
+            if observe:
+                hooks.on_item_failed(
+                    task=self.name, key=None, error=error, latency=perf_counter() - t0
+                )
+            raise error
+        if observe:
+            hooks.on_item_done(task=self.name, key=None, latency=perf_counter() - t0)
+        self._slot.set(value)
+        self._finish()
+
+    async def _call(self, kwargs: dict[str, Any]) -> Any:
+        fn = self._spec.fn
+        if self._async:
+            return await fn(**kwargs)
+        return await anyio.to_thread.run_sync(
+            partial(fn, **kwargs), abandon_on_cancel=self._abandon
+        )
+
+    def _on_retry(self, attempt: int, error: BaseException, delay: float) -> None:
+        self._hooks.on_retry(task=self.name, key=None, attempt=attempt, error=error, delay=delay)
+
+
+class _ItemStage(Stage):
+    """A stage that emits items: it owns an outlet and maybe a slot for its collected items."""
+
+    def __init__(
+        self, name: str, *, workflow: str, hooks: HookChain, outlet: Outlet, slot: Slot | None
+    ) -> None:
+        super().__init__(name, workflow=workflow, hooks=hooks)
+        self._outlet = outlet
+        self._slot = slot
+
+    def _finish(self) -> None:
+        self._outlet.close()
+        if self._slot is not None:
+            self._slot.set(self._outlet.collected)
+        super()._finish()
+
+
+class StreamStage(_ItemStage):
+    """Runs a stream task: ``concurrency`` long-lived workers pulling items from one source."""
+
+    def __init__(
+        self,
+        spec: StreamTask,
+        *,
+        workflow: str,
+        hooks: HookChain,
+        source: Slot | Receiver,
+        outlet: Outlet,
+        slot: Slot | None,
+    ) -> None:
+        super().__init__(spec.name, workflow=workflow, hooks=hooks, outlet=outlet, slot=slot)
+        self._spec = spec
+        self._fn = spec.fn
+        self._async = is_async(spec.fn)
+        self._accepts_failures = spec.accepts_failures
+        self._plain = spec.policy.plain
+        self._fast = self._plain and not hooks.items
+        self._source = source
+        self._items: Iterator[Item] | None = None
+        self._live = spec.concurrency
+
+    def workers(self) -> list[Worker]:
+        """Return one worker coroutine per unit of concurrency."""
+        return [self._work] * self._spec.concurrency
+
+    async def _work(self) -> None:
+        if isinstance(self._source, Slot):
+            await self._work_on_result(self._source)
+        else:
+            await self._work_on_channel(self._source)
+        self._live -= 1
+        if self._live == 0:
+            self._finish()
+
+    async def _work_on_result(self, source: Slot) -> None:
+        result = await source.wait()
+        if self._items is None:
+            # the workers share one iterator: next() never awaits, so each item goes to one
+            self._items = self._itemize(result)
+            self._start()
+        outlet = self._outlet
+        for count, (key, value) in enumerate(self._items, 1):
+            await outlet.emit(key, await self._process(key, value))
+            if count % _YIELD_EVERY == 0:
+                await checkpoint()
+
+    def _itemize(self, result: Iterable[Any]) -> Iterator[Item]:
+        key = self._spec.key
+        if key is None:
+            return enumerate(result)
+        return ((key(element), element) for element in result)
+
+    async def _work_on_channel(self, rx: Receiver) -> None:
+        outlet = self._outlet
+        while True:
+            try:
+                key, value = await receive(rx)
+            except EndOfStream:
+                return
+            if not self._started:
+                self._start()
+            await outlet.emit(key, await self._process(key, value))
+
+    async def _process(self, key: Hashable, value: Any) -> Any:
+        if not self._accepts_failures and isinstance(value, Failure):
+            return value
+        if self._fast:
+            try:
+                return (await self._fn(value)) if self._async else self._fn(value)
+            except Exception as exc:
+                return Failure(key, self.name, exc, value)
+        return await self._process_observed(key, value)
+
+    async def _process_observed(self, key: Hashable, value: Any) -> Any:
+        hooks, observe = self._hooks, self._hooks.items
+        if observe:
+            hooks.on_item_start(task=self.name, key=key)
+        t0 = perf_counter()
+        error: BaseException | None
+        if self._plain:
+            # the common case needs none of the policy machinery
+            attempts = 1
+            try:
+                out, error = (await self._call(value)), None
+            except Exception as exc:
+                out, error = None, exc
+        else:
+            out, error, attempts = await call_with_policy(
+                self._spec.policy, partial(self._call, value), partial(self._on_retry, key)
+            )
+        if error is None:
+            if observe:
+                hooks.on_item_done(task=self.name, key=key, latency=perf_counter() - t0)
+            return out
+        if observe:
+            hooks.on_item_failed(task=self.name, key=key, error=error, latency=perf_counter() - t0)
+        return Failure(key, self.name, error, value, attempts)
+
+    async def _call(self, value: Any) -> Any:
+        return (await self._fn(value)) if self._async else self._fn(value)
+
+    def _on_retry(self, key: Hashable, attempt: int, error: BaseException, delay: float) -> None:
+        self._hooks.on_retry(task=self.name, key=key, attempt=attempt, error=error, delay=delay)
+
+
+class _Pending:
+    """A key some but not all upstreams of a join have delivered."""
+
+    __slots__ = ("arrived", "since", "values")
+
+    def __init__(self, width: int, since: float) -> None:
+        self.arrived = 0
+        self.since = since
+        self.values: list[Any] = [_MISSING] * width
+
+
+class JoinStage(_ItemStage):
+    """Runs a join: one reader per upstream, emitting each key once every upstream has it."""
+
+    def __init__(
+        self,
+        spec: JoinTask,
+        *,
+        workflow: str,
+        hooks: HookChain,
+        sources: Sequence[Receiver],
+        outlet: Outlet,
+        slot: Slot | None,
+    ) -> None:
+        super().__init__(spec.name, workflow=workflow, hooks=hooks, outlet=outlet, slot=slot)
+        self._names = spec.after
+        self._sources = tuple(sources)
+        self._pending: dict[Hashable, _Pending] = {}
+        self._open = len(self._sources)
+
+    def workers(self) -> list[Worker]:
+        """Return one reader per upstream, so no upstream waits for another."""
+        return [partial(self._read, index, rx) for index, rx in enumerate(self._sources)]
+
+    async def _read(self, index: int, rx: Receiver) -> None:
+        pending, width, observe = self._pending, len(self._names), self._hooks.items
+        while True:
+            try:
+                key, value = await receive(rx)
+            except EndOfStream:
+                break
+            if not self._started:
+                self._start()
+            entry = pending.get(key)
+            if entry is None:
+                if observe:
+                    self._hooks.on_item_start(task=self.name, key=key)
+                entry = pending[key] = _Pending(width, perf_counter() if observe else 0.0)
+            elif entry.values[index] is not _MISSING:
+                raise ValueError(
+                    f"join {self.name!r}: upstream {self._names[index]!r} delivered key {key!r} "
+                    "twice; keys must be unique per upstream"
+                )
+            entry.values[index] = value
+            entry.arrived += 1
+            if entry.arrived == width:
+                # free the entry as soon as the key is complete: memory stays bounded by skew
+                del pending[key]
+                await self._outlet.emit(key, self._combine(key, entry))
+        self._open -= 1
+        if self._open == 0:
+            if pending:
+                raise LookupError(self._missing())
+            self._finish()
+
+    def _combine(self, key: Hashable, entry: _Pending) -> Any:
+        names, values = self._names, entry.values
+        failed: Failure | None = None
+        for value in values:
+            if isinstance(value, Failure):
+                failed = value
+                break
+        hooks = self._hooks
+        if failed is None:
+            if hooks.items:
+                hooks.on_item_done(task=self.name, key=key, latency=perf_counter() - entry.since)
+            return dict(zip(names, values, strict=True))
+        if hooks.items:
+            latency = perf_counter() - entry.since
+            hooks.on_item_failed(task=self.name, key=key, error=failed.error, latency=latency)
+        partial_values = {
+            name: value
+            for name, value in zip(names, values, strict=True)
+            if not isinstance(value, Failure)
+        }
+        return Failure(
+            key,
+            failed.task,
+            failed.error,
+            failed.value,
+            failed.attempts,
+            MappingProxyType(partial_values),
+        )
+
+    def _missing(self) -> str:
+        named = []
+        for key, entry in islice(self._pending.items(), _KEYS_NAMED):
+            absent = [n for n, v in zip(self._names, entry.values, strict=True) if v is _MISSING]
+            named.append(f"{key!r} (missing from {', '.join(map(repr, absent))})")
+        more = len(self._pending) - len(named)
+        return (
+            f"join {self.name!r}: {len(self._pending)} keys did not arrive from every upstream: "
+            + ", ".join(named)
+            + (f" and {more} more" if more else "")
+        )
