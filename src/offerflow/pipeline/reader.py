@@ -1,0 +1,303 @@
+"""The transaction reader: one input file in, the canonical transaction table and its rejects out.
+
+Every column is read as text, then parsed with vectorised polars expressions, so that a row that
+cannot be used keeps its raw values for ``rejects.csv``. Each input row ends up in exactly one of
+the two tables (the row ledger, DESIGN.md §1)::
+
+    rows_in == rows_used + rows_rejected
+
+``line`` numbers rows the way a person counts lines in the file: the header is line 1 and the
+first data row line 2. In a CSV file it is the *record* number + 1, which is the physical line
+number unless a quoted field spans several lines; in a Parquet file it is the row number + 1.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from pathlib import Path
+from types import MappingProxyType
+from typing import Literal
+
+import polars as pl
+
+from offerflow.errors import InputError
+
+__all__ = [
+    "CANONICAL",
+    "DEFAULT_COLUMNS",
+    "REASONS",
+    "TYPES",
+    "ReadResult",
+    "parse_as_of",
+    "read_transactions",
+]
+
+#: the canonical column names of a transaction, in the order rejects are checked
+CANONICAL = ("member_id", "ts", "type", "points", "revenue")
+#: the default partner's column names, by canonical name
+DEFAULT_COLUMNS: Mapping[str, str] = MappingProxyType(
+    {
+        "member_id": "memberId",
+        "ts": "lastTransactionUtcTs",
+        "type": "lastTransactionType",
+        "points": "lastTransactionPointsBought",
+        "revenue": "lastTransactionRevenueUSD",
+    }
+)
+#: the transaction types, as they appear in the canonical table
+TYPES = ("buy", "gift", "redeem")
+
+_NUMBERS = ("points", "revenue")
+#: the reject reason codes, in the order they are checked: the first that applies is given
+REASONS = (
+    "missing_member_id",
+    *(f"missing_field:{name}" for name in CANONICAL[1:]),
+    "bad_timestamp",
+    "future_timestamp",
+    "unknown_type",
+    *(f"bad_number:{name}" for name in _NUMBERS),
+)
+_PARQUET_SUFFIXES = frozenset({".parquet", ".pq"})
+
+# The common case, parsed by polars' fast path; everything else goes through _TS_ANY.
+_TS_PLAIN = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$"
+# A date, optionally with a time (`T`, `t` or a space between), fraction and `Z` or ±HH:MM offset.
+_TS_ANY = (
+    r"^(?<date>\d{4}-\d{2}-\d{2})"
+    r"(?:[Tt ](?<time>\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?)(?<offset>[Zz]|[+-]\d{2}:\d{2})?)?$"
+)
+_AS_OF = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+@dataclass(frozen=True, slots=True)
+class ReadResult:
+    """What one input file holds: its usable transactions, its rejects and its members."""
+
+    #: usable rows: line, member_id, ts (UTC), type (buy/gift/redeem), points, revenue
+    transactions: pl.DataFrame
+    #: rejected rows: line, the raw value of each mapped source column (null when empty), reason
+    rejects: pl.DataFrame
+    #: every distinct non-empty member id of the input, rejected rows included, sorted
+    members: pl.Series
+    #: data rows in the file
+    rows_in: int
+
+    @property
+    def rows_used(self) -> int:
+        """The number of usable transactions."""
+        return self.transactions.height
+
+    @property
+    def rows_rejected(self) -> int:
+        """The number of rejected rows."""
+        return self.rejects.height
+
+    @property
+    def rejects_by_reason(self) -> dict[str, int]:
+        """The number of rejected rows per reason code, sorted by reason."""
+        counts = self.rejects["reason"].value_counts()
+        return dict(sorted(zip(counts["reason"], counts["count"], strict=True)))
+
+
+def parse_as_of(text: str | None, *, now: datetime | None = None) -> datetime:
+    """The as-of instant of a run: ``now`` (UTC) for None, the end of the UTC day for YYYY-MM-DD."""
+    if text is None:
+        return _utc(now) if now is not None else datetime.now(UTC)
+    stripped = text.strip()
+    if not _AS_OF.fullmatch(stripped):
+        raise ValueError(f"as-of must be a date YYYY-MM-DD, got {text!r}")
+    try:
+        day = date.fromisoformat(stripped)
+    except ValueError as exc:
+        raise ValueError(f"as-of {text!r} is not a calendar date: {exc}") from None
+    return datetime.combine(day, time.max, tzinfo=UTC)
+
+
+def read_transactions(
+    path: Path,
+    *,
+    as_of: datetime,
+    columns: Mapping[str, str] = DEFAULT_COLUMNS,
+    fmt: Literal["csv", "parquet"] | None = None,
+    type_aliases: Mapping[str, str] | None = None,
+) -> ReadResult:
+    """Read a CSV or Parquet file of transactions into usable rows and rejects.
+
+    ``columns`` maps each canonical name to the file's column name, ``type_aliases`` maps a
+    partner's spelling of a type (case-insensitive) to a canonical type, and rows after
+    ``as_of`` (a naive datetime is taken as UTC) are rejected as ``future_timestamp``.
+    ``fmt`` defaults to Parquet for a ``.parquet``/``.pq`` suffix and CSV otherwise.
+
+    Raises InputError when the file cannot be read, is empty or lacks a mapped column.
+    """
+    path = Path(path)
+    source = _source_columns(columns)
+    types = _type_mapping(type_aliases)
+    fmt = fmt or ("parquet" if path.suffix.lower() in _PARQUET_SUFFIXES else "csv")
+    try:
+        if path.stat().st_size == 0:
+            raise InputError("the file is empty", path=path)
+        _check_header(path, _scan(path, fmt).collect_schema().names(), source)
+        try:
+            parsed = _parsed(_raw(path, fmt, source), _utc(as_of), types).collect()
+        except pl.exceptions.ComputeError:
+            if fmt != "csv":
+                raise
+            # Strict decoding is the fast path; a stray non-UTF-8 byte then spoils one value
+            # (decoded lossily), not the whole file.
+            raw = _raw(path, fmt, source, encoding="utf8-lossy")
+            parsed = _parsed(raw, _utc(as_of), types).collect()
+    except OSError as exc:
+        raise InputError(f"cannot read the file: {exc.strerror or exc}", path=path) from exc
+    except pl.exceptions.PolarsError as exc:
+        raise InputError(f"cannot parse the file as {fmt}: {exc}", path=path) from exc
+    return _split(parsed, source)
+
+
+def _source_columns(columns: Mapping[str, str]) -> dict[str, str]:
+    missing = [name for name in CANONICAL if name not in columns]
+    unknown = sorted(set(columns) - set(CANONICAL))
+    if missing or unknown:
+        raise ValueError(
+            f"the column mapping must name exactly {', '.join(CANONICAL)}"
+            f" (missing: {missing or 'none'}, unknown: {unknown or 'none'})"
+        )
+    source = {name: columns[name] for name in CANONICAL}
+    if len(set(source.values())) != len(source):
+        raise ValueError(f"the column mapping maps two names to one column: {source}")
+    return source
+
+
+def _type_mapping(aliases: Mapping[str, str] | None) -> dict[str, str]:
+    mapping = {kind: kind for kind in TYPES}
+    for alias, kind in (aliases or {}).items():
+        key = alias.strip().lower()
+        if kind not in TYPES or (key in TYPES and key != kind):
+            raise ValueError(f"type alias {alias!r} -> {kind!r}: the target must be one of {TYPES}")
+        mapping[key] = kind
+    return mapping
+
+
+def _utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def _scan(
+    path: Path, fmt: Literal["csv", "parquet"], encoding: Literal["utf8", "utf8-lossy"] = "utf8"
+) -> pl.LazyFrame:
+    if fmt == "parquet":
+        return pl.scan_parquet(path)
+    return pl.scan_csv(path, infer_schema=False, encoding=encoding)
+
+
+def _raw(
+    path: Path,
+    fmt: Literal["csv", "parquet"],
+    source: Mapping[str, str],
+    encoding: Literal["utf8", "utf8-lossy"] = "utf8",
+) -> pl.LazyFrame:
+    """The mapped columns as text under their canonical names, and the line number."""
+    return (
+        _scan(path, fmt, encoding)
+        .select(pl.col(source[name]).cast(pl.String).alias(name) for name in CANONICAL)
+        .with_row_index("line", offset=2)
+        .with_columns(pl.col("line").cast(pl.Int64))
+    )
+
+
+def _check_header(path: Path, header: list[str], source: Mapping[str, str]) -> None:
+    missing = [column for column in source.values() if column not in header]
+    if not missing:
+        return
+    message = f"missing column(s) {', '.join(repr(c) for c in missing)}; the header has {header}"
+    if len(header) == 1:
+        for delimiter, name in ((";", "';'"), ("\t", "a tab")):
+            if delimiter in header[0]:
+                message += f" (one column containing {name}: is the file delimited by {name}?)"
+                break
+    raise InputError(message, path=path)
+
+
+def _parsed(raw: pl.LazyFrame, as_of: datetime, types: Mapping[str, str]) -> pl.LazyFrame:
+    """The raw text columns, their parsed values and the reject reason (null when usable)."""
+    text = {name: pl.col(name).str.strip_chars() for name in CANONICAL}
+    parsed = raw.with_columns(
+        *(
+            text[name].str.len_bytes().fill_null(0).eq(0).alias(f"_missing_{name}")
+            for name in CANONICAL
+        ),
+        pl.when(text["member_id"] != "").then(text["member_id"]).alias("_member_id"),
+        _timestamp(text["ts"]).alias("_ts"),
+        text["type"].str.to_lowercase().replace_strict(types, default=None).alias("_type"),
+        *(text[name].cast(pl.Float64, strict=False).alias(f"_{name}") for name in _NUMBERS),
+    )
+    checks = [pl.col(f"_missing_{name}") for name in CANONICAL]
+    checks += [pl.col("_ts").is_null(), pl.col("_ts") > as_of, pl.col("_type").is_null()]
+    checks += [pl.col(f"_{name}").is_null() | ~pl.col(f"_{name}").is_finite() for name in _NUMBERS]
+    # The first failing check wins. A small integer per row is much cheaper than a string:
+    # only the rejects get the reason's name.
+    code = pl.coalesce(
+        pl.when(check).then(pl.lit(index, pl.UInt8)) for index, check in enumerate(checks)
+    )
+    return parsed.with_columns(code.alias("_reason"))
+
+
+def _timestamp(text: pl.Expr) -> pl.Expr:
+    """Parse UTC timestamps; null where the text is not one of the accepted forms."""
+    plain = text.str.contains(_TS_PLAIN)
+    fast = text.str.to_datetime("%Y-%m-%d %H:%M:%S", time_unit="us", time_zone="UTC", strict=False)
+    # Only the rows the fast path did not take reach the slow path: nulls cost next to nothing.
+    parts = pl.when(~plain).then(text).str.extract_groups(_TS_ANY)
+    offset = parts.struct["offset"]
+    utc_offset = (
+        pl.when(offset.is_null() | (offset.str.to_uppercase() == "Z"))
+        .then(pl.lit("+00:00"))
+        .otherwise(offset)
+    )
+    iso = pl.concat_str(
+        parts.struct["date"],
+        pl.lit("T"),
+        parts.struct["time"].fill_null("00:00:00"),
+        utc_offset,
+    )
+    slow = iso.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%:z", time_unit="us", strict=False)
+    return pl.when(plain).then(fast).otherwise(slow)
+
+
+def _split(parsed: pl.DataFrame, source: Mapping[str, str]) -> ReadResult:
+    usable = pl.col("_reason").is_null()
+    transactions = (
+        parsed.lazy()
+        .select("line", *(pl.col(f"_{name}").alias(name) for name in CANONICAL), "_reason")
+        .filter(usable)
+        .drop("_reason")
+    )
+    rejects = (
+        parsed.lazy()
+        .filter(~usable)
+        .select(
+            "line",
+            *(
+                pl.when(pl.col(name) != "").then(pl.col(name)).alias(source[name])
+                for name in CANONICAL
+            ),
+            pl.col("_reason")
+            .replace_strict(dict(enumerate(REASONS)), return_dtype=pl.String)
+            .alias("reason"),
+        )
+    )
+    members = parsed.lazy().select(
+        pl.col("_member_id").drop_nulls().unique().sort().alias("member_id")
+    )
+    transactions_df, rejects_df, members_df = pl.collect_all([transactions, rejects, members])
+    return ReadResult(
+        transactions=transactions_df,
+        rejects=rejects_df,
+        members=members_df.to_series(),
+        rows_in=parsed.height,
+    )

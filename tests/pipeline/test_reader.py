@@ -1,0 +1,554 @@
+"""The transaction reader: parsing, reject reasons, the row ledger and unusable files."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from polars.testing import assert_frame_equal, assert_series_equal
+
+from offerflow.errors import InputError
+from offerflow.pipeline.reader import (
+    CANONICAL,
+    DEFAULT_COLUMNS,
+    ReadResult,
+    parse_as_of,
+    read_transactions,
+)
+
+WriteCsv = Callable[..., Path]
+HEADER = ",".join(DEFAULT_COLUMNS.values())
+TRANSACTIONS_SCHEMA = pl.Schema(
+    {
+        "line": pl.Int64(),
+        "member_id": pl.String(),
+        "ts": pl.Datetime("us", "UTC"),
+        "type": pl.String(),
+        "points": pl.Float64(),
+        "revenue": pl.Float64(),
+    }
+)
+REJECTS_SCHEMA = pl.Schema(
+    {"line": pl.Int64} | dict.fromkeys(DEFAULT_COLUMNS.values(), pl.String) | {"reason": pl.String}
+)
+
+
+def utc(year: int, month: int, day: int, *clock: int) -> datetime:
+    hour, minute, second, microsecond = (*clock, 0, 0, 0, 0)[:4]
+    return datetime(year, month, day, hour, minute, second, microsecond, tzinfo=UTC)
+
+
+def read_one(write_csv: WriteCsv, line: str, as_of: datetime, **kwargs: object) -> ReadResult:
+    return read_transactions(write_csv(line), as_of=as_of, **kwargs)  # type: ignore[arg-type]
+
+
+def reason_of(write_csv: WriteCsv, line: str, as_of: datetime) -> str | None:
+    result = read_one(write_csv, line, as_of)
+    return None if result.rows_rejected == 0 else str(result.rejects["reason"].item())
+
+
+# --- parse_as_of -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2024-01-10", utc(2024, 1, 10, 23, 59, 59, 999999)),
+        ("2024-02-29", utc(2024, 2, 29, 23, 59, 59, 999999)),
+        (" 2024-01-10 ", utc(2024, 1, 10, 23, 59, 59, 999999)),
+    ],
+)
+def test_as_of_date_means_the_end_of_that_utc_day(text: str, expected: datetime) -> None:
+    assert parse_as_of(text) == expected
+    assert parse_as_of(text).tzinfo == UTC
+
+
+@pytest.mark.parametrize(
+    ("now", "expected"),
+    [
+        (utc(2024, 1, 10, 12), utc(2024, 1, 10, 12)),
+        (datetime(2024, 1, 10, 12, tzinfo=timezone(timedelta(hours=2))), utc(2024, 1, 10, 10)),
+        (datetime(2024, 1, 10, 12), utc(2024, 1, 10, 12)),
+    ],
+    ids=["utc", "offset", "naive"],
+)
+def test_no_as_of_means_now_in_utc(now: datetime, expected: datetime) -> None:
+    moment = parse_as_of(None, now=now)
+    assert moment == expected
+    assert moment.tzinfo == UTC
+
+
+def test_no_as_of_and_no_clock_means_the_current_time() -> None:
+    before = datetime.now(UTC)
+    moment = parse_as_of(None)
+    assert before <= moment <= datetime.now(UTC)
+
+
+@pytest.mark.parametrize(
+    "text", ["2024-1-10", "20240110", "2024-02-30", "2024-01-10T00:00:00", "yesterday", ""]
+)
+def test_as_of_other_than_a_date_is_a_value_error(text: str) -> None:
+    with pytest.raises(ValueError, match="as-of") as raised:
+        parse_as_of(text)
+    assert repr(text) in str(raised.value)
+
+
+# --- parsing usable rows -----------------------------------------------------------------------
+
+
+def test_usable_row_becomes_a_canonical_transaction(write_csv: WriteCsv, as_of: datetime) -> None:
+    result = read_one(write_csv, " A1 ,2023-05-06 07:08:09, Buy ,-1200, 3.5", as_of)
+
+    expected = pl.DataFrame(
+        {
+            "line": [2],
+            "member_id": ["A1"],
+            "ts": [utc(2023, 5, 6, 7, 8, 9)],
+            "type": ["buy"],
+            "points": [-1200.0],
+            "revenue": [3.5],
+        },
+        schema=TRANSACTIONS_SCHEMA,
+    )
+    assert_frame_equal(result.transactions, expected)
+    assert result.rejects.schema == REJECTS_SCHEMA
+    assert result.rejects.is_empty()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2023-05-06 07:08:09", utc(2023, 5, 6, 7, 8, 9)),
+        ("2023-05-06T07:08:09", utc(2023, 5, 6, 7, 8, 9)),
+        ("2023-05-06T07:08:09Z", utc(2023, 5, 6, 7, 8, 9)),
+        ("2023-05-06t07:08:09z", utc(2023, 5, 6, 7, 8, 9)),
+        ("2023-05-06T07:08:09.5Z", utc(2023, 5, 6, 7, 8, 9, 500000)),
+        ("2023-05-06T07:08:09.123456789Z", utc(2023, 5, 6, 7, 8, 9, 123456)),
+        ("2023-05-06T07:08:09+02:00", utc(2023, 5, 6, 5, 8, 9)),
+        ("2023-05-06T23:08:09-05:30", utc(2023, 5, 7, 4, 38, 9)),
+        ("2023-05-06 07:08:09.250+01:00", utc(2023, 5, 6, 6, 8, 9, 250000)),
+        ("2023-05-06", utc(2023, 5, 6)),
+        ("  2023-05-06 07:08:09  ", utc(2023, 5, 6, 7, 8, 9)),
+    ],
+)
+def test_timestamp_forms_are_read_as_utc(
+    write_csv: WriteCsv, as_of: datetime, text: str, expected: datetime
+) -> None:
+    result = read_one(write_csv, f"A,{text},buy,100,1.0", as_of)
+    assert result.transactions["ts"].to_list() == [expected]
+
+
+@pytest.mark.parametrize("text", ["buy", "BUY", "Gift", " redeem ", "\tREDEEM"])
+def test_type_is_case_insensitive_and_stripped(
+    write_csv: WriteCsv, as_of: datetime, text: str
+) -> None:
+    result = read_one(write_csv, f"A,2023-05-06 07:08:09,{text},100,1.0", as_of)
+    assert result.transactions["type"].to_list() == [text.strip().lower()]
+
+
+@pytest.mark.parametrize(
+    ("aliases", "text", "expected"),
+    [
+        ({"purchase": "buy"}, "PURCHASE", "buy"),
+        ({" Present ": "gift"}, "present", "gift"),
+        ({"purchase": "buy"}, "buy", "buy"),
+    ],
+)
+def test_type_aliases_map_a_partners_spelling(
+    write_csv: WriteCsv, as_of: datetime, aliases: dict[str, str], text: str, expected: str
+) -> None:
+    result = read_one(
+        write_csv, f"A,2023-05-06 07:08:09,{text},100,1.0", as_of, type_aliases=aliases
+    )
+    assert result.transactions["type"].to_list() == [expected]
+
+
+@pytest.mark.parametrize("aliases", [{"purchase": "refund"}, {"buy": "gift"}])
+def test_type_alias_must_name_a_type(
+    write_csv: WriteCsv, as_of: datetime, aliases: dict[str, str]
+) -> None:
+    with pytest.raises(ValueError, match="alias"):
+        read_one(write_csv, "A,2023-05-06 07:08:09,buy,100,1.0", as_of, type_aliases=aliases)
+
+
+# --- reject reasons ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        pytest.param(",2023-05-06 07:08:09,buy,100,1.0", "missing_member_id", id="empty id"),
+        pytest.param("   ,2023-05-06 07:08:09,buy,100,1.0", "missing_member_id", id="blank id"),
+        pytest.param(",,,,", "missing_member_id", id="id before fields"),
+        pytest.param("A,,buy,100,1.0", "missing_field:ts", id="ts"),
+        pytest.param("A,2023-05-06 07:08:09,,100,1.0", "missing_field:type", id="type"),
+        pytest.param("A,2023-05-06 07:08:09,buy,,1.0", "missing_field:points", id="points"),
+        pytest.param("A,2023-05-06 07:08:09,buy,100,", "missing_field:revenue", id="revenue"),
+        pytest.param('A,2023-05-06 07:08:09,buy," ",1.0', "missing_field:points", id="blank"),
+        pytest.param("A,,,,", "missing_field:ts", id="first missing field"),
+        pytest.param("A,2023-05-06 07:08:09,, ,", "missing_field:type", id="type before points"),
+        pytest.param("A,bogus,,100,1.0", "missing_field:type", id="missing before bad"),
+        pytest.param("A,yesterday,buy,100,1.0", "bad_timestamp", id="word"),
+        pytest.param("A,2023-5-6 7:8:9,buy,100,1.0", "bad_timestamp", id="unpadded"),
+        pytest.param("A,2023-02-30 00:00:00,buy,100,1.0", "bad_timestamp", id="no such day"),
+        pytest.param("A,2023-05-06 24:00:00,buy,100,1.0", "bad_timestamp", id="hour 24"),
+        pytest.param("A,2023-05-06T07:08:09+0200,buy,100,1.0", "bad_timestamp", id="offset hhmm"),
+        pytest.param("A,2023-05-06 07:08,buy,100,1.0", "bad_timestamp", id="no seconds"),
+        pytest.param("A,06/05/2023 07:08:09,buy,100,1.0", "bad_timestamp", id="other order"),
+        pytest.param("A,2023-05-06 07:08:09Z+01:00,buy,100,1.0", "bad_timestamp", id="two zones"),
+        pytest.param("A,bogus,refund,x,y", "bad_timestamp", id="timestamp before type"),
+        pytest.param("A,2024-01-11 00:00:00,buy,100,1.0", "future_timestamp", id="future"),
+        pytest.param("A,2030-01-01,refund,x,y", "future_timestamp", id="future before type"),
+        pytest.param("A,2023-05-06 07:08:09,refund,100,1.0", "unknown_type", id="unknown"),
+        pytest.param("A,2023-05-06 07:08:09,buyer,x,y", "unknown_type", id="type before number"),
+        pytest.param("A,2023-05-06 07:08:09,buy,abc,1.0", "bad_number:points", id="word points"),
+        pytest.param("A,2023-05-06 07:08:09,buy,nan,1.0", "bad_number:points", id="nan"),
+        pytest.param("A,2023-05-06 07:08:09,buy,inf,1.0", "bad_number:points", id="inf"),
+        pytest.param("A,2023-05-06 07:08:09,buy,-inf,1.0", "bad_number:points", id="-inf"),
+        pytest.param("A,2023-05-06 07:08:09,buy,1e400,1.0", "bad_number:points", id="overflow"),
+        pytest.param('A,2023-05-06 07:08:09,buy,"1,000",1.0', "bad_number:points", id="comma"),
+        pytest.param("A,2023-05-06 07:08:09,buy,100,NaN", "bad_number:revenue", id="revenue"),
+        pytest.param("A,2023-05-06 07:08:09,buy,x,y", "bad_number:points", id="points first"),
+    ],
+)
+def test_unusable_row_is_rejected_with_the_first_applicable_reason(
+    write_csv: WriteCsv, as_of: datetime, line: str, reason: str
+) -> None:
+    assert reason_of(write_csv, line, as_of) == reason
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("2024-01-10T23:59:59.999999Z", None),
+        ("2024-01-11T00:00:00Z", "future_timestamp"),
+        ("2024-01-11T01:59:59.999999+02:00", None),
+        ("2024-01-11T02:00:00+02:00", "future_timestamp"),
+    ],
+    ids=["at as-of", "1us after", "at as-of with offset", "1us after with offset"],
+)
+def test_a_row_at_as_of_is_used_and_one_a_microsecond_later_is_future(
+    write_csv: WriteCsv, as_of: datetime, text: str, reason: str | None
+) -> None:
+    assert reason_of(write_csv, f"A,{text},buy,100,1.0", as_of) == reason
+
+
+# --- the ledger, rejects and members -----------------------------------------------------------
+
+MIXED = (
+    "A,2023-01-01 00:00:00,buy,100,1.0",
+    "B,,,,",
+    ",2023-01-01 00:00:00,gift,100,1.0",
+    "C,2023-01-01 00:00:00,refund,100,1.0",
+    " A ,2023-01-02 00:00:00,redeem,-100,0.0",
+    "D,2025-01-01 00:00:00,buy,100,1.0",
+    "E,2023-01-01 00:00:00,buy,abc,1.0",
+    "  ,,,,",
+    'F,"",buy,100,1.0',
+)
+
+
+def test_ledger_balances_and_counts_rejects_by_reason(write_csv: WriteCsv, as_of: datetime) -> None:
+    result = read_transactions(write_csv(*MIXED), as_of=as_of)
+
+    assert (result.rows_in, result.rows_used, result.rows_rejected) == (9, 2, 7)
+    assert result.rejects_by_reason == {
+        "bad_number:points": 1,
+        "future_timestamp": 1,
+        "missing_field:ts": 2,
+        "missing_member_id": 2,
+        "unknown_type": 1,
+    }
+    assert list(result.rejects_by_reason) == sorted(result.rejects_by_reason)
+
+
+def test_rejects_keep_line_raw_values_and_source_column_names(
+    write_csv: WriteCsv, as_of: datetime
+) -> None:
+    result = read_transactions(write_csv(*MIXED), as_of=as_of)
+
+    expected = pl.DataFrame(
+        [
+            (3, "B", None, None, None, None, "missing_field:ts"),
+            (4, None, "2023-01-01 00:00:00", "gift", "100", "1.0", "missing_member_id"),
+            (5, "C", "2023-01-01 00:00:00", "refund", "100", "1.0", "unknown_type"),
+            (7, "D", "2025-01-01 00:00:00", "buy", "100", "1.0", "future_timestamp"),
+            (8, "E", "2023-01-01 00:00:00", "buy", "abc", "1.0", "bad_number:points"),
+            (9, "  ", None, None, None, None, "missing_member_id"),
+            (10, "F", None, "buy", "100", "1.0", "missing_field:ts"),
+        ],
+        schema=REJECTS_SCHEMA,
+        orient="row",
+    )
+    assert_frame_equal(result.rejects, expected)
+    assert result.transactions["line"].to_list() == [2, 6]
+
+
+def test_members_are_all_ids_of_the_input_sorted_rejected_rows_included(
+    write_csv: WriteCsv, as_of: datetime
+) -> None:
+    result = read_transactions(write_csv(*MIXED), as_of=as_of)
+    assert result.members.to_list() == ["A", "B", "C", "D", "E", "F"]
+    assert result.members.name == "member_id"
+
+
+def test_header_only_file_has_no_rows_and_the_right_schemas(
+    write_csv: WriteCsv, as_of: datetime
+) -> None:
+    result = read_transactions(write_csv(), as_of=as_of)
+
+    assert (result.rows_in, result.rows_used, result.rows_rejected) == (0, 0, 0)
+    assert result.transactions.schema == TRANSACTIONS_SCHEMA
+    assert result.rejects.schema == REJECTS_SCHEMA
+    assert result.members.dtype == pl.String
+    assert result.members.is_empty()
+    assert result.rejects_by_reason == {}
+
+
+# --- unusable files ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "fragments"),
+    [
+        pytest.param(b"", ["empty"], id="empty file"),
+        pytest.param(
+            b"memberId,lastTransactionUtcTs,lastTransactionType,lastTransactionPointsBought\n",
+            ["'lastTransactionRevenueUSD'"],
+            id="one missing column",
+        ),
+        pytest.param(
+            b"memberId,ts,lastTransactionType,lastTransactionPointsBought\nA,1,buy,1\n",
+            ["'lastTransactionUtcTs'", "'lastTransactionRevenueUSD'"],
+            id="every missing column named",
+        ),
+        pytest.param(
+            HEADER.replace(",", ";").encode() + b"\n", ["delimited by ';'"], id="semicolons"
+        ),
+        pytest.param(HEADER.replace(",", "\t").encode() + b"\n", ["delimited by a tab"], id="tabs"),
+        pytest.param(HEADER.encode() + b"\nA,2023-01-01,buy,1,1,extra\n", ["parse"], id="ragged"),
+        pytest.param(HEADER.encode() + b'\nA,"2023-01-01,buy,1,1\n', ["parse"], id="open quote"),
+    ],
+)
+def test_unusable_file_is_an_input_error_naming_the_file(
+    tmp_path: Path, as_of: datetime, content: bytes, fragments: list[str]
+) -> None:
+    path = tmp_path / "partner.csv"
+    path.write_bytes(content)
+
+    with pytest.raises(InputError) as raised:
+        read_transactions(path, as_of=as_of)
+
+    assert raised.value.path == path
+    assert str(path) in str(raised.value)
+    for fragment in fragments:
+        assert fragment in str(raised.value)
+
+
+def test_comma_separated_file_missing_a_column_gets_no_delimiter_hint(
+    write_csv: WriteCsv, as_of: datetime
+) -> None:
+    with pytest.raises(InputError) as raised:
+        read_transactions(write_csv(header="memberId"), as_of=as_of)
+    assert "delimited" not in str(raised.value)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_absent_file_is_an_input_error(tmp_path: Path, as_of: datetime, fmt: str) -> None:
+    with pytest.raises(InputError, match="cannot read"):
+        read_transactions(tmp_path / f"absent.{fmt}", as_of=as_of)
+
+
+def test_file_that_is_not_parquet_is_an_input_error(tmp_path: Path, as_of: datetime) -> None:
+    path = tmp_path / "partner.parquet"
+    path.write_text(HEADER + "\n")
+    with pytest.raises(InputError, match="parquet"):
+        read_transactions(path, as_of=as_of)
+
+
+@pytest.mark.parametrize(
+    "columns",
+    [
+        {"member_id": "memberId"},
+        {**DEFAULT_COLUMNS, "extra": "x"},
+        {**DEFAULT_COLUMNS, "ts": "memberId"},
+    ],
+    ids=["incomplete", "unknown name", "one column twice"],
+)
+def test_column_mapping_must_map_each_canonical_name_to_its_own_column(
+    write_csv: WriteCsv, as_of: datetime, columns: dict[str, str]
+) -> None:
+    with pytest.raises(ValueError, match="column mapping"):
+        read_transactions(write_csv(), as_of=as_of, columns=columns)
+
+
+# --- CSV dialect, encodings and formats --------------------------------------------------------
+
+ROW = "A,2023-05-06 07:08:09,buy,100,1.0"
+
+
+@pytest.mark.parametrize(
+    ("content", "member_ids"),
+    [
+        pytest.param(b"\xef\xbb\xbf" + f"{HEADER}\n{ROW}\n".encode(), ["A"], id="BOM"),
+        pytest.param(f"{HEADER}\r\n{ROW}\r\nB{ROW[1:]}\r\n".encode(), ["A", "B"], id="CRLF"),
+        pytest.param(f'{HEADER}\n"A,1"{ROW[1:]}\n'.encode(), ["A,1"], id="quoted comma"),
+        pytest.param(f'{HEADER}\n"A ""x"""{ROW[1:]}\n'.encode(), ['A "x"'], id="quoted quote"),
+        pytest.param(f"{HEADER}\n{ROW}".encode(), ["A"], id="no final newline"),
+    ],
+)
+def test_csv_dialect(
+    tmp_path: Path, as_of: datetime, content: bytes, member_ids: list[str]
+) -> None:
+    path = tmp_path / "partner.csv"
+    path.write_bytes(content)
+
+    result = read_transactions(path, as_of=as_of)
+
+    assert result.transactions["member_id"].to_list() == member_ids
+    assert result.transactions["revenue"].to_list() == [1.0] * len(member_ids)
+
+
+def test_line_counts_records_when_a_quoted_field_spans_lines(
+    write_csv: WriteCsv, as_of: datetime
+) -> None:
+    path = write_csv('"A\nB",2023-05-06 07:08:09,buy,100,1.0', "C,bogus,buy,100,1.0")
+    result = read_transactions(path, as_of=as_of)
+
+    assert result.transactions["member_id"].to_list() == ["A\nB"]
+    assert result.rejects["line"].to_list() == [3]  # the third record, the fourth physical line
+
+
+def test_non_utf8_bytes_spoil_only_their_values(tmp_path: Path, as_of: datetime) -> None:
+    path = tmp_path / "partner.csv"
+    path.write_bytes(
+        HEADER.encode()
+        + b"\nA\xff,2023-05-06 07:08:09,buy,100,1.0"
+        + b"\nB,2023-05-06 07:08:09,buy,1\xe900,1.0"
+        + b"\nC,2023-05-06 07:08:09,gift,100,1.0\n"
+    )
+
+    result = read_transactions(path, as_of=as_of)
+
+    assert result.transactions["member_id"].to_list() == ["A\ufffd", "C"]
+    assert result.rejects_by_reason == {"bad_number:points": 1}
+    assert result.members.to_list() == ["A\ufffd", "B", "C"]
+
+
+def test_blank_line_is_a_row_without_member_id(write_csv: WriteCsv, as_of: datetime) -> None:
+    result = read_transactions(write_csv(ROW, "", ROW), as_of=as_of)
+    assert (result.rows_in, result.rows_used) == (3, 2)
+    assert result.rejects_by_reason == {"missing_member_id": 1}
+
+
+def test_partner_column_names_are_mapped_and_other_columns_ignored(
+    write_csv: WriteCsv, as_of: datetime
+) -> None:
+    columns = {"member_id": "id", "ts": "when", "type": "kind", "points": "pts", "revenue": "usd"}
+    path = write_csv(
+        "x,2023-05-06 07:08:09,B,buy,100,1.0", "y,,C,buy,,", header="note,when,id,kind,pts,usd"
+    )
+
+    result = read_transactions(path, as_of=as_of, columns=columns)
+
+    assert result.transactions.select("member_id", "points").rows() == [("B", 100.0)]
+    assert result.rejects.columns == ["line", "id", "when", "kind", "pts", "usd", "reason"]
+    assert result.rejects.row(0) == (3, "C", None, "buy", None, None, "missing_field:ts")
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".data"])
+def test_parquet_file_reads_like_the_csv_file(
+    tmp_path: Path, write_csv: WriteCsv, as_of: datetime, suffix: str
+) -> None:
+    csv_path = write_csv(*MIXED)
+    parquet_path = tmp_path / f"partner{suffix}"
+    pl.read_csv(csv_path, infer_schema=False).write_parquet(parquet_path)
+
+    from_csv = read_transactions(csv_path, as_of=as_of)
+    from_parquet = read_transactions(
+        parquet_path, as_of=as_of, fmt="parquet" if suffix != ".parquet" else None
+    )
+
+    assert_frame_equal(from_parquet.transactions, from_csv.transactions)
+    assert_frame_equal(from_parquet.rejects, from_csv.rejects)
+    assert_series_equal(from_parquet.members, from_csv.members)
+
+
+def test_typed_parquet_columns_are_read_as_text_first(tmp_path: Path, as_of: datetime) -> None:
+    path = tmp_path / "typed.parquet"
+    pl.DataFrame(
+        {
+            "memberId": ["A", "B"],
+            "lastTransactionUtcTs": [utc(2023, 5, 6, 7, 8, 9), utc(2025, 1, 1)],
+            "lastTransactionType": ["buy", "gift"],
+            "lastTransactionPointsBought": [100, 200],
+            "lastTransactionRevenueUSD": [1.5, 2.0],
+        }
+    ).write_parquet(path)
+
+    result = read_transactions(path, as_of=as_of)
+
+    assert result.transactions.row(0) == (2, "A", utc(2023, 5, 6, 7, 8, 9), "buy", 100.0, 1.5)
+    assert result.rejects["reason"].to_list() == ["future_timestamp"]
+
+
+# --- properties --------------------------------------------------------------------------------
+
+_CHARS = st.characters(
+    codec="utf-8", exclude_categories=("Cs", "Cc", "Zs", "Zl", "Zp")
+) | st.sampled_from(" \t\n\r,\"'")
+_TEXT = st.text(_CHARS, max_size=12)
+_FIELDS = {
+    "member_id": st.sampled_from(["A", "B", " A", "", "  "]) | _TEXT,
+    "ts": st.sampled_from(["2023-05-06 07:08:09", "2023-05-06T07:08:09Z", "2030-01-01", ""])
+    | _TEXT,
+    "type": st.sampled_from(["buy", "GIFT", " redeem", "refund", ""]) | _TEXT,
+    "points": st.sampled_from(["100", "-2.5", "nan", "inf", "1e3", ""]) | _TEXT,
+    "revenue": st.sampled_from(["1.0", "0", "-inf", "x", ""]) | _TEXT,
+}
+_ROWS = st.lists(st.tuples(*(_FIELDS[name] for name in CANONICAL)), max_size=25)
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=_ROWS)
+def test_every_row_is_used_or_rejected_and_every_member_is_kept(
+    tmp_path_factory: pytest.TempPathFactory, rows: list[tuple[str, ...]]
+) -> None:
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(DEFAULT_COLUMNS.values())
+    writer.writerows(rows)
+    path = tmp_path_factory.mktemp("ledger") / "partner.csv"
+    path.write_text(text.getvalue(), encoding="utf-8")
+
+    result = read_transactions(path, as_of=parse_as_of("2024-01-10"))
+
+    assert result.rows_in == len(rows)
+    assert result.rows_in == result.rows_used + result.rows_rejected
+    lines = result.transactions["line"].to_list() + result.rejects["line"].to_list()
+    assert sorted(lines) == list(range(2, len(rows) + 2))
+    assert result.members.to_list() == sorted({row[0].strip() for row in rows if row[0].strip()})
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    moment=st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2023, 12, 31)),
+    minutes=st.integers(min_value=-14 * 60, max_value=14 * 60),
+)
+def test_timestamp_with_any_offset_is_the_same_instant_in_utc(
+    tmp_path_factory: pytest.TempPathFactory, moment: datetime, minutes: int
+) -> None:
+    local = moment.replace(tzinfo=timezone(timedelta(minutes=minutes)))
+    path = tmp_path_factory.mktemp("offset") / "partner.csv"
+    path.write_text(f"{HEADER}\nA,{local.isoformat()},buy,1,1\n", encoding="utf-8")
+
+    result = read_transactions(path, as_of=parse_as_of("2024-01-10"))
+
+    assert result.transactions["ts"].to_list() == [local.astimezone(UTC)]
