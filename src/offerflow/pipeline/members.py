@@ -1,0 +1,86 @@
+"""A member on its way through the workflow, and the statuses it can end with."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import polars as pl
+
+__all__ = ["Member", "MemberRows", "Status"]
+
+
+class Status(StrEnum):
+    """The one status every member of the input ends with."""
+
+    OK = "ok"
+    NO_TRANSACTIONS = "no_transactions"
+    MODEL_ERROR = "model_error"
+    INVALID_RESPONSE = "invalid_response"
+    ENDPOINT_UNAVAILABLE = "endpoint_unavailable"
+    INTERRUPTED = "interrupted"
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A member's features and whatever the endpoints have answered for it so far."""
+
+    member_id: str
+    features: Mapping[str, Any]
+    predictions: Mapping[str, float] = field(default_factory=dict)
+    offer: str | None = None
+    #: per stage (endpoint name): the call's latency including retries, and its attempts
+    latencies_ms: Mapping[str, float] = field(default_factory=dict)
+    attempts: Mapping[str, int] = field(default_factory=dict)
+
+    def with_answer(
+        self, stage: str, value: float | str, latency_ms: float, attempts: int
+    ) -> Member:
+        """This member with one more stage's answer: a prediction, or the offer (a label)."""
+        is_offer = isinstance(value, str)
+        return Member(
+            self.member_id,
+            self.features,
+            self.predictions if is_offer else {**self.predictions, stage: float(value)},
+            str(value) if is_offer else self.offer,
+            {**self.latencies_ms, stage: latency_ms},
+            {**self.attempts, stage: attempts},
+        )
+
+    @staticmethod
+    def merge(members: Iterable[Member]) -> Member:
+        """One member from the states of parallel branches (all of the same member)."""
+        states = list(members)
+        if len(states) == 1:
+            return states[0]
+        predictions: dict[str, float] = {}
+        latencies: dict[str, float] = {}
+        attempts: dict[str, int] = {}
+        for state in states:
+            predictions.update(state.predictions)
+            latencies.update(state.latencies_ms)
+            attempts.update(state.attempts)
+        offer = next((s.offer for s in states if s.offer is not None), None)
+        first = states[0]
+        return Member(first.member_id, first.features, predictions, offer, latencies, attempts)
+
+
+class MemberRows:
+    """Members built from a features table, lazily, one slice at a time; iterable many times."""
+
+    def __init__(self, features: pl.DataFrame, *, slice_rows: int = 8192) -> None:
+        self.table = features
+        self._slice_rows = slice_rows
+
+    def __len__(self) -> int:
+        return self.table.height
+
+    def __iter__(self) -> Iterator[Member]:
+        names = [c for c in self.table.columns if c != "member_id"]
+        for chunk in self.table.iter_slices(self._slice_rows):
+            ids = chunk.get_column("member_id").to_list()
+            values = chunk.select(names).rows()
+            for member_id, row in zip(ids, values, strict=True):
+                yield Member(member_id, dict(zip(names, row, strict=True)))

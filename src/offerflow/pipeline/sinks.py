@@ -1,0 +1,154 @@
+"""Sinks: result tables written incrementally in committed chunks, and files written atomically.
+
+A chunk or a file is written under a temporary name and renamed into place, so a crash never leaves
+a half-written file under a final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from offerflow.errors import OutputError
+
+__all__ = ["ChunkedTable", "RequestLog", "atomic_write", "write_json"]
+
+
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """Call ``write`` on a temporary path beside ``path``, then rename it into place."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write: {exc.strerror or exc}", path=path) from exc
+
+
+def write_json(path: Path, document: Mapping[str, Any]) -> None:
+    """Write a JSON document atomically, keys in the order given, with a final newline."""
+    text = json.dumps(document, indent=2, default=str) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+class ChunkedTable:
+    """A table appended to row by row and committed to disk every ``chunk_rows`` rows.
+
+    Committed chunks live in ``<dir>/.parts/<name>-NNNNN.parquet``; :meth:`finish` merges them into
+    ``<dir>/<name>.parquet`` (and ``.csv`` when asked) and removes the parts.
+    """
+
+    def __init__(
+        self, directory: Path, name: str, schema: Mapping[str, pl.DataType], *, chunk_rows: int
+    ) -> None:
+        self.directory = directory
+        self.name = name
+        self.schema = pl.Schema(dict(schema))
+        self.chunk_rows = chunk_rows
+        self.rows = 0
+        self._parts_dir = directory / ".parts"
+        self._parts: list[Path] = []
+        self._columns: dict[str, list[Any]] = {column: [] for column in self.schema}
+        self._appenders = [(column, values.append) for column, values in self._columns.items()]
+
+    def append(self, row: Mapping[str, Any]) -> None:
+        """Add one row (missing columns are null); commits a chunk when one is full."""
+        get = row.get
+        for column, append in self._appenders:
+            append(get(column))
+        self.rows += 1
+        if len(self._columns[self.schema.names()[0]]) >= self.chunk_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit the rows appended since the last commit as one chunk file."""
+        pending = len(next(iter(self._columns.values())))
+        if not pending:
+            return
+        frame = pl.DataFrame(self._columns, schema=self.schema, strict=False)
+        for values in self._columns.values():
+            values.clear()
+        self._parts_dir.mkdir(exist_ok=True)
+        part = self._parts_dir / f"{self.name}-{len(self._parts):05d}.parquet"
+        atomic_write(part, frame.write_parquet)
+        self._parts.append(part)
+
+    def finish(self, formats: Sequence[str] = ("parquet",), *, sort_by: str | None = None) -> None:
+        """Commit what is pending and merge every chunk into the final file(s)."""
+        self.flush()
+        table = self._final(
+            pl.scan_parquet(self._parts) if self._parts else pl.LazyFrame(schema=self.schema)
+        )
+        if sort_by is not None:
+            table = table.sort(sort_by, maintain_order=True)
+        if "parquet" in formats:
+            atomic_write(self.directory / f"{self.name}.parquet", table.sink_parquet)
+        if "csv" in formats:
+            atomic_write(self.directory / f"{self.name}.csv", table.sink_csv)
+        for part in self._parts:
+            part.unlink(missing_ok=True)
+        self._parts.clear()
+        if self._parts_dir.exists() and not any(self._parts_dir.iterdir()):
+            shutil.rmtree(self._parts_dir, ignore_errors=True)
+
+    def _final(self, table: pl.LazyFrame) -> pl.LazyFrame:
+        """The committed rows as they go into the final file; subclasses may convert columns."""
+        return table
+
+
+class RequestLog(ChunkedTable):
+    """The requests table: one row per HTTP attempt (an ``AttemptSink`` for the model client)."""
+
+    SCHEMA: Mapping[str, pl.DataType] = {
+        "member_id": pl.String(),
+        "endpoint": pl.String(),
+        "attempt": pl.Int32(),
+        "status": pl.Int32(),
+        "started_at": pl.Float64(),
+        "latency_ms": pl.Float64(),
+        "error": pl.String(),
+    }
+
+    def __init__(self, directory: Path, *, chunk_rows: int = 65536) -> None:
+        super().__init__(directory, "requests", self.SCHEMA, chunk_rows=chunk_rows)
+
+    def add(
+        self,
+        *,
+        member_id: str,
+        endpoint: str,
+        attempt: int,
+        status: int | None,
+        started_at: float,
+        latency_ms: float,
+        error: str | None,
+    ) -> None:
+        """Record one HTTP attempt; ``started_at`` is seconds since the epoch."""
+        columns = self._columns
+        columns["member_id"].append(member_id)
+        columns["endpoint"].append(endpoint)
+        columns["attempt"].append(attempt)
+        columns["status"].append(status)
+        columns["started_at"].append(started_at)
+        columns["latency_ms"].append(latency_ms)
+        columns["error"].append(error)
+        self.rows += 1
+        if len(columns["member_id"]) >= self.chunk_rows:
+            self.flush()
+
+    def _final(self, table: pl.LazyFrame) -> pl.LazyFrame:
+        """``started_at`` as a UTC timestamp (kept as epoch seconds while running: cheaper)."""
+        return table.with_columns(
+            (pl.col("started_at") * 1_000_000)
+            .cast(pl.Int64)
+            .cast(pl.Datetime("us", "UTC"))
+            .alias("started_at")
+        )

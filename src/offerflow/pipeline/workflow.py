@@ -1,0 +1,241 @@
+"""The offer workflow: the DAG of read → features → models → offer → record, built from a config.
+
+::
+
+    read ──► features ──► ats ──┐
+      │                         ├─► join ──► offer ──► record
+      │                └──► resp ┘                      ▲ (failures too)
+      └──► unscored (members with no usable transaction) ┘
+
+Models may take other models' predictions (``request: {field: other_model}``); such a model runs
+after the models it names, and a cycle among them is a graph error before anything runs.
+"""
+
+from __future__ import annotations
+
+import collections
+import difflib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import polars as pl
+
+from offerflow.config import EndpointConfig, PartnerConfig
+from offerflow.engine import Failure, Workflow
+from offerflow.errors import ConfigError, EndpointError
+from offerflow.pipeline.client import ModelClient
+from offerflow.pipeline.features import DEFAULT_REGISTRY, compute_features
+from offerflow.pipeline.members import Member, MemberRows, Status
+from offerflow.pipeline.reader import ReadResult, read_transactions
+from offerflow.pipeline.sinks import ChunkedTable
+
+__all__ = ["RESERVED_TASKS", "Tally", "build_workflow", "check_config", "offers_schema"]
+
+RESERVED_TASKS = frozenset({"read", "features", "unscored", "record"})
+
+
+@dataclass(slots=True)
+class Tally:
+    """What the record task has seen: members by status and offers by label."""
+
+    by_status: collections.Counter[str] = field(default_factory=collections.Counter)
+    by_offer: collections.Counter[str] = field(default_factory=collections.Counter)
+
+
+def offers_schema(config: PartnerConfig, features: pl.Schema) -> dict[str, pl.DataType]:
+    """The columns of offers.parquet, in order."""
+    schema: dict[str, pl.DataType] = {"member_id": pl.String()}
+    schema.update({name: features[name] for name in config.features})
+    schema.update({f"{m.name}_prediction": pl.Float64() for m in config.models})
+    schema.update({"offer": pl.String(), "status": pl.String(), "error": pl.String()})
+    schema.update({f"{e.name}_ms": pl.Float64() for e in config.endpoints})
+    schema["attempts"] = pl.Int32()
+    return schema
+
+
+def build_workflow(
+    config: PartnerConfig,
+    *,
+    as_of: datetime,
+    client: ModelClient,
+    offers: Callable[[pl.Schema], ChunkedTable],
+    tally: Tally,
+) -> Workflow:
+    """The offer workflow for one partner; ``offers`` makes the offers table once features exist."""
+    _check_features(config)
+    clash = sorted(RESERVED_TASKS & {e.name for e in config.endpoints})
+    if clash:
+        raise ConfigError(f"endpoint names {clash} are reserved for the workflow's own tasks")
+    recorder = _Recorder(config, offers, tally)
+    wf = Workflow(f"offers:{config.partner}")
+
+    def read() -> ReadResult:
+        return read_transactions(
+            config.input.path,
+            as_of=as_of,
+            columns=config.input.columns,
+            fmt=config.input.format,
+            type_aliases=config.input.type_aliases,
+        )
+
+    def features(read: ReadResult) -> MemberRows:
+        table = compute_features(read.transactions, config.features, as_of=as_of)
+        recorder.open(table.schema)
+        return MemberRows(table)
+
+    async def unscored(read: ReadResult, features: MemberRows) -> int:
+        idle = read.members.to_frame("member_id").join(
+            features.table.select("member_id"), on="member_id", how="anti"
+        )
+        for member_id in idle.get_column("member_id"):
+            recorder.record(Member(member_id, {}), Status.NO_TRANSACTIONS)
+        return idle.height
+
+    wf.batch("read", read)
+    wf.batch("features", features, after=["read"])
+    wf.batch("unscored", unscored, after=["read", "features"])
+
+    models = {m.name: m for m in config.models}
+    for model in config.models:
+        upstream = _upstream(wf, model.name, _model_sources(model, models))
+        wf.stream(
+            model.name,
+            _stage(client, model, config.features),
+            after=upstream,
+            concurrency=model.concurrency,
+            key=_member_key if upstream == "features" else None,
+        )
+    consumed = {s for m in config.models for s in _model_sources(m, models)}
+    leaves = [m.name for m in config.models if m.name not in consumed]
+    offer_upstream = _upstream(wf, config.offer.name, leaves)
+    wf.stream(
+        config.offer.name,
+        _stage(client, config.offer, config.features),
+        after=offer_upstream,
+        concurrency=config.offer.concurrency,
+    )
+    wf.stream(
+        "record",
+        recorder.record_item,
+        after=config.offer.name,
+        accepts_failures=True,
+        collect=False,
+    )
+    return wf
+
+
+def check_config(config: PartnerConfig) -> tuple[str, ...]:
+    """Check all of a config that can be checked without running it; returns the task order."""
+    if not config.input.path.exists():
+        raise ConfigError(f"input file {config.input.path} does not exist", key="input.path")
+    workflow = build_workflow(
+        config,
+        as_of=datetime.now(UTC),
+        client=ModelClient(()),
+        offers=lambda features: ChunkedTable(config.output.dir, "offers", {}, chunk_rows=1),
+        tally=Tally(),
+    )
+    return workflow.validate()
+
+
+def _check_features(config: PartnerConfig) -> None:
+    known = DEFAULT_REGISTRY.names()
+    unknown = [name for name in config.features if name not in known]
+    if unknown:
+        named = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, known, n=1)
+            named.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ConfigError(f"unknown feature(s) {', '.join(named)}", key="features")
+
+
+def _member_key(member: Member) -> str:
+    return member.member_id
+
+
+def _model_sources(model: EndpointConfig, models: Mapping[str, EndpointConfig]) -> list[str]:
+    """The models whose predictions ``model`` takes, in request order."""
+    return [s for s in (model.request or {}).values() if s in models]
+
+
+def _upstream(wf: Workflow, name: str, sources: list[str]) -> str:
+    """The task a stage reads from: features, the one model it takes, or a join of several."""
+    if not sources:
+        return "features"
+    if len(sources) == 1:
+        return sources[0]
+    join = f"{name}_inputs"
+    wf.join(join, after=sorted(set(sources)))
+    return join
+
+
+def _stage(
+    client: ModelClient, endpoint: EndpointConfig, features: tuple[str, ...]
+) -> Callable[[Member | dict[str, Member]], Any]:
+    """The stream function of one endpoint: build the request, call, add the answer."""
+    fields = endpoint.request or {name: name for name in features}
+    name = endpoint.name
+
+    async def call(item: Member | dict[str, Member]) -> Member:
+        member = item if isinstance(item, Member) else Member.merge(item.values())
+        known = {**member.features, **member.predictions}
+        body = orjson.dumps({field: known[source] for field, source in fields.items()})
+        result = await client.call(name, member.member_id, body)
+        return member.with_answer(name, result.value, result.latency_ms, result.attempts)
+
+    return call
+
+
+class _Recorder:
+    """Turns members and failures into rows of the offers table, one per member."""
+
+    def __init__(
+        self, config: PartnerConfig, make: Callable[[pl.Schema], ChunkedTable], tally: Tally
+    ) -> None:
+        self._config = config
+        self._make = make
+        self._tally = tally
+        self.table: ChunkedTable | None = None
+
+    def open(self, features: pl.Schema) -> None:
+        self.table = self._make(features)
+
+    def record_item(self, item: Member | Failure) -> None:
+        if isinstance(item, Member):
+            self.record(item, Status.OK)
+            return
+        error = item.error
+        status = Status(error.status) if isinstance(error, EndpointError) else Status.MODEL_ERROR
+        parts = [v for v in (item.value, *item.partial.values()) if v is not None]
+        states = [p for v in parts for p in (v.values() if isinstance(v, dict) else [v])]
+        member = Member.merge(states)
+        attempts = dict(member.attempts)
+        if isinstance(error, EndpointError):
+            attempts[error.endpoint] = error.attempt
+        member = Member(
+            member.member_id,
+            member.features,
+            member.predictions,
+            member.offer,
+            member.latencies_ms,
+            attempts,
+        )
+        self.record(member, status, f"{item.task}: {type(error).__name__}: {error}")
+
+    def record(self, member: Member, status: Status, error: str | None = None) -> None:
+        assert self.table is not None, "features open the offers table before anything is recorded"
+        row: dict[str, Any] = {"member_id": member.member_id, "status": status, "error": error}
+        row.update(member.features)
+        for model, value in member.predictions.items():
+            row[f"{model}_prediction"] = value
+        for stage, latency in member.latencies_ms.items():
+            row[f"{stage}_ms"] = latency
+        row["offer"] = member.offer
+        row["attempts"] = sum(member.attempts.values())
+        self.table.append(row)
+        self._tally.by_status[status] += 1
+        if member.offer is not None:
+            self._tally.by_offer[member.offer] += 1

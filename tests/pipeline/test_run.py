@@ -1,0 +1,238 @@
+"""Whole runs of the offer workflow against the bundled endpoints on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from offerflow.config import DEFAULT_FEATURES, PartnerConfig, load_config
+from offerflow.errors import CycleError, ExitCode, InputError
+from offerflow.pipeline import (
+    RunReport,
+    generate_transactions,
+    new_run_dir,
+    parse_as_of,
+    run_pipeline,
+    write_transactions,
+)
+from offerflow.serving import BundledServer
+from tests.partner_files import default_document, write_partner
+from tests.reference import expected_results
+
+pytestmark = pytest.mark.anyio
+
+AS_OF = "2024-01-10"
+OFFERS_COLUMNS = [
+    "member_id",
+    *DEFAULT_FEATURES,
+    "ats_prediction",
+    "resp_prediction",
+    "offer",
+    "status",
+    "error",
+    "ats_ms",
+    "resp_ms",
+    "offer_ms",
+    "attempts",
+]
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "members.csv"
+    write_transactions(generate_transactions(600, seed=11), path)
+    return path
+
+
+def _config(tmp_path: Path, server: BundledServer, data: Path, **changes: Any) -> PartnerConfig:
+    document = default_document(server.base_url, data)
+    document.update(changes)
+    return load_config(write_partner(tmp_path / "partner.yaml", document))
+
+
+async def _run(config: PartnerConfig, tmp_path: Path, **options: Any) -> RunReport:
+    run_dir = new_run_dir(config, tmp_path / "runs", "test")
+    return await run_pipeline(config, run_dir=run_dir, as_of=parse_as_of(AS_OF), **options)
+
+
+def _assert_matches_reference(offers: pl.DataFrame, data: Path) -> None:
+    """Every member's row equals the independent computation (floats to 1e-12 relative:
+    polars and Python may add in a different order)."""
+    _rows_in, expected = expected_results(data, date.fromisoformat(AS_OF))
+    assert sorted(offers.get_column("member_id").to_list()) == sorted(expected)
+    for row in offers.iter_rows(named=True):
+        want = expected[row["member_id"]]
+        if want is None:
+            assert row["status"] == "no_transactions"
+            assert row["ats_prediction"] is None
+            assert row["offer"] is None
+            continue
+        assert row["status"] == "ok", row
+        for name, value in want.features.items():
+            assert math.isclose(row[name], value, rel_tol=1e-12, abs_tol=1e-12), (name, row)
+        assert math.isclose(row["ats_prediction"], want.ats, rel_tol=1e-9, abs_tol=1e-12)
+        assert math.isclose(row["resp_prediction"], want.resp, rel_tol=1e-9, abs_tol=1e-12)
+        assert row["offer"] == want.offer
+
+
+async def test_a_run_writes_every_output_file(
+    tmp_path: Path, bundled: BundledServer, generated: Path
+) -> None:
+    report = await _run(_config(tmp_path, bundled, generated), tmp_path)
+    assert report.exit_code == ExitCode.OK
+    assert report.run_dir == tmp_path / "runs" / "default" / "test"
+    names = sorted(p.name for p in report.run_dir.iterdir())
+    assert names == [
+        "offers.csv",
+        "offers.parquet",
+        "rejects.csv",
+        "requests.parquet",
+        "summary.json",
+    ]
+    summary = json.loads((report.run_dir / "summary.json").read_text())
+    assert summary["ledger"] == report.summary["ledger"]
+
+
+async def test_both_ledgers_balance_and_every_member_has_one_row(
+    tmp_path: Path, bundled: BundledServer, generated: Path
+) -> None:
+    report = await _run(_config(tmp_path, bundled, generated), tmp_path)
+    ledger = report.summary["ledger"]
+    assert ledger["rows_in"] == ledger["rows_used"] + ledger["rows_rejected"]
+    assert ledger["rows_rejected"] == sum(ledger["rejects_by_reason"].values())
+    assert sum(ledger["members_by_status"].values()) == ledger["members_in"]
+    offers = pl.read_parquet(report.run_dir / "offers.parquet")
+    assert offers.height == ledger["members_in"]
+    assert offers.get_column("member_id").is_unique().all()
+    rejects = pl.read_csv(report.run_dir / "rejects.csv", infer_schema=False)
+    assert rejects.height == ledger["rows_rejected"]
+
+
+async def test_every_member_matches_an_independent_computation(
+    tmp_path: Path, bundled: BundledServer, generated: Path
+) -> None:
+    report = await _run(_config(tmp_path, bundled, generated), tmp_path)
+    _assert_matches_reference(pl.read_parquet(report.run_dir / "offers.parquet"), generated)
+
+
+async def test_the_real_job_file_gives_the_known_ledgers_and_results(
+    tmp_path: Path, bundled: BundledServer, member_data: Path
+) -> None:
+    report = await _run(_config(tmp_path, bundled, member_data), tmp_path)
+    ledger = report.summary["ledger"]
+    assert (ledger["rows_in"], ledger["rows_used"], ledger["rows_rejected"]) == (4335, 4225, 110)
+    assert ledger["members_in"] == 990
+    assert ledger["members_by_status"] == {"no_transactions": 100, "ok": 890}
+    _assert_matches_reference(pl.read_parquet(report.run_dir / "offers.parquet"), member_data)
+
+
+async def test_offers_and_requests_have_the_documented_columns(
+    tmp_path: Path, bundled: BundledServer, generated: Path
+) -> None:
+    report = await _run(_config(tmp_path, bundled, generated), tmp_path)
+    offers = pl.read_parquet(report.run_dir / "offers.parquet")
+    assert offers.columns == OFFERS_COLUMNS
+    assert pl.read_csv(report.run_dir / "offers.csv").columns == OFFERS_COLUMNS
+    requests = pl.read_parquet(report.run_dir / "requests.parquet")
+    assert requests.schema["started_at"] == pl.Datetime("us", "UTC")
+    assert requests.schema["latency_ms"] == pl.Float64
+    assert set(requests.get_column("endpoint")) == {"ats", "resp", "offer"}
+    # one row per HTTP attempt: the attempts of every member add up to the requests table
+    assert requests.height == offers.get_column("attempts").sum()
+
+
+async def test_summary_holds_per_task_metrics(
+    tmp_path: Path, bundled: BundledServer, generated: Path
+) -> None:
+    report = await _run(_config(tmp_path, bundled, generated), tmp_path)
+    summary = json.loads((report.run_dir / "summary.json").read_text())
+    ok = summary["ledger"]["members_by_status"]["ok"]
+    for task in ("ats", "resp", "offer"):
+        metrics = summary["tasks"][task]
+        assert metrics["items_out"] == ok
+        assert metrics["p50_ms"] <= metrics["p90_ms"] <= metrics["p99_ms"] <= metrics["max_ms"]
+    assert summary["endpoints"]["ats"]["requests"] == ok
+    assert summary["status"] == "ok"
+
+
+async def test_offer_requests_start_while_model_requests_still_run(
+    tmp_path: Path, bundled: BundledServer
+) -> None:
+    data = tmp_path / "members.csv"
+    write_transactions(generate_transactions(2000, seed=5), data)
+    report = await _run(_config(tmp_path, bundled, data), tmp_path)
+    requests = pl.read_parquet(report.run_dir / "requests.parquet").with_columns(
+        finished=pl.col("started_at") + pl.duration(microseconds=pl.col("latency_ms") * 1000)
+    )
+    first_offer = requests.filter(pl.col("endpoint") == "offer").get_column("started_at").min()
+    last_ats = requests.filter(pl.col("endpoint") == "ats").get_column("finished").max()
+    assert first_offer < last_ats  # type: ignore[operator]
+
+
+async def test_a_model_cycle_is_refused_before_any_call(
+    tmp_path: Path, bundled: BundledServer, generated: Path
+) -> None:
+    document = default_document(bundled.base_url, generated)
+    document["models"][0]["request"] = {"resp": "resp"}
+    document["models"][1]["request"] = {"ats": "ats"}
+    config = load_config(write_partner(tmp_path / "cycle.yaml", document))
+    with pytest.raises(CycleError, match="ats") as caught:
+        await _run(config, tmp_path)
+    assert set(caught.value.tasks) >= {"ats", "resp"}
+    assert not (tmp_path / "runs" / "default" / "test" / "requests.parquet").exists()
+
+
+async def test_a_model_may_take_another_models_prediction(
+    tmp_path: Path, bundled: BundledServer, generated: Path
+) -> None:
+    document = default_document(bundled.base_url, generated)
+    # resp gets the features it needs and nothing else; ats gets them plus resp's prediction,
+    # which the bundled endpoint ignores: the prediction must still be what it would be alone
+    document["models"][0]["request"] = {name: name for name in DEFAULT_FEATURES} | {
+        "resp_prediction": "resp"
+    }
+    config = load_config(write_partner(tmp_path / "chain.yaml", document))
+    report = await _run(config, tmp_path)
+    assert report.exit_code == ExitCode.OK
+    _assert_matches_reference(pl.read_parquet(report.run_dir / "offers.parquet"), generated)
+
+
+async def test_a_missing_input_file_is_an_input_error(
+    tmp_path: Path, bundled: BundledServer
+) -> None:
+    config = _config(tmp_path, bundled, tmp_path / "absent.csv")
+    with pytest.raises(InputError, match=r"absent\.csv"):
+        await _run(config, tmp_path)
+
+
+async def test_failing_endpoints_fail_members_not_the_run(
+    tmp_path: Path, bundled: BundledServer, generated: Path
+) -> None:
+    document = default_document(bundled.base_url, generated)
+    document["offer"]["url"] = f"{bundled.base_url}/no/such/route"
+    config = load_config(write_partner(tmp_path / "broken.yaml", document))
+    report = await _run(config, tmp_path)
+    assert report.exit_code == ExitCode.MEMBER_FAILURES
+    offers = pl.read_parquet(report.run_dir / "offers.parquet")
+    assert offers.height == report.summary["ledger"]["members_in"]
+    failed = offers.filter(pl.col("status") == "model_error")
+    assert failed.height == report.summary["ledger"]["members_by_status"]["model_error"] > 0
+    assert failed.get_column("ats_prediction").null_count() == 0
+    assert failed.get_column("error").str.contains("404").all()
+
+
+async def test_a_failure_budget_lets_some_failures_pass(
+    tmp_path: Path, bundled: BundledServer, generated: Path
+) -> None:
+    document = default_document(bundled.base_url, generated)
+    document["offer"]["url"] = f"{bundled.base_url}/no/such/route"
+    document["failure_budget"] = 1.0
+    config = load_config(write_partner(tmp_path / "lenient.yaml", document))
+    report = await _run(config, tmp_path)
+    assert report.exit_code == ExitCode.OK
