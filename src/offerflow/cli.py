@@ -1,0 +1,221 @@
+"""The ``offerflow`` command: parse arguments, load the config, call the pipeline, map exit codes.
+
+Heavy modules (polars, aiohttp, FastAPI) are imported inside the commands that need them, so that
+``offerflow --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from offerflow import __version__
+from offerflow.errors import ExitCode, OfferflowError, UsageError
+
+__all__ = ["main"]
+
+log = logging.getLogger("offerflow.cli")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the process exit code (DESIGN.md, "Exit codes")."""
+    args = _parser().parse_args(argv)
+    _configure_console_logging(args.verbose)
+    try:
+        code: int = args.command(args)
+    except OfferflowError as error:
+        print(f"offerflow: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("offerflow: interrupted", file=sys.stderr)
+        return ExitCode.SIGINT
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="offerflow",
+        description="Compute member features, score them on the partner's model endpoints, "
+        "assign offers, and record everything.",
+        epilog="Exit codes: 0 ok, 1 internal error, 2 bad config or input, 3 member failures above "
+        "the budget, 4 output I/O error, 130/143 interrupted.",
+    )
+    parser.add_argument("--version", action="version", version=f"offerflow {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the offer pipeline for one partner")
+    run.add_argument("--config", type=Path, help="partner config (default: the bundled partner)")
+    run.add_argument("--input", type=Path, help="transactions file, instead of the config's")
+    run.add_argument("--as-of", help="YYYY-MM-DD: features as of the end of that UTC day")
+    run.add_argument("--out", type=Path, help="output directory (default: the config's)")
+    run.add_argument("--concurrency", type=_positive, help="in-flight requests per endpoint")
+    run.add_argument(
+        "--server-workers",
+        type=_positive,
+        default=2,
+        help="uvicorn workers of the bundled model server, when the config uses it (default 2)",
+    )
+    run.add_argument("--run-id", help="name of the run directory (default: time + random)")
+    run.set_defaults(command=_cmd_run)
+
+    serve = commands.add_parser("serve-models", help="serve the bundled model endpoints")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    serve.add_argument("--workers", type=_positive, default=1)
+    serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.set_defaults(command=_cmd_serve)
+
+    generate = commands.add_parser("generate-data", help="write a synthetic transactions file")
+    generate.add_argument("--members", type=_positive, required=True)
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--out", type=Path, required=True, help=".csv or .parquet")
+    generate.set_defaults(command=_cmd_generate)
+
+    validate = commands.add_parser("validate", help="check a partner config without running it")
+    validate.add_argument("config", type=Path)
+    validate.set_defaults(command=_cmd_validate)
+    return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
+
+
+def _configure_console_logging(verbose: int) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose == 0 else logging.DEBUG,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # one line per request from aiohttp/uvicorn is noise on a console
+    logging.getLogger("aiohttp").setLevel(logging.WARNING)
+
+
+class _JsonLines(logging.Formatter):
+    """One JSON object per record, with the run id and any task/member the record names."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__()
+        self._run_id = run_id
+
+    def format(self, record: logging.LogRecord) -> str:
+        document = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "run_id": self._run_id,
+            "message": record.getMessage(),
+        }
+        for key in ("task", "member_id", "endpoint"):
+            if hasattr(record, key):
+                document[key] = getattr(record, key)
+        if record.exc_info:
+            document["exception"] = self.formatException(record.exc_info)
+        return json.dumps(document, default=str)
+
+
+@contextlib.contextmanager
+def _run_log(run_dir: Path) -> Iterator[None]:
+    """Copy every log record of the run into ``run_dir/run.log`` as JSON lines."""
+    handler = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
+    handler.setFormatter(_JsonLines(run_dir.name))
+    handler.setLevel(logging.INFO)
+    root = logging.getLogger()
+    ours = logging.getLogger("offerflow")
+    level = ours.level
+    if ours.getEffectiveLevel() > logging.INFO:
+        ours.setLevel(logging.INFO)
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        ours.setLevel(level)
+        handler.close()
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import anyio
+
+    from offerflow.config import load_config
+    from offerflow.pipeline import (
+        ConsoleReport,
+        new_run_dir,
+        parse_as_of,
+        run_pipeline,
+    )
+    from offerflow.serving import BundledServer
+
+    config = load_config(args.config)
+    if args.input is not None:
+        config = config.model_copy(
+            update={"input": config.input.model_copy(update={"path": args.input})}
+        )
+    try:
+        as_of = parse_as_of(args.as_of)
+    except ValueError as exc:
+        raise UsageError(f"--as-of: {exc}") from exc
+    run_dir = new_run_dir(config, args.out, args.run_id)
+    report = ConsoleReport(sys.stderr)
+    with _run_log(run_dir):
+        if config.uses_bundled_server:
+            with BundledServer(workers=args.server_workers) as server:
+                log.info("bundled model server at %s", server.base_url)
+                outcome = anyio.run(
+                    lambda: run_pipeline(
+                        config.with_bundled_base(server.base_url),
+                        run_dir=run_dir,
+                        as_of=as_of,
+                        concurrency=args.concurrency,
+                        hooks=[report],
+                    )
+                )
+        else:
+            outcome = anyio.run(
+                lambda: run_pipeline(
+                    config,
+                    run_dir=run_dir,
+                    as_of=as_of,
+                    concurrency=args.concurrency,
+                    hooks=[report],
+                )
+            )
+    report.final(outcome.summary, outcome.run_dir)
+    if outcome.error is not None:
+        print(f"offerflow: error: {outcome.error}", file=sys.stderr)
+    return outcome.exit_code
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from offerflow.serving import serve
+
+    serve(host=args.host, port=args.port, workers=args.workers, access_log=args.access_log)
+    return ExitCode.OK
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from offerflow.pipeline import generate_transactions, write_transactions
+
+    table = generate_transactions(args.members, seed=args.seed)
+    write_transactions(table, args.out)
+    print(f"wrote {table.height} rows for {args.members} members to {args.out}")
+    return ExitCode.OK
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from offerflow.config import load_config
+    from offerflow.pipeline import check_config
+
+    config = load_config(args.config)
+    order = check_config(config)
+    print(f"{args.config}: ok — partner {config.partner!r}, tasks: {' → '.join(order)}")
+    return ExitCode.OK

@@ -1,0 +1,201 @@
+"""The ``offerflow`` command: its commands, its errors and its exit codes."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from offerflow.cli import main
+from offerflow.config import DEFAULT_CONFIG
+from offerflow.errors import ExitCode
+from offerflow.serving import BundledServer
+from tests.partner_files import default_document, write_partner
+
+
+class _Counting(BaseHTTPRequestHandler):
+    """Counts every request; answers 500 so that a call it sees can never pass unnoticed."""
+
+    seen: list[str] = []
+
+    def do_POST(self) -> None:
+        type(self).seen.append(self.path)
+        self.send_error(500)
+
+    def log_message(self, format: str, *args: object) -> None:
+        return None
+
+
+@pytest.fixture
+def counting_server() -> Iterator[tuple[str, list[str]]]:
+    """An HTTP server on 127.0.0.1 that records the paths it was asked for."""
+    _Counting.seen = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Counting)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", _Counting.seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def small_input(tmp_path: Path) -> Path:
+    path = tmp_path / "members.csv"
+    assert main(["generate-data", "--members", "150", "--seed", "3", "--out", str(path)]) == 0
+    return path
+
+
+def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["--help"])
+    assert caught.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("run", "serve-models", "generate-data", "validate"):
+        assert command in out
+
+
+def test_help_does_not_import_the_heavy_libraries() -> None:
+    code = "import sys; from offerflow.cli import main; print(sorted(sys.modules))"
+    modules = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    for heavy in ("polars", "aiohttp", "fastapi", "uvicorn"):
+        assert f"'{heavy}'" not in modules
+
+
+def test_generate_data_is_deterministic(tmp_path: Path) -> None:
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    for path in (first, second):
+        assert main(["generate-data", "--members", "50", "--seed", "9", "--out", str(path)]) == 0
+    assert first.read_bytes() == second.read_bytes()
+    assert pl.read_csv(first).get_column("memberId").n_unique() >= 45
+
+
+def test_validate_accepts_the_default_partner(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(DEFAULT_CONFIG)]) == ExitCode.OK
+    out = capsys.readouterr().out
+    assert "ok" in out
+    assert "ats" in out
+    assert "record" in out
+
+
+def test_validate_names_an_unknown_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    document = default_document()
+    document["offer"]["reponse_field"] = "offer"
+    path = write_partner(tmp_path / "typo.yaml", document)
+    assert main(["validate", str(path)]) == ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert "offer.reponse_field" in err
+    assert "did you mean 'response_field'?" in err
+    assert str(path) in err
+
+
+def test_validate_names_an_unknown_feature(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    document = default_document()
+    document["features"] = [*document["features"][:-1], "DAYS_SINCE_LAST_TRANSACTON"]
+    path = write_partner(tmp_path / "feature.yaml", document)
+    assert main(["validate", str(path)]) == ExitCode.USAGE
+    assert "did you mean 'DAYS_SINCE_LAST_TRANSACTION'?" in capsys.readouterr().err
+
+
+def test_a_cycle_exits_2_naming_it_before_any_model_call(
+    tmp_path: Path,
+    counting_server: tuple[str, list[str]],
+    small_input: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    base_url, seen = counting_server
+    document = default_document(base_url, small_input)
+    document["models"][0]["request"] = {"resp": "resp"}
+    document["models"][1]["request"] = {"ats": "ats"}
+    path = write_partner(tmp_path / "cycle.yaml", document)
+    code = main(["run", "--config", str(path), "--out", str(tmp_path / "runs")])
+    assert code == ExitCode.USAGE
+    assert "cycle" in capsys.readouterr().err
+    assert seen == []
+
+
+def test_an_unknown_key_exits_2_before_any_model_call(
+    tmp_path: Path, counting_server: tuple[str, list[str]], small_input: Path
+) -> None:
+    base_url, seen = counting_server
+    document = default_document(base_url, small_input)
+    document["models"][0]["concurency"] = 8
+    path = write_partner(tmp_path / "typo.yaml", document)
+    assert main(["run", "--config", str(path), "--out", str(tmp_path / "runs")]) == 2
+    assert seen == []
+
+
+def test_an_unwritable_output_exits_4_before_any_model_call(
+    tmp_path: Path, counting_server: tuple[str, list[str]], small_input: Path
+) -> None:
+    base_url, seen = counting_server
+    path = write_partner(tmp_path / "p.yaml", default_document(base_url, small_input))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main(["run", "--config", str(path), "--out", str(blocker)]) == ExitCode.OUTPUT
+    assert seen == []
+
+
+def test_a_bad_as_of_exits_2(tmp_path: Path) -> None:
+    assert main(["run", "--as-of", "10/01/2024", "--out", str(tmp_path)]) == ExitCode.USAGE
+
+
+def test_failing_endpoints_exit_3_with_every_member_recorded(
+    tmp_path: Path, counting_server: tuple[str, list[str]], small_input: Path
+) -> None:
+    base_url, seen = counting_server
+    path = write_partner(tmp_path / "p.yaml", default_document(base_url, small_input))
+    code = main(["run", "--config", str(path), "--out", str(tmp_path), "--run-id", "r"])
+    assert code == ExitCode.MEMBER_FAILURES
+    summary = json.loads((tmp_path / "default" / "r" / "summary.json").read_text())
+    assert summary["exit_code"] == ExitCode.MEMBER_FAILURES
+    by_status = summary["ledger"]["members_by_status"]
+    assert sum(by_status.values()) == summary["ledger"]["members_in"]
+    assert by_status["model_error"] > 0
+    assert len(seen) == 2 * by_status["model_error"]  # ats and resp, once each: 500 is final
+
+
+def test_run_with_real_urls_uses_them_and_writes_a_run_log(
+    tmp_path: Path, bundled: BundledServer, small_input: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_partner(tmp_path / "p.yaml", default_document(bundled.base_url, small_input))
+    code = main(["run", "--config", str(path), "--out", str(tmp_path), "--run-id", "r1"])
+    assert code == ExitCode.OK
+    run_dir = tmp_path / "default" / "r1"
+    records = [json.loads(line) for line in (run_dir / "run.log").read_text().splitlines()]
+    assert records
+    assert {r["run_id"] for r in records} == {"r1"}
+    assert f"run directory: {run_dir}" in capsys.readouterr().err
+
+
+def test_run_with_no_arguments_starts_and_stops_the_bundled_server(tmp_path: Path) -> None:
+    """`offerflow run` as a newcomer types it, in a fresh working directory."""
+    result = subprocess.run(
+        [sys.executable, "-m", "offerflow", "run", "--server-workers", "1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = (tmp_path / "runs" / "default").iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["ledger"]["members_by_status"]["ok"] >= 1000
+    port = int(re.search(r"bundled model server at http://127\.0\.0\.1:(\d+)", result.stderr)[1])  # type: ignore[index]
+    with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port)):
+        pass
