@@ -29,6 +29,7 @@ from offerflow.serving.prediction import (
 
 __all__ = ["app"]
 
+
 class _JSONResponse(Response):
     """A JSON response rendered by orjson."""
 
