@@ -92,11 +92,13 @@ def _positive(text: str) -> int:
 
 
 def _configure_console_logging(verbose: int) -> None:
+    # on a terminal the progress bar tells how the run goes; elsewhere log lines do
+    quiet = logging.WARNING if sys.stderr.isatty() else logging.INFO
     logging.basicConfig(
-        level=logging.INFO if verbose == 0 else logging.DEBUG,
+        level=(quiet, logging.INFO, logging.DEBUG)[min(verbose, 2)],
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # one line per request from aiohttp/uvicorn is noise on a console
+    # one line per request from aiohttp is noise on a console
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
 
 

@@ -165,7 +165,8 @@ def _summary(
 ) -> dict[str, Any]:
     members_in = 0 if read is None else read.members.len()
     recorded = sum(tally.by_status.values())
-    requests = _endpoint_figures(run_dir / "requests.parquet")
+    figures = _endpoint_figures(run_dir / "requests.parquet")
+    requests = {e.name: figures[e.name] for e in config.endpoints if e.name in figures}
     return {
         "run_id": run_dir.name,
         "partner": config.partner,
@@ -194,7 +195,10 @@ def _summary(
         "wall_s": round(wall_s, 4),
         "members_per_s": round(members_in / wall_s, 1) if wall_s else None,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "tasks": {name: m.as_dict() for name, m in metrics.snapshot().items()},
+        "tasks": {
+            name: {k: round(v, 4) if isinstance(v, float) else v for k, v in m.as_dict().items()}
+            for name, m in metrics.snapshot().items()
+        },
         "endpoints": requests,
     }
 
