@@ -91,13 +91,24 @@ def _positive(text: str) -> int:
     return value
 
 
+_console_handler: logging.Handler | None = None
+
+
 def _configure_console_logging(verbose: int) -> None:
-    # on a terminal the progress bar tells how the run goes; elsewhere log lines do
+    """Log to stderr: warnings on a terminal (the progress bar tells the rest), else info."""
+    global _console_handler
     quiet = logging.WARNING if sys.stderr.isatty() else logging.INFO
-    logging.basicConfig(
-        level=(quiet, logging.INFO, logging.DEBUG)[min(verbose, 2)],
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    level = (quiet, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    root = logging.getLogger()
+    if _console_handler is None:
+        _console_handler = logging.StreamHandler()
+        _console_handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
+        root.addHandler(_console_handler)
+    # the handler filters the console; the loggers let INFO through for the run log
+    _console_handler.setLevel(level)
+    root.setLevel(min(level, logging.INFO))
     # one line per request from aiohttp is noise on a console
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
 
@@ -132,16 +143,11 @@ def _run_log(run_dir: Path) -> Iterator[None]:
     handler.setFormatter(_JsonLines(run_dir.name))
     handler.setLevel(logging.INFO)
     root = logging.getLogger()
-    ours = logging.getLogger("offerflow")
-    level = ours.level
-    if ours.getEffectiveLevel() > logging.INFO:
-        ours.setLevel(logging.INFO)
     root.addHandler(handler)
     try:
         yield
     finally:
         root.removeHandler(handler)
-        ours.setLevel(level)
         handler.close()
 
 

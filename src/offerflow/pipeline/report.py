@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from offerflow.engine import Hook
@@ -38,9 +38,9 @@ class ConsoleReport(Hook):
         self._started = self._last_line = time.perf_counter()
         if self._live:
             self._progress = Progress(
-                TextColumn("[bold]members"),
+                TextColumn("[bold]members recorded"),
                 BarColumn(),
-                MofNCompleteColumn(),
+                TextColumn("{task.completed:,.0f}"),
                 TextColumn("{task.fields[rate]}"),
                 TimeElapsedColumn(),
                 console=self._console,
