@@ -10,19 +10,11 @@ import orjson
 import pytest
 
 from offerflow.serving import BundledServer, Features, predict_resp
+from tests.samples import PLAIN_FEATURES
 
 pytestmark = pytest.mark.anyio
 
-FEATURES: dict[str, float] = {
-    "AVG_POINTS_BOUGHT": 100.0,
-    "AVG_REVENUE_USD": 10.0,
-    "LAST_3_TRANSACTIONS_AVG_POINTS_BOUGHT": 200.0,
-    "LAST_3_TRANSACTIONS_AVG_REVENUE_USD": 20.0,
-    "PCT_BUY_TRANSACTIONS": 0.5,
-    "PCT_GIFT_TRANSACTIONS": 0.25,
-    "PCT_REDEEM_TRANSACTIONS": 0.25,
-    "DAYS_SINCE_LAST_TRANSACTION": 3.0,
-}
+FEATURES = PLAIN_FEATURES
 MODEL_PATHS = ["/ml/ats/predict", "/ml/resp/predict"]
 
 

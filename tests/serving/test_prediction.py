@@ -9,21 +9,12 @@ import pytest
 from pydantic import ValidationError
 
 from offerflow.serving import Features, Prediction, assign_offer, predict_ats, predict_resp
+from tests.samples import PLAIN_FEATURES
 
 
 def features(**overrides: float) -> Features:
     """Return features of a plain member, with some fields replaced."""
-    values: dict[str, float] = {
-        "AVG_POINTS_BOUGHT": 100.0,
-        "AVG_REVENUE_USD": 10.0,
-        "LAST_3_TRANSACTIONS_AVG_POINTS_BOUGHT": 200.0,
-        "LAST_3_TRANSACTIONS_AVG_REVENUE_USD": 20.0,
-        "PCT_BUY_TRANSACTIONS": 0.5,
-        "PCT_GIFT_TRANSACTIONS": 0.25,
-        "PCT_REDEEM_TRANSACTIONS": 0.25,
-        "DAYS_SINCE_LAST_TRANSACTION": 3.0,
-    }
-    return Features(**(values | overrides))
+    return Features(**(PLAIN_FEATURES | overrides))
 
 
 @pytest.mark.parametrize(

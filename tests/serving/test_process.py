@@ -16,20 +16,12 @@ import pytest
 
 from offerflow.errors import UsageError, WorldError
 from offerflow.serving import BundledServer
+from tests.samples import PLAIN_FEATURES
 
 # Generous next to a start of about a second; pytest-timeout ends a hung stop() or start().
 pytestmark = pytest.mark.timeout(30)
 
-FEATURES = {
-    "AVG_POINTS_BOUGHT": 100.0,
-    "AVG_REVENUE_USD": 10.0,
-    "LAST_3_TRANSACTIONS_AVG_POINTS_BOUGHT": 200.0,
-    "LAST_3_TRANSACTIONS_AVG_REVENUE_USD": 20.0,
-    "PCT_BUY_TRANSACTIONS": 0.5,
-    "PCT_GIFT_TRANSACTIONS": 0.25,
-    "PCT_REDEEM_TRANSACTIONS": 0.25,
-    "DAYS_SINCE_LAST_TRANSACTION": 3.0,
-}
+FEATURES = PLAIN_FEATURES
 SERVE = [sys.executable, "-m", "offerflow.serving", "--host", "127.0.0.1"]
 
 

@@ -15,20 +15,12 @@ import pytest
 from offerflow.errors import UsageError, WorldError
 from offerflow.serving import BundledServer
 from offerflow.serving.server import serve
+from tests.samples import PLAIN_FEATURES
 
 pytestmark = pytest.mark.timeout(30)
 
 SERVE = [sys.executable, "-m", "offerflow.serving", "--host", "127.0.0.1", "--port", "0"]
-FEATURES = {
-    "AVG_POINTS_BOUGHT": 100.0,
-    "AVG_REVENUE_USD": 10.0,
-    "LAST_3_TRANSACTIONS_AVG_POINTS_BOUGHT": 200.0,
-    "LAST_3_TRANSACTIONS_AVG_REVENUE_USD": 20.0,
-    "PCT_BUY_TRANSACTIONS": 0.5,
-    "PCT_GIFT_TRANSACTIONS": 0.25,
-    "PCT_REDEEM_TRANSACTIONS": 0.25,
-    "DAYS_SINCE_LAST_TRANSACTION": 3.0,
-}
+FEATURES = PLAIN_FEATURES
 DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 

@@ -23,6 +23,8 @@ from datetime import UTC, date, datetime
 
 import polars as pl
 
+from offerflow.config import DEFAULT_FEATURES
+
 __all__ = [
     "DEFAULT_FEATURES",
     "DEFAULT_REGISTRY",
@@ -129,8 +131,6 @@ _EXTRAS: dict[str, FeatureFn] = {
 #: the built-in features: the default set, then TRANSACTION_COUNT, TOTAL_POINTS_BOUGHT,
 #: TOTAL_REVENUE_USD and DAYS_SINCE_FIRST_TRANSACTION
 DEFAULT_REGISTRY = FeatureRegistry(_DEFAULTS | _EXTRAS)
-#: the features sent to the models, in DESIGN.md order
-DEFAULT_FEATURES: tuple[str, ...] = tuple(_DEFAULTS)
 
 
 def compute_features(

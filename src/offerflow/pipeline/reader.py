@@ -23,6 +23,7 @@ from typing import Literal
 
 import polars as pl
 
+from offerflow.config import DEFAULT_COLUMNS as _DEFAULT_COLUMNS
 from offerflow.errors import InputError
 
 __all__ = [
@@ -38,15 +39,7 @@ __all__ = [
 #: the canonical column names of a transaction, in the order rejects are checked
 CANONICAL = ("member_id", "ts", "type", "points", "revenue")
 #: the default partner's column names, by canonical name
-DEFAULT_COLUMNS: Mapping[str, str] = MappingProxyType(
-    {
-        "member_id": "memberId",
-        "ts": "lastTransactionUtcTs",
-        "type": "lastTransactionType",
-        "points": "lastTransactionPointsBought",
-        "revenue": "lastTransactionRevenueUSD",
-    }
-)
+DEFAULT_COLUMNS: Mapping[str, str] = MappingProxyType(_DEFAULT_COLUMNS)
 #: the transaction types, as they appear in the canonical table
 TYPES = ("buy", "gift", "redeem")
 
