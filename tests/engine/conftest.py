@@ -12,12 +12,6 @@ from .shapes import FailingShape, Shape
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    """Run async tests on asyncio, the loop offerflow uses."""
-    return "asyncio"
-
-
-@pytest.fixture
 def recorder() -> Recorder:
     """A fresh recording hook."""
     return Recorder()
