@@ -7,7 +7,7 @@ from typing import Any
 import anyio
 import pytest
 
-from offerflow.engine import Workflow
+from offerflow.engine import Policy, Workflow
 from offerflow.errors import TaskFailedError
 
 from .recorder import Recorder
@@ -128,3 +128,35 @@ async def test_a_failure_stops_a_stream_that_would_run_forever() -> None:
         await wf.run()
 
     assert info.value.task == "boom"
+
+
+class _DiskFull(OSError):
+    pass
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("observed", [False, True], ids=["fast path", "with hooks"])
+async def test_a_fatal_item_error_fails_the_task_instead_of_the_item(observed: bool) -> None:
+    seen: list[int] = []
+
+    def sink(n: int) -> None:
+        seen.append(n)
+        if n == 3:
+            raise _DiskFull("no space left")
+
+    wf = (
+        Workflow("fatal")
+        .batch("numbers", lambda: range(100))
+        .stream(
+            "sink",
+            sink,
+            after="numbers",
+            policy=Policy(fatal=lambda exc: isinstance(exc, OSError)),
+            collect=False,
+        )
+    )
+    with pytest.raises(TaskFailedError) as info:
+        await wf.run(hooks=[Recorder()] if observed else [])
+    assert info.value.task == "sink"
+    assert isinstance(info.value.cause, _DiskFull)
+    assert seen == [0, 1, 2, 3]

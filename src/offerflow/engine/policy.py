@@ -21,6 +21,11 @@ RetryCallback = Callable[[int, BaseException, float], None]
 _MAX_EXPONENT = 1023
 
 
+def never(exc: BaseException) -> bool:
+    """Return False: the default ``Policy.fatal``, no item error fails its task."""
+    return False
+
+
 def is_transient(exc: BaseException) -> bool:
     """Return whether ``exc`` is worth retrying: the world failed (a :class:`WorldError`)."""
     return isinstance(exc, WorldError)
@@ -35,6 +40,10 @@ class Policy:
     backoff_initial * 2 ** (n - 1)))`` seconds. ``attempt_timeout`` cuts each attempt and
     ``item_timeout`` the whole item including retries and waits; both raise ``TimeoutError``.
 
+    An item error for which ``fatal(error)`` is true (after retries) fails the whole task, and
+    with it the run, instead of becoming a Failure: for errors no later item can escape, such
+    as a sink that cannot write.
+
     ``sleep`` and ``uniform`` are test seams: inject a recording ``sleep`` and a fixed
     ``uniform`` to check the schedule without waiting. A timeout cannot interrupt a sync
     function while it runs on the event loop (a stream task's sync fn); it applies when the
@@ -47,6 +56,7 @@ class Policy:
     retry_on: Callable[[BaseException], bool] = is_transient
     attempt_timeout: float | None = None
     item_timeout: float | None = None
+    fatal: Callable[[BaseException], bool] = never
     sleep: Callable[[float], Awaitable[None]] = field(default=anyio.sleep, repr=False)
     uniform: Callable[[float, float], float] = field(default=random.uniform, repr=False)
 

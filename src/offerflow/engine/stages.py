@@ -167,6 +167,7 @@ class StreamStage(_ItemStage):
         self._accepts_failures = spec.accepts_failures
         self._plain = spec.policy.plain
         self._fast = self._plain and not hooks.items
+        self._fatal = spec.policy.fatal
         self._source = source
         self._items: Iterator[Item] | None = None
         self._live = spec.concurrency
@@ -220,6 +221,8 @@ class StreamStage(_ItemStage):
             try:
                 return (await self._fn(value)) if self._async else self._fn(value)
             except Exception as exc:
+                if self._fatal(exc):
+                    raise
                 return Failure(key, self.name, exc, value)
         return await self._process_observed(key, value)
 
@@ -246,6 +249,8 @@ class StreamStage(_ItemStage):
             return out
         if observe:
             hooks.on_item_failed(task=self.name, key=key, error=error, latency=perf_counter() - t0)
+        if self._fatal(error):
+            raise error
         return Failure(key, self.name, error, value, attempts)
 
     async def _call(self, value: Any) -> Any:
