@@ -17,10 +17,12 @@ and has the exit code the CLI maps it to.
     │       └── CycleError
     ├── WorldError                                the world failed
     │   ├── EndpointError                exit 3   an endpoint call (endpoint, member, attempt)
-    │   │   ├── EndpointTimeout
+    │   │   ├── EndpointTimeout                   an attempt, or the member's deadline, ran out
     │   │   ├── EndpointConnectionError
+    │   │   ├── CircuitOpenError                  the endpoint's breaker is open: not called
     │   │   ├── EndpointStatusError               an HTTP status we did not expect
-    │   │   └── InvalidResponseError              a body that is not what the endpoint promised
+    │   │   ├── InvalidResponseError              a body that is not what the endpoint promised
+    │   │   └── CallInterrupted                   the run is stopping: the call was abandoned
     │   └── OutputError                  exit 4   writing results (path)
     ├── TaskFailedError                           a task of a running workflow failed (task)
     └── FailureBudgetExceeded            exit 3   too many members failed
@@ -31,6 +33,8 @@ from __future__ import annotations
 from pathlib import Path
 
 __all__ = [
+    "CallInterrupted",
+    "CircuitOpenError",
     "ConfigError",
     "CycleError",
     "DuplicateTaskError",
@@ -174,12 +178,36 @@ class EndpointConnectionError(EndpointError):
     status = "endpoint_unavailable"
 
 
+class CircuitOpenError(EndpointError):
+    """Raised when an endpoint's circuit breaker is open, so the call fails fast, unsent."""
+
+    status = "endpoint_unavailable"
+
+
+class CallInterrupted(EndpointError):
+    """Raised when a call is abandoned (e.g. during a backoff wait) because the run is stopping."""
+
+    status = "interrupted"
+
+
 class EndpointStatusError(EndpointError):
     """Raised when an endpoint answers with an HTTP status other than 200."""
 
-    def __init__(self, message: str, *, status_code: int, **kwargs: object):
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        retry_after_s: float | None = None,
+        endpoint: str,
+        url: str = "",
+        member_id: str | None = None,
+        attempt: int = 1,
+    ):
         self.status_code = status_code
-        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        #: what the answer's Retry-After header asked for, in seconds
+        self.retry_after_s = retry_after_s
+        super().__init__(message, endpoint=endpoint, url=url, member_id=member_id, attempt=attempt)
 
 
 class InvalidResponseError(EndpointError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import random
 import socket
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,12 +18,15 @@ import pytest
 from aiohttp import web
 
 from offerflow.errors import (
+    CallInterrupted,
+    CircuitOpenError,
     EndpointConnectionError,
     EndpointStatusError,
     EndpointTimeout,
     InvalidResponseError,
 )
-from offerflow.pipeline.client import Endpoint, ModelClient
+from offerflow.pipeline.client import MAX_BODY, Endpoint, ModelClient
+from offerflow.pipeline.retry import RetryBudget
 from offerflow.pipeline.sinks import RequestLog
 from offerflow.serving import BundledServer
 
@@ -46,7 +50,9 @@ class Script:
 
     answers: list[tuple[str, Any]] = field(default_factory=list)
     seen: list[bytes] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
     never: anyio.Event = field(default_factory=anyio.Event)
+    received: anyio.Event = field(default_factory=anyio.Event)
 
 
 @pytest.fixture
@@ -55,6 +61,8 @@ async def fake() -> AsyncIterator[tuple[str, Script]]:
 
     async def handle(request: web.Request) -> web.StreamResponse:
         script.seen.append(await request.read())
+        script.headers.append(dict(request.headers))
+        script.received.set()
         index = min(len(script.seen), len(script.answers)) - 1
         kind, value = script.answers[index]
         if kind == "hang":
@@ -63,7 +71,9 @@ async def fake() -> AsyncIterator[tuple[str, Script]]:
             assert request.transport is not None
             request.transport.close()
         if kind == "status":
-            return web.Response(status=value, text="busy")
+            code, retry_after = value if isinstance(value, tuple) else (value, None)
+            headers = {} if retry_after is None else {"Retry-After": retry_after}
+            return web.Response(status=code, text="busy", headers=headers)
         if kind == "raw":
             return web.Response(body=value, content_type="application/json")
         return web.json_response(value)
@@ -90,13 +100,26 @@ def _unused_port() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
-async def _no_sleep(_: float) -> None:
-    return None
+@dataclass
+class Waits:
+    """The wait seam: records every backoff the client asks for and answers at once."""
+
+    delays: list[float] = field(default_factory=list)
+    stopping: bool = False
+
+    async def __call__(self, delay: float) -> bool:
+        self.delays.append(delay)
+        return self.stopping
 
 
-def _client(url: str, *, retries: int = 2, timeout_s: float = 5.0, **kw: Any) -> ModelClient:
-    endpoint = Endpoint("ats", url, "prediction", timeout_s=timeout_s, retries=retries)
-    return ModelClient([endpoint], sleep=_no_sleep, rng=random.Random(0), **kw)
+def _client(
+    url: str, *, waits: Waits | None = None, retries: int = 2, timeout_s: float = 5.0, **kw: Any
+) -> ModelClient:
+    endpoint_options = {k: kw.pop(k) for k in list(kw) if k in Endpoint.__dataclass_fields__}
+    endpoint = Endpoint(
+        "ats", url, "prediction", timeout_s=timeout_s, retries=retries, **endpoint_options
+    )
+    return ModelClient([endpoint], wait=waits or Waits(), rng=random.Random(0), **kw)
 
 
 async def test_a_valid_answer_is_returned_with_one_attempt(fake: tuple[str, Script]) -> None:
@@ -108,7 +131,7 @@ async def test_a_valid_answer_is_returned_with_one_attempt(fake: tuple[str, Scri
     assert orjson.loads(script.seen[0]) == FEATURES
 
 
-@pytest.mark.parametrize("status", [429, 502, 503, 504])
+@pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
 async def test_transient_statuses_are_retried(fake: tuple[str, Script], status: int) -> None:
     url, script = fake
     script.answers = [("status", status), ("json", {"prediction": 1.0})]
@@ -118,7 +141,7 @@ async def test_transient_statuses_are_retried(fake: tuple[str, Script], status: 
     assert len(script.seen) == 2
 
 
-@pytest.mark.parametrize("status", [400, 404, 422, 500])
+@pytest.mark.parametrize("status", [400, 404, 409, 422])
 async def test_other_statuses_fail_at_once(fake: tuple[str, Script], status: int) -> None:
     url, script = fake
     script.answers = [("status", status)]
@@ -215,3 +238,151 @@ async def test_the_bundled_app_answers_through_the_client() -> None:
     volume = 0.7 * 2000.0 + 0.3 * 1000.0
     assert ats.value == abs(volume * max(0.0, 0.5 + 0.25 - 0.25))
     assert offer.value == "OFFER_2"
+
+
+async def test_requests_name_the_member_and_the_attempt(fake: tuple[str, Script]) -> None:
+    url, script = fake
+    script.answers = [("status", 503), ("json", {"prediction": 1.0})]
+    async with _client(url) as client:
+        await client.call("ats", "M-42", b"{}")
+    assert [(h["X-Offerflow-Member"], h["X-Offerflow-Attempt"]) for h in script.headers] == [
+        ("M-42", "1"),
+        ("M-42", "2"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "expected"),
+    [("1", 1.0), ("7", 7.0), ("3600", 30.0), ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0)],
+)
+async def test_retry_after_is_honoured_and_clamped(
+    fake: tuple[str, Script], retry_after: str, expected: float
+) -> None:
+    url, script = fake
+    script.answers = [("status", (503, retry_after)), ("json", {"prediction": 1.0})]
+    waits = Waits()
+    async with _client(url, waits=waits, retry_after_max_s=30.0) as client:
+        await client.call("ats", "m1", b"{}")
+    assert waits.delays == [expected]
+
+
+async def test_backoff_is_full_jitter_within_the_capped_exponential(
+    fake: tuple[str, Script],
+) -> None:
+    url, script = fake
+    script.answers = [("status", 503)]
+    waits = Waits()
+    options = {"backoff_initial_s": 0.1, "backoff_max_s": 0.3}
+    async with _client(url, waits=waits, retries=4, **options) as client:
+        with pytest.raises(EndpointStatusError):
+            await client.call("ats", "m1", b"{}")
+    caps = [0.1, 0.2, 0.3, 0.3]
+    assert len(waits.delays) == 4
+    assert all(0 <= d <= cap for d, cap in zip(waits.delays, caps, strict=True))
+
+
+async def test_a_spent_retry_budget_stops_retries(fake: tuple[str, Script]) -> None:
+    url, script = fake
+    script.answers = [("status", 503)]
+    budget = RetryBudget(ratio=0.0, floor=1)
+    async with _client(url, retries=5, budget=budget) as client:
+        for member in ("m1", "m2"):
+            with pytest.raises(EndpointStatusError):
+                await client.call("ats", member, b"{}")
+    # the floor of one retry went to the first member; the second got none
+    assert len(script.seen) == 3
+    assert (budget.calls, budget.retries) == (2, 1)
+
+
+async def test_the_breaker_opens_after_consecutive_failures_and_fails_fast(
+    fake: tuple[str, Script],
+) -> None:
+    url, script = fake
+    script.answers = [("status", 503)]
+    async with _client(url, retries=0, breaker_failures=3, breaker_cooldown_s=60) as client:
+        for member in ("m1", "m2", "m3"):
+            with pytest.raises(EndpointStatusError):
+                await client.call("ats", member, b"{}")
+        with pytest.raises(CircuitOpenError) as caught:
+            await client.call("ats", "m4", b"{}")
+    assert caught.value.status == "endpoint_unavailable"
+    assert len(script.seen) == 3  # m4 was never sent
+
+
+async def test_a_half_open_breaker_probes_and_closes_on_success(fake: tuple[str, Script]) -> None:
+    url, script = fake
+    script.answers = [("status", 503), ("json", {"prediction": 1.0})]
+    async with _client(url, retries=0, breaker_failures=1, breaker_cooldown_s=0.0) as client:
+        with pytest.raises(EndpointStatusError):
+            await client.call("ats", "m1", b"{}")
+        assert client.breakers["ats"].state == "open"
+        result = await client.call("ats", "m2", b"{}")  # the cooldown is over: m2 is the probe
+        assert client.breakers["ats"].state == "closed"
+    assert result.value == 1.0
+
+
+async def test_a_passed_deadline_starts_no_attempt(fake: tuple[str, Script]) -> None:
+    url, script = fake
+    script.answers = [("json", {"prediction": 1.0})]
+    async with _client(url) as client:
+        with pytest.raises(EndpointTimeout, match="deadline"):
+            await client.call("ats", "m1", b"{}", deadline=time.monotonic() - 1)
+    assert script.seen == []
+
+
+async def test_no_retry_waits_past_the_deadline(fake: tuple[str, Script]) -> None:
+    url, script = fake
+    script.answers = [("status", (503, "60"))]
+    waits = Waits()
+    async with _client(url, waits=waits, retry_after_max_s=60) as client:
+        with pytest.raises(EndpointStatusError):
+            await client.call("ats", "m1", b"{}", deadline=time.monotonic() + 5)
+    assert waits.delays == []
+    assert len(script.seen) == 1
+
+
+async def test_an_attempt_is_cut_at_the_members_deadline(fake: tuple[str, Script]) -> None:
+    url, script = fake
+    script.answers = [("hang", None)]
+    async with _client(url, retries=0, timeout_s=30) as client:
+        with pytest.raises(EndpointTimeout):
+            await client.call("ats", "m1", b"{}", deadline=time.monotonic() + 0.2)
+    assert len(script.seen) == 1
+
+
+async def test_a_stopping_run_abandons_the_backoff_wait(fake: tuple[str, Script]) -> None:
+    url, script = fake
+    script.answers = [("status", 503)]
+    waits = Waits(stopping=True)
+    async with _client(url, waits=waits) as client:
+        with pytest.raises(CallInterrupted) as caught:
+            await client.call("ats", "m1", b"{}")
+    assert caught.value.status == "interrupted"
+    assert len(script.seen) == 1
+
+
+async def test_a_stop_event_wakes_a_long_backoff(fake: tuple[str, Script]) -> None:
+    url, script = fake
+    script.answers = [("status", (503, "3600"))]
+    stopping = anyio.Event()
+    endpoint = Endpoint("ats", url, "prediction", retry_after_max_s=3600)
+    async with ModelClient([endpoint], stopping=stopping) as client:
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as group:
+
+                async def call() -> None:
+                    with pytest.raises(CallInterrupted):
+                        await client.call("ats", "m1", b"{}")
+
+                group.start_soon(call)
+                await script.received.wait()
+                await anyio.wait_all_tasks_blocked()  # the client sits in its backoff wait
+                stopping.set()
+
+
+async def test_a_body_over_the_cap_is_an_invalid_response(fake: tuple[str, Script]) -> None:
+    url, script = fake
+    script.answers = [("raw", b'{"prediction": 1, "pad": "' + b"x" * MAX_BODY + b'"}')]
+    async with _client(url) as client:
+        with pytest.raises(InvalidResponseError, match="larger than"):
+            await client.call("ats", "m1", b"{}")

@@ -7,12 +7,14 @@ from offerflow.config.models import (
     BUNDLED_SCHEME,
     DEFAULT_COLUMNS,
     DEFAULT_FEATURES,
+    BreakerConfig,
     EndpointConfig,
     InputConfig,
     ModelConfig,
     OfferConfig,
     OutputConfig,
     PartnerConfig,
+    RetryBudgetConfig,
 )
 
 __all__ = [
@@ -20,11 +22,13 @@ __all__ = [
     "DEFAULT_COLUMNS",
     "DEFAULT_CONFIG",
     "DEFAULT_FEATURES",
+    "BreakerConfig",
     "EndpointConfig",
     "InputConfig",
     "ModelConfig",
     "OfferConfig",
     "OutputConfig",
     "PartnerConfig",
+    "RetryBudgetConfig",
     "load_config",
 ]

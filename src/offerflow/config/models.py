@@ -13,12 +13,14 @@ __all__ = [
     "BUNDLED_SCHEME",
     "DEFAULT_COLUMNS",
     "DEFAULT_FEATURES",
+    "BreakerConfig",
     "EndpointConfig",
     "InputConfig",
     "ModelConfig",
     "OfferConfig",
     "OutputConfig",
     "PartnerConfig",
+    "RetryBudgetConfig",
 ]
 
 #: a URL of the form ``bundled:/path`` names a route of the bundled model server, which the run
@@ -68,6 +70,20 @@ class InputConfig(_Strict):
         return {**DEFAULT_COLUMNS, **columns}
 
 
+class BreakerConfig(_Strict):
+    """When an endpoint's circuit breaker opens, and for how long before it probes."""
+
+    failures: int = Field(default=20, ge=1)
+    cooldown_s: float = Field(default=5.0, ge=0)
+
+
+class RetryBudgetConfig(_Strict):
+    """Run-wide cap on retries: at most ``ratio`` of calls, plus ``floor``."""
+
+    ratio: float = Field(default=0.2, ge=0, le=10)
+    floor: int = Field(default=20, ge=0)
+
+
 class EndpointConfig(_Strict):
     """One HTTP endpoint: where it is, what it receives, where its answer is, and its limits."""
 
@@ -80,6 +96,29 @@ class EndpointConfig(_Strict):
     timeout_s: float = Field(default=10.0, gt=0)
     retries: int = Field(default=2, ge=0, le=20)
     concurrency: int = Field(default=32, ge=1, le=4096)
+    backoff_initial_s: float = Field(default=0.05, gt=0)
+    backoff_max_s: float = Field(default=2.0, gt=0)
+    retry_after_max_s: float = Field(default=30.0, ge=0)
+    #: statuses worth another attempt: 429, 408 and 5xx only (other 4xx are never retried)
+    retry_statuses: frozenset[int] = frozenset({429, 500, 502, 503, 504})
+    breaker: BreakerConfig = BreakerConfig()
+
+    @field_validator("retry_statuses")
+    @classmethod
+    def _only_transient_statuses(cls, statuses: frozenset[int]) -> frozenset[int]:
+        wrong = sorted(s for s in statuses if s not in (408, 429) and not 500 <= s <= 599)
+        if wrong:
+            raise ValueError(f"{wrong} cannot be retried: only 408, 429 and 5xx are transient")
+        return statuses
+
+    @model_validator(mode="after")
+    def _backoff_is_ordered(self) -> EndpointConfig:
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ValueError(
+                f"backoff_max_s ({self.backoff_max_s}) is below backoff_initial_s "
+                f"({self.backoff_initial_s})"
+            )
+        return self
 
     @field_validator("url")
     @classmethod
@@ -127,6 +166,11 @@ class PartnerConfig(_Strict):
     #: the fraction of scored members that may fail before the run exits 3
     failure_budget: float = Field(default=0.0, ge=0, le=1)
     connect_timeout_s: float = Field(default=5.0, gt=0)
+    #: a member's scoring, all endpoints, attempts and waits included, ends by this deadline
+    member_deadline_s: float = Field(default=60.0, gt=0)
+    retry_budget: RetryBudgetConfig = RetryBudgetConfig()
+    #: after SIGINT/SIGTERM, how long in-flight calls may take to finish
+    shutdown_grace_s: float = Field(default=10.0, ge=0)
 
     @model_validator(mode="after")
     def _references_resolve(self) -> PartnerConfig:
@@ -148,6 +192,12 @@ class PartnerConfig(_Strict):
         for field, source in self.offer.request.items():
             if source not in models:
                 raise ValueError(f"offer.request.{field}: {source!r} is not a model name")
+        slow = [e.name for e in self.endpoints if e.timeout_s > self.member_deadline_s]
+        if slow:
+            raise ValueError(
+                f"timeout_s of {slow} exceeds member_deadline_s ({self.member_deadline_s}): "
+                "no attempt could ever use its whole timeout"
+            )
         return self
 
     @property

@@ -1,0 +1,133 @@
+"""How the model client waits and gives up: backoff, Retry-After, a retry budget, a breaker.
+
+The backoff is a one-line full-jitter formula rather than tenacity's ``AsyncRetrying``: wrapping
+every call in it cost about 27 µs on the success path (measured on the development machine),
+a quarter of the client's whole per-request budget, for a formula this module states in a line.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+
+__all__ = ["BreakerState", "CircuitBreaker", "RetryBudget", "full_jitter", "retry_after_s"]
+
+
+def full_jitter(attempt: int, initial_s: float, max_s: float, rng: random.Random) -> float:
+    """Seconds to wait before attempt ``attempt + 1``: uniform in [0, min(max, initial·2^(n-1))]."""
+    return rng.uniform(0.0, min(max_s, initial_s * 2 ** (attempt - 1)))
+
+
+def retry_after_s(value: str | None, *, now: datetime | None = None) -> float | None:
+    """The wait a ``Retry-After`` header asks for, in seconds (delta or HTTP date), or None."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+@dataclass(slots=True)
+class RetryBudget:
+    """Run-wide cap on retries: at most ``ratio`` of first attempts, plus a small ``floor``.
+
+    A sick endpoint then costs at most (1 + ratio) times the calls a healthy one does, instead of
+    being multiplied by the attempts of every member.
+    """
+
+    ratio: float = 0.2
+    floor: int = 20
+    calls: int = 0
+    retries: int = 0
+
+    def record_call(self) -> None:
+        """Count a first attempt."""
+        self.calls += 1
+
+    def try_spend(self) -> bool:
+        """Take one retry from the budget; False when it is spent."""
+        if self.retries >= self.floor + self.ratio * self.calls:
+            return False
+        self.retries += 1
+        return True
+
+
+class BreakerState(StrEnum):
+    """Where a circuit breaker stands."""
+
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+@dataclass(slots=True)
+class CircuitBreaker:
+    """Opens after ``failures`` consecutive failed attempts; fails fast while open; probes.
+
+    After ``cooldown_s`` one call is let through as a probe (half-open): its success closes the
+    breaker, its failure opens it again for a cooldown twice as long (up to ``max_cooldown_s``).
+    """
+
+    failures: int = 20
+    cooldown_s: float = 5.0
+    max_cooldown_s: float = 60.0
+    clock: Callable[[], float] = time.monotonic
+    state: BreakerState = BreakerState.CLOSED
+    opened: int = 0
+    _consecutive: int = 0
+    _open_until: float = 0.0
+    _cooldown: float = field(default=math.nan)
+    _probing: bool = False
+
+    def allow(self) -> bool:
+        """Whether a call may go out now; in half-open state only one probe at a time."""
+        if self.state is BreakerState.CLOSED:
+            return True
+        if self.state is BreakerState.OPEN:
+            if self.clock() < self._open_until:
+                return False
+            self.state = BreakerState.HALF_OPEN
+        if self._probing:
+            return False
+        self._probing = True
+        return True
+
+    def record_success(self) -> None:
+        """A call answered: close the breaker."""
+        self._consecutive = 0
+        self._probing = False
+        self.state = BreakerState.CLOSED
+        self._cooldown = math.nan
+
+    def record_failure(self) -> None:
+        """A call failed in a way that says the endpoint is unwell."""
+        self._consecutive += 1
+        if self.state is BreakerState.HALF_OPEN:
+            self._probing = False
+            cooldown = self.cooldown_s if math.isnan(self._cooldown) else self._cooldown * 2
+            self._open(min(cooldown, self.max_cooldown_s))
+        elif self.state is BreakerState.CLOSED and self._consecutive >= self.failures:
+            self._open(self.cooldown_s)
+
+    def release(self) -> None:
+        """A call ended with no verdict on the endpoint (e.g. abandoned): free the probe slot."""
+        self._probing = False
+
+    def _open(self, cooldown: float) -> None:
+        self.state = BreakerState.OPEN
+        self.opened += 1
+        self._cooldown = cooldown
+        self._open_until = self.clock() + cooldown
