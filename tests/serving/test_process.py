@@ -253,3 +253,32 @@ def test_the_server_runs_in_its_own_process_group() -> None:
     # So that stop() reaches its workers, and a Ctrl-C meant for the caller does not.
     with BundledServer() as server:
         assert os.getpgid(server.pid) == server.pid != os.getpgid(0)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_server_stops_when_its_parent_is_killed(workers: int) -> None:
+    """A run killed with SIGKILL cannot stop its server; the server must not outlive it."""
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, sys, time\n"
+            "from offerflow.serving import BundledServer\n"
+            f"server = BundledServer(workers={workers}).start()\n"
+            "print(os.getpgid(server.pid), flush=True)\n"
+            "time.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert parent.stdout is not None
+        pgid = int(parent.stdout.readline())
+        assert live_members(pgid)
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while live_members(pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert group_is_gone(pgid)

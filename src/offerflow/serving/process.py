@@ -78,6 +78,8 @@ class BundledServer:
             str(self._port),
             "--workers",
             str(self.workers),
+            # a run killed with SIGKILL cannot stop its server: the server notices instead
+            "--exit-with-parent",
         ]
 
     @property
