@@ -23,13 +23,14 @@ from tests.partner_files import default_document, write_partner
 
 
 class _Counting(BaseHTTPRequestHandler):
-    """Counts every request; answers 500 so that a call it sees can never pass unnoticed."""
+    """Counts every request; answers 404 (final, never retried), so no call passes unnoticed."""
 
     seen: list[str] = []
 
     def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
         type(self).seen.append(self.path)
-        self.send_error(500)
+        self.send_error(404)
 
     def log_message(self, format: str, *args: object) -> None:
         return None
@@ -166,7 +167,7 @@ def test_failing_endpoints_exit_3_with_every_member_recorded(
     by_status = summary["ledger"]["members_by_status"]
     assert sum(by_status.values()) == summary["ledger"]["members_in"]
     assert by_status["model_error"] > 0
-    assert len(seen) == 2 * by_status["model_error"]  # ats and resp, once each: 500 is final
+    assert len(seen) == 2 * by_status["model_error"]  # ats and resp, once each: 404 is final
 
 
 def test_run_with_real_urls_uses_them_and_writes_a_run_log(

@@ -10,13 +10,20 @@ import argparse
 import contextlib
 import json
 import logging
+import os
+import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from offerflow import __version__
 from offerflow.errors import ExitCode, OfferflowError, UsageError
+
+if TYPE_CHECKING:
+    from offerflow.config import PartnerConfig
+    from offerflow.pipeline import ConsoleReport, RunReport
 
 __all__ = ["main"]
 
@@ -63,6 +70,12 @@ def _parser() -> argparse.ArgumentParser:
         help="uvicorn workers of the bundled model server, when the config uses it (default 2)",
     )
     run.add_argument("--run-id", help="name of the run directory (default: time + random)")
+    run.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RUN_DIR",
+        help="finish an earlier run: score only members without a committed ok result",
+    )
     run.set_defaults(command=_cmd_run)
 
     serve = commands.add_parser("serve-models", help="serve the bundled model endpoints")
@@ -152,55 +165,109 @@ def _run_log(run_dir: Path) -> Iterator[None]:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    import anyio
-
     from offerflow.config import load_config
     from offerflow.pipeline import (
         ConsoleReport,
         new_run_dir,
         parse_as_of,
-        run_pipeline,
+        read_manifest,
+        write_manifest,
     )
     from offerflow.serving import BundledServer
 
-    config = load_config(args.config)
-    if args.input is not None:
-        config = config.model_copy(
-            update={"input": config.input.model_copy(update={"path": args.input})}
-        )
-    try:
-        as_of = parse_as_of(args.as_of)
-    except ValueError as exc:
-        raise UsageError(f"--as-of: {exc}") from exc
-    run_dir = new_run_dir(config, args.out, args.run_id)
-    report = ConsoleReport(sys.stderr)
-    with _run_log(run_dir):
-        if config.uses_bundled_server:
-            with BundledServer(workers=args.server_workers) as server:
-                log.info("bundled model server at %s", server.base_url)
-                outcome = anyio.run(
-                    lambda: run_pipeline(
-                        config.with_bundled_base(server.base_url),
-                        run_dir=run_dir,
-                        as_of=as_of,
-                        concurrency=args.concurrency,
-                        hooks=[report],
-                    )
-                )
-        else:
-            outcome = anyio.run(
-                lambda: run_pipeline(
-                    config,
-                    run_dir=run_dir,
-                    as_of=as_of,
-                    concurrency=args.concurrency,
-                    hooks=[report],
-                )
+    if args.resume is not None:
+        given = [f"--{n.replace('_', '-')}" for n in ("config", "input", "as_of", "out", "run_id")]
+        clash = [flag for flag in given if getattr(args, flag[2:].replace("-", "_")) is not None]
+        if clash:
+            raise UsageError(f"--resume takes the run's own settings; drop {', '.join(clash)}")
+        run_dir = args.resume
+        manifest = read_manifest(run_dir)
+        config, as_of = manifest.config, manifest.as_of
+    else:
+        config = load_config(args.config)
+        if args.input is not None:
+            config = config.model_copy(
+                update={"input": config.input.model_copy(update={"path": args.input.resolve()})}
             )
+        try:
+            as_of = parse_as_of(args.as_of)
+        except ValueError as exc:
+            raise UsageError(f"--as-of: {exc}") from exc
+        run_dir = new_run_dir(config, args.out, args.run_id)
+        write_manifest(run_dir, config, as_of)
+    report = ConsoleReport(sys.stderr)
+    with _run_log(run_dir), contextlib.ExitStack() as stack:
+        server = None
+        if config.uses_bundled_server:
+            server = stack.enter_context(BundledServer(workers=args.server_workers))
+            log.info("bundled model server at %s", server.base_url)
+            config = config.with_bundled_base(server.base_url)
+        outcome = _run_until_done(
+            config,
+            run_dir=run_dir,
+            as_of=as_of,
+            concurrency=args.concurrency,
+            report=report,
+            resume=args.resume is not None,
+            before_exit=server.kill if server is not None else lambda: None,
+        )
     report.final(outcome.summary, outcome.run_dir)
     if outcome.error is not None:
         print(f"offerflow: error: {outcome.error}", file=sys.stderr)
     return outcome.exit_code
+
+
+def _run_until_done(
+    config: PartnerConfig,
+    *,
+    run_dir: Path,
+    as_of: datetime,
+    concurrency: int | None,
+    report: ConsoleReport,
+    resume: bool,
+    before_exit: Callable[[], None],
+) -> RunReport:
+    """Run the pipeline; the first SIGINT/SIGTERM stops it gracefully, a second one at once."""
+    import anyio
+
+    from offerflow.pipeline import Shutdown, run_pipeline
+
+    async def watch_signals(shutdown: Shutdown) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                if shutdown.requested:
+                    log.warning("second signal: exiting now")
+                    before_exit()
+                    os._exit(128 + signum)
+                log.warning(
+                    "%s: finishing in-flight calls, then committing; send it again to exit now",
+                    signal.Signals(signum).name,
+                )
+                shutdown.request(signum)
+
+    async def main() -> RunReport:
+        shutdown = Shutdown()
+        outcome: RunReport | Exception
+        async with anyio.create_task_group() as group:
+            group.start_soon(watch_signals, shutdown)
+            try:
+                outcome = await run_pipeline(
+                    config,
+                    run_dir=run_dir,
+                    as_of=as_of,
+                    concurrency=concurrency,
+                    hooks=[report],
+                    shutdown=shutdown,
+                    resume=resume,
+                )
+            except Exception as exc:  # raised below, outside the group, as itself
+                outcome = exc
+            group.cancel_scope.cancel()
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    return anyio.run(main)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:

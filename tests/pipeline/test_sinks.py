@@ -25,11 +25,13 @@ def test_rows_are_committed_in_chunks_while_appending(tmp_path: Path) -> None:
     assert not (tmp_path / "offers.parquet").exists()
 
 
-def test_finish_merges_every_chunk_sorted_and_removes_the_parts(tmp_path: Path) -> None:
+def test_finish_merges_every_chunk_sorted_and_discard_removes_the_parts(tmp_path: Path) -> None:
     table = ChunkedTable(tmp_path, "offers", SCHEMA, chunk_rows=2)
     for member_id in ["c", "a", "d", "b", "e"]:
         table.append({"member_id": member_id})
     table.finish(("parquet", "csv"), sort_by="member_id")
+    assert len(list((tmp_path / ".parts").iterdir())) == 3
+    table.discard_parts()
     merged = pl.read_parquet(tmp_path / "offers.parquet")
     assert merged.get_column("member_id").to_list() == ["a", "b", "c", "d", "e"]
     assert merged.schema == pl.Schema(SCHEMA)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from offerflow.pipeline.client import CallResult, Endpoint, ModelClient, is_retryable
+from offerflow.pipeline.client import CallResult, Endpoint, ModelClient
 from offerflow.pipeline.features import (
     DEFAULT_FEATURES,
     DEFAULT_REGISTRY,
@@ -11,12 +11,13 @@ from offerflow.pipeline.features import (
     compute_features,
 )
 from offerflow.pipeline.generator import generate_transactions, write_transactions
+from offerflow.pipeline.manifest import RunManifest, read_manifest, write_manifest
 from offerflow.pipeline.members import Member, MemberRows, Status
 from offerflow.pipeline.reader import ReadResult, parse_as_of, read_transactions
 from offerflow.pipeline.report import ConsoleReport
-from offerflow.pipeline.run import RunReport, new_run_dir, run_pipeline
+from offerflow.pipeline.run import RunReport, Shutdown, new_run_dir, run_pipeline
 from offerflow.pipeline.sinks import ChunkedTable, RequestLog, atomic_write, write_json
-from offerflow.pipeline.workflow import Tally, build_workflow, check_config, offers_schema
+from offerflow.pipeline.workflow import Recorder, build_workflow, check_config, offers_schema
 
 __all__ = [
     "DEFAULT_FEATURES",
@@ -31,21 +32,24 @@ __all__ = [
     "MemberRows",
     "ModelClient",
     "ReadResult",
+    "Recorder",
     "RequestLog",
+    "RunManifest",
     "RunReport",
+    "Shutdown",
     "Status",
-    "Tally",
     "atomic_write",
     "build_workflow",
     "check_config",
     "compute_features",
     "generate_transactions",
-    "is_retryable",
     "new_run_dir",
     "offers_schema",
     "parse_as_of",
+    "read_manifest",
     "read_transactions",
     "run_pipeline",
     "write_json",
+    "write_manifest",
     "write_transactions",
 ]

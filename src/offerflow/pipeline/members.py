@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -34,6 +35,8 @@ class Member:
     #: per stage (endpoint name): the call's latency including retries, and its attempts
     latencies_ms: Mapping[str, float] = field(default_factory=dict)
     attempts: Mapping[str, int] = field(default_factory=dict)
+    #: time.monotonic() by which the member's scoring must end; set by its first call
+    deadline: float = math.inf
 
     def with_answer(
         self, stage: str, value: float | str, latency_ms: float, attempts: int
@@ -47,6 +50,7 @@ class Member:
             str(value) if is_offer else self.offer,
             {**self.latencies_ms, stage: latency_ms},
             {**self.attempts, stage: attempts},
+            self.deadline,
         )
 
     @staticmethod
@@ -64,15 +68,29 @@ class Member:
             attempts.update(state.attempts)
         offer = next((s.offer for s in states if s.offer is not None), None)
         first = states[0]
-        return Member(first.member_id, first.features, predictions, offer, latencies, attempts)
+        deadline = min(s.deadline for s in states)
+        return Member(
+            first.member_id, first.features, predictions, offer, latencies, attempts, deadline
+        )
 
 
 class MemberRows:
-    """Members built from a features table, lazily, one slice at a time; iterable many times."""
+    """Members built from a features table, lazily, one slice at a time; iterable many times.
 
-    def __init__(self, features: pl.DataFrame, *, slice_rows: int = 8192) -> None:
+    Iteration ends early, as if the table ended, once ``stop()`` returns True: that is how a
+    stopping run stops taking new members.
+    """
+
+    def __init__(
+        self,
+        features: pl.DataFrame,
+        *,
+        slice_rows: int = 8192,
+        stop: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.table = features
         self._slice_rows = slice_rows
+        self._stop = stop
 
     def __len__(self) -> int:
         return self.table.height
@@ -83,4 +101,6 @@ class MemberRows:
             ids = chunk.get_column("member_id").to_list()
             values = chunk.select(names).rows()
             for member_id, row in zip(ids, values, strict=True):
+                if self._stop():
+                    return
                 yield Member(member_id, dict(zip(names, row, strict=True)))

@@ -1,18 +1,20 @@
-"""One run of the offer workflow: its directory, its outputs and its summary."""
+"""One run of the offer workflow: its directory, its outputs, its summary, its stop and resume."""
 
 from __future__ import annotations
 
+import logging
 import platform
 import resource
 import secrets
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import anyio
 import polars as pl
 
 from offerflow.config import PartnerConfig
@@ -26,16 +28,41 @@ from offerflow.errors import (
     UsageError,
 )
 from offerflow.pipeline.client import Endpoint, ModelClient
-from offerflow.pipeline.members import Status
-from offerflow.pipeline.reader import ReadResult
+from offerflow.pipeline.members import Member, Status
+from offerflow.pipeline.retry import RetryBudget
 from offerflow.pipeline.sinks import ChunkedTable, RequestLog, atomic_write, write_json
-from offerflow.pipeline.workflow import Tally, build_workflow, offers_schema
+from offerflow.pipeline.workflow import Recorder, build_workflow, offers_schema
 
-__all__ = ["RunReport", "new_run_dir", "run_pipeline"]
+__all__ = ["RunReport", "Shutdown", "new_run_dir", "run_pipeline"]
 
-_FAILED = frozenset(
-    {Status.MODEL_ERROR, Status.INVALID_RESPONSE, Status.ENDPOINT_UNAVAILABLE, Status.INTERRUPTED}
-)
+log = logging.getLogger(__name__)
+
+#: statuses a resumed run does not score again
+FINAL = (Status.OK, Status.NO_TRANSACTIONS)
+_FAILED = (Status.MODEL_ERROR, Status.INVALID_RESPONSE, Status.ENDPOINT_UNAVAILABLE)
+
+
+@dataclass(slots=True)
+class Shutdown:
+    """A request to stop a run early, e.g. from a signal: no new members, then commit."""
+
+    stopping: anyio.Event = field(default_factory=anyio.Event)
+    signal: int | None = None
+
+    def request(self, signal: int) -> None:
+        """Ask the run to stop: it takes no new member and lets in-flight calls finish."""
+        self.signal = signal
+        self.stopping.set()
+
+    @property
+    def requested(self) -> bool:
+        """Whether a stop was asked for."""
+        return self.stopping.is_set()
+
+    @property
+    def exit_code(self) -> int:
+        """The conventional exit code of a process stopped by the signal: 128 + its number."""
+        return 128 + (self.signal or 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,28 +96,98 @@ async def run_pipeline(
     as_of: datetime,
     concurrency: int | None = None,
     hooks: Sequence[Hook] = (),
+    shutdown: Shutdown | None = None,
+    resume: bool = False,
 ) -> RunReport:
-    """Run the offer workflow for one partner into ``run_dir`` and write every output file."""
+    """Run the offer workflow for one partner into ``run_dir`` and write every output file.
+
+    With ``resume``, members already committed there as ``ok`` or ``no_transactions`` are not
+    scored again, and the run's files are completed in place.
+    """
     started = time.perf_counter()
+    shutdown = shutdown or Shutdown()
+    config = _with_concurrency(config, concurrency)
     metrics = MetricsHook()
+    offers = ChunkedTable(run_dir, "offers", offers_schema(config), chunk_rows=16384)
     requests = RequestLog(run_dir)
-    tally = Tally()
-    tables: list[ChunkedTable] = []
-
-    def make_offers(features: pl.Schema) -> ChunkedTable:
-        table = ChunkedTable(run_dir, "offers", offers_schema(config, features), chunk_rows=16384)
-        tables.append(table)
-        return table
-
-    if concurrency is not None:
-        config = config.model_copy(
-            update={
-                "models": tuple(
-                    m.model_copy(update={"concurrency": concurrency}) for m in config.models
-                ),
-                "offer": config.offer.model_copy(update={"concurrency": concurrency}),
-            }
+    skip = None
+    if resume:
+        offers.adopt(run_dir / "offers.parquet")
+        requests.adopt(run_dir / "requests.parquet")
+        skip = _final_members(offers)
+        log.info("resuming %s: %d members already final", run_dir, skip.len())
+    recorder = Recorder(offers)
+    failure: TaskFailedError | None = None
+    async with _client(config, requests, shutdown) as client:
+        workflow = build_workflow(
+            config,
+            as_of=as_of,
+            client=client,
+            recorder=recorder,
+            skip=skip,
+            stop=shutdown.stopping.is_set,
         )
+        workflow.validate()
+        scope = anyio.CancelScope()
+        async with anyio.create_task_group() as guard:
+            guard.start_soon(_cancel_after_grace, shutdown, scope, config.shutdown_grace_s)
+            try:
+                with scope:
+                    await workflow.run(hooks=[metrics, *hooks])
+            except TaskFailedError as exc:
+                failure = exc
+            guard.cancel_scope.cancel()
+    if failure is not None and isinstance(failure.cause, UsageError | OutputError):
+        raise failure.cause from failure
+
+    lost = _close_member_ledger(recorder, shutdown)
+    offers.finish(config.output.formats, sort_by="member_id", unique_by="member_id")
+    requests.finish()
+    if recorder.read is not None:
+        atomic_write(run_dir / "rejects.csv", recorder.read.rejects.write_csv)
+
+    error: OfferflowError | None = failure
+    if lost and error is None:
+        error = OfferflowError(f"{lost} members had no result recorded (internal error)")
+    by_status = _counts(run_dir / "offers.parquet", "status")
+    if shutdown.requested:
+        exit_code, state = shutdown.exit_code, "interrupted"
+    elif error is not None:
+        exit_code, state = error.exit_code, "failed"
+    else:
+        exit_code, state = ExitCode.OK, "ok"
+        failed = sum(by_status.get(s, 0) for s in _FAILED)
+        scored = sum(by_status.values()) - by_status.get(Status.NO_TRANSACTIONS, 0)
+        if scored and failed / scored > config.failure_budget:
+            error = FailureBudgetExceeded(failed, scored, config.failure_budget)
+            exit_code, state = error.exit_code, "failed"
+    summary = _summary(
+        config,
+        run_dir=run_dir,
+        as_of=as_of,
+        recorder=recorder,
+        by_status=by_status,
+        metrics=metrics,
+        wall_s=time.perf_counter() - started,
+        state=state,
+        exit_code=exit_code,
+        error=error,
+    )
+    write_json(run_dir / "summary.json", summary)
+    offers.discard_parts()
+    requests.discard_parts()
+    return RunReport(run_dir, summary, exit_code, error)
+
+
+def _with_concurrency(config: PartnerConfig, concurrency: int | None) -> PartnerConfig:
+    if concurrency is None:
+        return config
+    models = tuple(m.model_copy(update={"concurrency": concurrency}) for m in config.models)
+    offer = config.offer.model_copy(update={"concurrency": concurrency})
+    return config.model_copy(update={"models": models, "offer": offer})
+
+
+def _client(config: PartnerConfig, requests: RequestLog, shutdown: Shutdown) -> ModelClient:
     endpoints = [
         Endpoint(
             name=e.name,
@@ -99,56 +196,73 @@ async def run_pipeline(
             answer="label" if e is config.offer else "number",
             timeout_s=e.timeout_s,
             retries=e.retries,
+            backoff_initial_s=e.backoff_initial_s,
+            backoff_max_s=e.backoff_max_s,
+            retry_after_max_s=e.retry_after_max_s,
+            retry_statuses=e.retry_statuses,
+            breaker_failures=e.breaker.failures,
+            breaker_cooldown_s=e.breaker.cooldown_s,
         )
         for e in config.endpoints
     ]
-    error: OfferflowError | None = None
-    results: Mapping[str, Any] = {}
-    async with ModelClient(
+    return ModelClient(
         endpoints,
         connections=sum(e.concurrency for e in config.endpoints),
         connect_timeout_s=config.connect_timeout_s,
         attempts=requests,
-    ) as client:
-        workflow = build_workflow(
-            config, as_of=as_of, client=client, offers=make_offers, tally=tally
-        )
-        workflow.validate()
-        try:
-            results = (await workflow.run(hooks=[metrics, *hooks])).results
-        except TaskFailedError as exc:
-            if isinstance(exc.cause, UsageError | OutputError):
-                raise exc.cause from exc
-            error = exc
-
-    for table in tables:
-        table.finish(config.output.formats, sort_by="member_id")
-    requests.finish()
-    read = results.get("read")
-    if isinstance(read, ReadResult):
-        atomic_write(run_dir / "rejects.csv", read.rejects.write_csv)
-    else:
-        read = None
-
-    failed = sum(n for status, n in tally.by_status.items() if status in _FAILED)
-    scored = sum(tally.by_status.values()) - tally.by_status[Status.NO_TRANSACTIONS]
-    exit_code = error.exit_code if error is not None else ExitCode.OK
-    if error is None and scored and failed / scored > config.failure_budget:
-        error = FailureBudgetExceeded(failed, scored, config.failure_budget)
-        exit_code = error.exit_code
-    summary = _summary(
-        config,
-        run_dir=run_dir,
-        as_of=as_of,
-        read=read,
-        tally=tally,
-        metrics=metrics,
-        wall_s=time.perf_counter() - started,
-        exit_code=exit_code,
-        error=error,
+        budget=RetryBudget(ratio=config.retry_budget.ratio, floor=config.retry_budget.floor),
+        stopping=shutdown.stopping,
     )
-    write_json(run_dir / "summary.json", summary)
-    return RunReport(run_dir, summary, exit_code, error)
+
+
+async def _cancel_after_grace(shutdown: Shutdown, scope: anyio.CancelScope, grace_s: float) -> None:
+    """Once a stop is asked for, give in-flight calls ``grace_s`` seconds, then cancel them."""
+    await shutdown.stopping.wait()
+    log.warning("stopping: no new members; in-flight calls have %.1f s to finish", grace_s)
+    await anyio.sleep(grace_s)
+    if not scope.cancel_called:
+        log.warning("stopping: grace period over, cancelling in-flight calls")
+        scope.cancel()
+
+
+def _final_members(offers: ChunkedTable) -> pl.Series:
+    """Members an earlier session committed with a status that needs no more work."""
+    return (
+        offers.committed()
+        .filter(pl.col("status").is_in([str(s) for s in FINAL]))
+        .select(pl.col("member_id").unique())
+        .collect()
+        .get_column("member_id")
+    )
+
+
+def _close_member_ledger(recorder: Recorder, shutdown: Shutdown) -> int:
+    """Give every input member without a row one: ``interrupted`` if the run was stopped.
+
+    Returns how many members were missing without a stop: those would have been lost, which is
+    a bug; they are recorded as ``model_error`` and the run exits 1.
+    """
+    read = recorder.read
+    if read is None:
+        return 0
+    recorder.table.flush()
+    recorded = recorder.table.committed().select("member_id").unique().collect()
+    missing = read.members.to_frame("member_id").join(recorded, on="member_id", how="anti")
+    status = Status.INTERRUPTED if shutdown.requested else Status.MODEL_ERROR
+    reason = (
+        "run stopped before this member was scored"
+        if shutdown.requested
+        else "no result recorded (internal error)"
+    )
+    for member_id in missing.get_column("member_id"):
+        recorder.record(Member(member_id, {}), status, reason)
+    return 0 if shutdown.requested else missing.height
+
+
+def _counts(path: Path, column: str) -> dict[str, int]:
+    """Rows of a parquet file by the values of one column, sorted by value."""
+    table = pl.scan_parquet(path).group_by(column).len().sort(column).collect()
+    return {value: count for value, count in table.iter_rows() if value is not None}
 
 
 def _summary(
@@ -156,17 +270,17 @@ def _summary(
     *,
     run_dir: Path,
     as_of: datetime,
-    read: ReadResult | None,
-    tally: Tally,
+    recorder: Recorder,
+    by_status: dict[str, int],
     metrics: MetricsHook,
     wall_s: float,
+    state: str,
     exit_code: int,
     error: OfferflowError | None,
 ) -> dict[str, Any]:
+    read = recorder.read
     members_in = 0 if read is None else read.members.len()
-    recorded = sum(tally.by_status.values())
     figures = _endpoint_figures(run_dir / "requests.parquet")
-    requests = {e.name: figures[e.name] for e in config.endpoints if e.name in figures}
     return {
         "run_id": run_dir.name,
         "partner": config.partner,
@@ -179,7 +293,7 @@ def _summary(
             "polars": pl.__version__,
             "aiohttp": metadata.version("aiohttp"),
         },
-        "status": "ok" if exit_code == ExitCode.OK else "failed",
+        "status": state,
         "exit_code": exit_code,
         "error": None if error is None else str(error),
         "ledger": {
@@ -188,10 +302,10 @@ def _summary(
             "rows_rejected": 0 if read is None else read.rows_rejected,
             "rejects_by_reason": {} if read is None else read.rejects_by_reason,
             "members_in": members_in,
-            "members_by_status": dict(sorted(tally.by_status.items())),
-            "balanced": recorded == members_in,
+            "members_by_status": by_status,
+            "balanced": sum(by_status.values()) == members_in,
         },
-        "offers_by_type": dict(sorted(tally.by_offer.items())),
+        "offers_by_type": _counts(run_dir / "offers.parquet", "offer"),
         "wall_s": round(wall_s, 4),
         "members_per_s": round(members_in / wall_s, 1) if wall_s else None,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -199,14 +313,12 @@ def _summary(
             name: {k: round(v, 4) if isinstance(v, float) else v for k, v in m.as_dict().items()}
             for name, m in metrics.snapshot().items()
         },
-        "endpoints": requests,
+        "endpoints": {e.name: figures[e.name] for e in config.endpoints if e.name in figures},
     }
 
 
 def _endpoint_figures(path: Path) -> dict[str, dict[str, float | int]]:
     """Per endpoint: requests, errors and latency percentiles, from the requests table."""
-    if not path.exists():
-        return {}
     table = (
         pl.scan_parquet(path)
         .group_by("endpoint")
@@ -219,7 +331,6 @@ def _endpoint_figures(path: Path) -> dict[str, dict[str, float | int]]:
             ),
             pl.col("latency_ms").max().round(3).alias("max_ms"),
         )
-        .sort("endpoint")
         .collect()
     )
     return {row.pop("endpoint"): row for row in table.iter_rows(named=True)}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,64 +40,113 @@ def write_json(path: Path, document: Mapping[str, Any]) -> None:
 
 
 class ChunkedTable:
-    """A table appended to row by row and committed to disk every ``chunk_rows`` rows.
+    """A table appended to row by row and committed to disk in chunks.
 
-    Committed chunks live in ``<dir>/.parts/<name>-NNNNN.parquet``; :meth:`finish` merges them into
-    ``<dir>/<name>.parquet`` (and ``.csv`` when asked) and removes the parts.
+    A chunk is committed every ``chunk_rows`` rows or ``commit_every_s`` seconds, whichever
+    comes first, as ``<dir>/.parts/<name>-NNNNN.parquet``; chunks already there (an earlier,
+    interrupted session of the same run) are kept and numbered after. :meth:`finish` merges every
+    chunk into ``<dir>/<name>.parquet`` (and ``.csv`` when asked); :meth:`discard_parts` removes
+    the chunks once everything that depends on them is written.
     """
 
     def __init__(
-        self, directory: Path, name: str, schema: Mapping[str, pl.DataType], *, chunk_rows: int
+        self,
+        directory: Path,
+        name: str,
+        schema: Mapping[str, pl.DataType],
+        *,
+        chunk_rows: int,
+        commit_every_s: float = 2.0,
     ) -> None:
         self.directory = directory
         self.name = name
         self.schema = pl.Schema(dict(schema))
         self.chunk_rows = chunk_rows
+        self.commit_every_s = commit_every_s
         self.rows = 0
         self._parts_dir = directory / ".parts"
-        self._parts: list[Path] = []
+        self._parts = sorted(self._parts_dir.glob(f"{name}-*.parquet"))
         self._columns: dict[str, list[Any]] = {column: [] for column in self.schema}
         self._appenders = [(column, values.append) for column, values in self._columns.items()]
+        self._first = self._columns[self.schema.names()[0]]
+        self._last_commit = time.monotonic()
 
     def append(self, row: Mapping[str, Any]) -> None:
-        """Add one row (missing columns are null); commits a chunk when one is full."""
+        """Add one row (missing columns are null); commits a chunk when one is due."""
         get = row.get
         for column, append in self._appenders:
             append(get(column))
+        self._appended()
+
+    def _appended(self) -> None:
         self.rows += 1
-        if len(self._columns[self.schema.names()[0]]) >= self.chunk_rows:
+        if len(self._first) >= self.chunk_rows or (
+            time.monotonic() - self._last_commit >= self.commit_every_s
+        ):
             self.flush()
 
     def flush(self) -> None:
         """Commit the rows appended since the last commit as one chunk file."""
-        pending = len(next(iter(self._columns.values())))
-        if not pending:
+        self._last_commit = time.monotonic()
+        if not self._first:
             return
         frame = pl.DataFrame(self._columns, schema=self.schema, strict=False)
         for values in self._columns.values():
             values.clear()
-        self._parts_dir.mkdir(exist_ok=True)
-        part = self._parts_dir / f"{self.name}-{len(self._parts):05d}.parquet"
-        atomic_write(part, frame.write_parquet)
-        self._parts.append(part)
+        self._commit(frame.write_parquet)
 
-    def finish(self, formats: Sequence[str] = ("parquet",), *, sort_by: str | None = None) -> None:
-        """Commit what is pending and merge every chunk into the final file(s)."""
-        self.flush()
-        table = self._final(
+    def adopt(self, path: Path) -> None:
+        """Take an earlier session's final file in as the newest committed chunk."""
+        if path.exists():
+            self._commit(lambda tmp: os.replace(path, tmp))
+
+    def committed(self) -> pl.LazyFrame:
+        """Every committed row, chunk after chunk (flush first to include pending rows)."""
+        return self._final(
             pl.scan_parquet(self._parts) if self._parts else pl.LazyFrame(schema=self.schema)
         )
+
+    def finish(
+        self,
+        formats: Sequence[str] = ("parquet",),
+        *,
+        sort_by: str | None = None,
+        unique_by: str | None = None,
+    ) -> None:
+        """Commit what is pending and merge every chunk into the final file(s).
+
+        With ``unique_by``, a key committed more than once keeps its latest row.
+        """
+        self.flush()
+        table = self.committed()
+        if unique_by is not None:
+            table = (
+                table.with_row_index("_order")
+                .sort(unique_by, "_order")
+                .unique(subset=unique_by, keep="last", maintain_order=True)
+                .drop("_order")
+            )
         if sort_by is not None:
             table = table.sort(sort_by, maintain_order=True)
         if "parquet" in formats:
             atomic_write(self.directory / f"{self.name}.parquet", table.sink_parquet)
         if "csv" in formats:
             atomic_write(self.directory / f"{self.name}.csv", table.sink_csv)
+
+    def discard_parts(self) -> None:
+        """Remove the committed chunks (after finish and everything else is written)."""
         for part in self._parts:
             part.unlink(missing_ok=True)
         self._parts.clear()
-        if self._parts_dir.exists() and not any(self._parts_dir.iterdir()):
-            shutil.rmtree(self._parts_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self._parts_dir.rmdir()  # only when no other table's chunks are left
+
+    def _commit(self, write: Callable[[Path], object]) -> None:
+        self._parts_dir.mkdir(exist_ok=True)
+        number = int(self._parts[-1].stem.rsplit("-", 1)[1]) + 1 if self._parts else 0
+        part = self._parts_dir / f"{self.name}-{number:05d}.parquet"
+        atomic_write(part, write)
+        self._parts.append(part)
 
     def _final(self, table: pl.LazyFrame) -> pl.LazyFrame:
         """The committed rows as they go into the final file; subclasses may convert columns."""
@@ -140,9 +189,7 @@ class RequestLog(ChunkedTable):
         columns["started_at"].append(started_at)
         columns["latency_ms"].append(latency_ms)
         columns["error"].append(error)
-        self.rows += 1
-        if len(columns["member_id"]) >= self.chunk_rows:
-            self.flush()
+        self._appended()
 
     def _final(self, table: pl.LazyFrame) -> pl.LazyFrame:
         """``started_at`` as a UTC timestamp (kept as epoch seconds while running: cheaper)."""

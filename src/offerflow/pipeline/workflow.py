@@ -13,10 +13,11 @@ after the models it names, and a cycle among them is a graph error before anythi
 
 from __future__ import annotations
 
-import collections
+import dataclasses
 import difflib
+import math
+import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,31 +25,37 @@ import orjson
 import polars as pl
 
 from offerflow.config import EndpointConfig, PartnerConfig
-from offerflow.engine import Failure, Workflow
-from offerflow.errors import ConfigError, EndpointError
+from offerflow.engine import Failure, Policy, Workflow
+from offerflow.errors import ConfigError, EndpointError, OutputError
 from offerflow.pipeline.client import ModelClient
 from offerflow.pipeline.features import DEFAULT_REGISTRY, compute_features
 from offerflow.pipeline.members import Member, MemberRows, Status
 from offerflow.pipeline.reader import ReadResult, read_transactions
 from offerflow.pipeline.sinks import ChunkedTable
 
-__all__ = ["RESERVED_TASKS", "Tally", "build_workflow", "check_config", "offers_schema"]
+__all__ = ["RESERVED_TASKS", "Recorder", "build_workflow", "check_config", "offers_schema"]
 
 RESERVED_TASKS = frozenset({"read", "features", "unscored", "record"})
 
+# the canonical transactions table with no rows: gives the features' schema before any data
+_NO_TRANSACTIONS = pl.DataFrame(
+    schema={
+        "line": pl.Int64,
+        "member_id": pl.String,
+        "ts": pl.Datetime("us", "UTC"),
+        "type": pl.String,
+        "points": pl.Float64,
+        "revenue": pl.Float64,
+    }
+)
 
-@dataclass(slots=True)
-class Tally:
-    """What the record task has seen: members by status and offers by label."""
 
-    by_status: collections.Counter[str] = field(default_factory=collections.Counter)
-    by_offer: collections.Counter[str] = field(default_factory=collections.Counter)
-
-
-def offers_schema(config: PartnerConfig, features: pl.Schema) -> dict[str, pl.DataType]:
+def offers_schema(config: PartnerConfig) -> dict[str, pl.DataType]:
     """The columns of offers.parquet, in order."""
+    _check_features(config)
+    features = compute_features(_NO_TRANSACTIONS, config.features, as_of=datetime.now(UTC))
     schema: dict[str, pl.DataType] = {"member_id": pl.String()}
-    schema.update({name: features[name] for name in config.features})
+    schema.update({name: features.schema[name] for name in config.features})
     schema.update({f"{m.name}_prediction": pl.Float64() for m in config.models})
     schema.update({"offer": pl.String(), "status": pl.String(), "error": pl.String()})
     schema.update({f"{e.name}_ms": pl.Float64() for e in config.endpoints})
@@ -61,34 +68,44 @@ def build_workflow(
     *,
     as_of: datetime,
     client: ModelClient,
-    offers: Callable[[pl.Schema], ChunkedTable],
-    tally: Tally,
+    recorder: Recorder,
+    skip: pl.Series | None = None,
+    stop: Callable[[], bool] = lambda: False,
 ) -> Workflow:
-    """The offer workflow for one partner; ``offers`` makes the offers table once features exist."""
+    """The offer workflow for one partner, writing through ``recorder``.
+
+    Members in ``skip`` (already committed by an earlier session of the run) are left alone;
+    once ``stop()`` is true no new member is taken.
+    """
     _check_features(config)
     clash = sorted(RESERVED_TASKS & {e.name for e in config.endpoints})
     if clash:
         raise ConfigError(f"endpoint names {clash} are reserved for the workflow's own tasks")
-    recorder = _Recorder(config, offers, tally)
+    done = pl.DataFrame(
+        {"member_id": skip if skip is not None else []}, schema={"member_id": pl.String}
+    )
+    deadline_s = config.member_deadline_s
     wf = Workflow(f"offers:{config.partner}")
 
     def read() -> ReadResult:
-        return read_transactions(
+        recorder.read = read_transactions(
             config.input.path,
             as_of=as_of,
             columns=config.input.columns,
             fmt=config.input.format,
             type_aliases=config.input.type_aliases,
         )
+        return recorder.read
 
     def features(read: ReadResult) -> MemberRows:
         table = compute_features(read.transactions, config.features, as_of=as_of)
-        recorder.open(table.schema)
-        return MemberRows(table)
+        return MemberRows(table.join(done, on="member_id", how="anti"), stop=stop)
 
-    async def unscored(read: ReadResult, features: MemberRows) -> int:
-        idle = read.members.to_frame("member_id").join(
-            features.table.select("member_id"), on="member_id", how="anti"
+    async def unscored(read: ReadResult) -> int:
+        idle = (
+            read.members.to_frame("member_id")
+            .join(read.transactions.select("member_id"), on="member_id", how="anti")
+            .join(done, on="member_id", how="anti")
         )
         for member_id in idle.get_column("member_id"):
             recorder.record(Member(member_id, {}), Status.NO_TRANSACTIONS)
@@ -96,14 +113,14 @@ def build_workflow(
 
     wf.batch("read", read)
     wf.batch("features", features, after=["read"])
-    wf.batch("unscored", unscored, after=["read", "features"])
+    wf.batch("unscored", unscored, after=["read"])
 
     models = {m.name: m for m in config.models}
     for model in config.models:
         upstream = _upstream(wf, model.name, _model_sources(model, models))
         wf.stream(
             model.name,
-            _stage(client, model, config.features),
+            _stage(client, model, config.features, deadline_s),
             after=upstream,
             concurrency=model.concurrency,
             key=_member_key if upstream == "features" else None,
@@ -113,7 +130,7 @@ def build_workflow(
     offer_upstream = _upstream(wf, config.offer.name, leaves)
     wf.stream(
         config.offer.name,
-        _stage(client, config.offer, config.features),
+        _stage(client, config.offer, config.features, deadline_s),
         after=offer_upstream,
         concurrency=config.offer.concurrency,
     )
@@ -123,6 +140,8 @@ def build_workflow(
         after=config.offer.name,
         accepts_failures=True,
         collect=False,
+        # a sink that cannot write fails the run (exit 4) rather than each member in turn
+        policy=Policy(fatal=lambda error: isinstance(error, OutputError)),
     )
     return wf
 
@@ -131,12 +150,9 @@ def check_config(config: PartnerConfig) -> tuple[str, ...]:
     """Check all of a config that can be checked without running it; returns the task order."""
     if not config.input.path.exists():
         raise ConfigError(f"input file {config.input.path} does not exist", key="input.path")
+    table = ChunkedTable(config.output.dir, "offers", offers_schema(config), chunk_rows=1)
     workflow = build_workflow(
-        config,
-        as_of=datetime.now(UTC),
-        client=ModelClient(()),
-        offers=lambda features: ChunkedTable(config.output.dir, "offers", {}, chunk_rows=1),
-        tally=Tally(),
+        config, as_of=datetime.now(UTC), client=ModelClient(()), recorder=Recorder(table)
     )
     return workflow.validate()
 
@@ -173,7 +189,7 @@ def _upstream(wf: Workflow, name: str, sources: list[str]) -> str:
 
 
 def _stage(
-    client: ModelClient, endpoint: EndpointConfig, features: tuple[str, ...]
+    client: ModelClient, endpoint: EndpointConfig, features: tuple[str, ...], deadline_s: float
 ) -> Callable[[Member | dict[str, Member]], Any]:
     """The stream function of one endpoint: build the request, call, add the answer."""
     fields = endpoint.request or {name: name for name in features}
@@ -181,29 +197,26 @@ def _stage(
 
     async def call(item: Member | dict[str, Member]) -> Member:
         member = item if isinstance(item, Member) else Member.merge(item.values())
+        if member.deadline == math.inf:  # the member's first call starts its clock
+            member = dataclasses.replace(member, deadline=time.monotonic() + deadline_s)
         known = {**member.features, **member.predictions}
         body = orjson.dumps({field: known[source] for field, source in fields.items()})
-        result = await client.call(name, member.member_id, body)
+        result = await client.call(name, member.member_id, body, deadline=member.deadline)
         return member.with_answer(name, result.value, result.latency_ms, result.attempts)
 
     return call
 
 
-class _Recorder:
+class Recorder:
     """Turns members and failures into rows of the offers table, one per member."""
 
-    def __init__(
-        self, config: PartnerConfig, make: Callable[[pl.Schema], ChunkedTable], tally: Tally
-    ) -> None:
-        self._config = config
-        self._make = make
-        self._tally = tally
-        self.table: ChunkedTable | None = None
-
-    def open(self, features: pl.Schema) -> None:
-        self.table = self._make(features)
+    def __init__(self, table: ChunkedTable) -> None:
+        self.table = table
+        #: the read result, once the read task has it (the run needs it even if cancelled)
+        self.read: ReadResult | None = None
 
     def record_item(self, item: Member | Failure) -> None:
+        """Record what reached the end of the workflow: a scored member or a failure."""
         if isinstance(item, Member):
             self.record(item, Status.OK)
             return
@@ -212,21 +225,14 @@ class _Recorder:
         parts = [v for v in (item.value, *item.partial.values()) if v is not None]
         states = [p for v in parts for p in (v.values() if isinstance(v, dict) else [v])]
         member = Member.merge(states)
-        attempts = dict(member.attempts)
         if isinstance(error, EndpointError):
-            attempts[error.endpoint] = error.attempt
-        member = Member(
-            member.member_id,
-            member.features,
-            member.predictions,
-            member.offer,
-            member.latencies_ms,
-            attempts,
-        )
+            member = dataclasses.replace(
+                member, attempts={**member.attempts, error.endpoint: error.attempt}
+            )
         self.record(member, status, f"{item.task}: {type(error).__name__}: {error}")
 
     def record(self, member: Member, status: Status, error: str | None = None) -> None:
-        assert self.table is not None, "features open the offers table before anything is recorded"
+        """Append one member's row."""
         row: dict[str, Any] = {"member_id": member.member_id, "status": status, "error": error}
         row.update(member.features)
         for model, value in member.predictions.items():
@@ -236,6 +242,3 @@ class _Recorder:
         row["offer"] = member.offer
         row["attempts"] = sum(member.attempts.values())
         self.table.append(row)
-        self._tally.by_status[status] += 1
-        if member.offer is not None:
-            self._tally.by_offer[member.offer] += 1
