@@ -1,6 +1,7 @@
 """An independent reference of the job (DESIGN.md §1 and §4) in plain Python, for checking runs.
 
 It shares no code with offerflow: the csv module, datetime and the formulas written out again.
+A row whose five columns hold exactly the text of an earlier usable row is a duplicate: skipped.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def expected_results(path: Path, as_of_day: date) -> tuple[int, dict[str, Expect
     """Rows in the file, and per member id its expected result (None: no usable transaction)."""
     as_of = datetime(as_of_day.year, as_of_day.month, as_of_day.day, 23, 59, 59, 999999, UTC)
     usable: dict[str, list[tuple[datetime, int, str, float, float]]] = {}
+    seen: set[tuple[str, ...]] = set()
     rows = 0
     with path.open(newline="", encoding="utf-8") as handle:
         for index, row in enumerate(csv.DictReader(handle)):
@@ -63,6 +65,10 @@ def expected_results(path: Path, as_of_day: date) -> tuple[int, dict[str, Expect
                 continue
             if points is None or revenue is None:
                 continue
+            raw = tuple(row[column] for column in (*COLUMNS, POINTS, REVENUE))
+            if raw in seen:
+                continue
+            seen.add(raw)
             usable[member].append((ts, index, kind, points, revenue))
     return rows, {m: _expected(t, as_of_day) if t else None for m, t in usable.items()}
 

@@ -1,9 +1,7 @@
-"""The transaction reader: parsing, reject reasons, the row ledger and unusable files."""
+"""The transaction reader: parsing, reject reasons, duplicates, the row ledger, unusable files."""
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -15,16 +13,19 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal, assert_series_equal
 
 from offerflow.errors import InputError
+from offerflow.pipeline.features import compute_features
 from offerflow.pipeline.reader import (
-    CANONICAL,
     DEFAULT_COLUMNS,
+    REASONS,
     ReadResult,
     parse_as_of,
     read_transactions,
 )
+from tests.reference import expected_results
 
 WriteCsv = Callable[..., Path]
 HEADER = ",".join(DEFAULT_COLUMNS.values())
+ROW = "A,2023-05-06 07:08:09,buy,100,1.0"
 TRANSACTIONS_SCHEMA = pl.Schema(
     {
         "line": pl.Int64(),
@@ -145,7 +146,7 @@ def test_timestamp_forms_are_read_as_utc(
     assert result.transactions["ts"].to_list() == [expected]
 
 
-@pytest.mark.parametrize("text", ["buy", "BUY", "Gift", " redeem ", "\tREDEEM"])
+@pytest.mark.parametrize("text", ["buy", "BUY", "Gift", " Gift ", " redeem ", "\tREDEEM"])
 def test_type_is_case_insensitive_and_stripped(
     write_csv: WriteCsv, as_of: datetime, text: str
 ) -> None:
@@ -210,11 +211,15 @@ def test_type_alias_must_name_a_type(
         pytest.param("A,2023-05-06 07:08:09,buyer,x,y", "unknown_type", id="type before number"),
         pytest.param("A,2023-05-06 07:08:09,buy,abc,1.0", "bad_number:points", id="word points"),
         pytest.param("A,2023-05-06 07:08:09,buy,nan,1.0", "bad_number:points", id="nan"),
+        pytest.param("A,2023-05-06 07:08:09,buy,NaN,1.0", "bad_number:points", id="NaN"),
+        pytest.param("A,2023-05-06 07:08:09,buy,Infinity,1.0", "bad_number:points", id="Infinity"),
         pytest.param("A,2023-05-06 07:08:09,buy,inf,1.0", "bad_number:points", id="inf"),
         pytest.param("A,2023-05-06 07:08:09,buy,-inf,1.0", "bad_number:points", id="-inf"),
         pytest.param("A,2023-05-06 07:08:09,buy,1e400,1.0", "bad_number:points", id="overflow"),
         pytest.param('A,2023-05-06 07:08:09,buy,"1,000",1.0', "bad_number:points", id="comma"),
         pytest.param("A,2023-05-06 07:08:09,buy,100,NaN", "bad_number:revenue", id="revenue"),
+        pytest.param("A,2023-05-06 07:08:09,buy,100,inf", "bad_number:revenue", id="revenue inf"),
+        pytest.param("A,2023-05-06 07:08:09,buy,100,abc", "bad_number:revenue", id="revenue abc"),
         pytest.param("A,2023-05-06 07:08:09,buy,x,y", "bad_number:points", id="points first"),
     ],
 )
@@ -299,10 +304,14 @@ def test_members_are_all_ids_of_the_input_sorted_rejected_rows_included(
     assert result.members.name == "member_id"
 
 
+@pytest.mark.parametrize("end", ["\n", "", "\r\n"], ids=["LF", "no line end", "CRLF"])
 def test_header_only_file_has_no_rows_and_the_right_schemas(
-    write_csv: WriteCsv, as_of: datetime
+    tmp_path: Path, as_of: datetime, end: str
 ) -> None:
-    result = read_transactions(write_csv(), as_of=as_of)
+    path = tmp_path / "partner.csv"
+    path.write_text(HEADER + end, encoding="utf-8")
+
+    result = read_transactions(path, as_of=as_of)
 
     assert (result.rows_in, result.rows_used, result.rows_rejected) == (0, 0, 0)
     assert result.transactions.schema == TRANSACTIONS_SCHEMA
@@ -312,33 +321,158 @@ def test_header_only_file_has_no_rows_and_the_right_schemas(
     assert result.rejects_by_reason == {}
 
 
-# --- unusable files ----------------------------------------------------------------------------
+# --- exact duplicates ---------------------------------------------------------------------------
+
+
+def test_exact_copy_of_a_usable_row_is_a_duplicate_and_the_first_is_used(
+    write_csv: WriteCsv, as_of: datetime
+) -> None:
+    result = read_transactions(write_csv(ROW, f"B{ROW[1:]}", ROW, ROW), as_of=as_of)
+
+    assert result.transactions["line"].to_list() == [2, 3]
+    assert result.rejects["line"].to_list() == [4, 5]
+    assert result.rejects_by_reason == {"duplicate_row": 2}
+    assert result.rejects.row(0) == (4, *ROW.split(","), "duplicate_row")
+    assert (result.rows_in, result.rows_used, result.rows_rejected) == (4, 2, 2)
 
 
 @pytest.mark.parametrize(
-    ("content", "fragments"),
+    "other",
     [
-        pytest.param(b"", ["empty"], id="empty file"),
+        pytest.param(f" {ROW}", id="leading space in id"),
+        pytest.param(ROW.replace("buy", "BUY"), id="type spelled otherwise"),
+        pytest.param(ROW.replace("1.0", "1.00"), id="same number written otherwise"),
+        pytest.param(ROW.replace(" 07:08:09", "T07:08:09Z"), id="same instant written otherwise"),
+    ],
+)
+def test_only_identical_raw_values_make_a_duplicate(
+    write_csv: WriteCsv, as_of: datetime, other: str
+) -> None:
+    result = read_transactions(write_csv(ROW, other), as_of=as_of)
+    assert result.rows_used == 2
+
+
+def test_copy_of_a_rejected_row_is_rejected_for_the_same_reason(
+    write_csv: WriteCsv, as_of: datetime
+) -> None:
+    bad = ROW.replace("buy", "refund")
+    result = read_transactions(write_csv(bad, bad, ",,,,", ",,,,"), as_of=as_of)
+    assert result.rejects["reason"].to_list() == ["unknown_type"] * 2 + ["missing_member_id"] * 2
+
+
+def test_columns_the_mapping_does_not_name_are_not_compared(
+    write_csv: WriteCsv, as_of: datetime
+) -> None:
+    path = write_csv(f"{ROW},first", f"{ROW},second", header=f"{HEADER},note")
+    result = read_transactions(path, as_of=as_of)
+    assert result.rejects_by_reason == {"duplicate_row": 1}
+
+
+def test_duplicate_is_the_last_reason_checked() -> None:
+    assert REASONS[-1] == "duplicate_row"
+    assert len(set(REASONS)) == len(REASONS)
+
+
+# --- unusable files ----------------------------------------------------------------------------
+
+FOUR = HEADER.rpartition(",")[0]  # the header without lastTransactionRevenueUSD
+
+
+@pytest.mark.parametrize(
+    ("content", "fragments", "line", "column"),
+    [
+        pytest.param(b"", ["empty file"], None, None, id="empty file"),
+        pytest.param(b"\n\n", ["empty file"], None, None, id="newlines"),
+        pytest.param(b" \t\r\n  \n\f", ["empty file"], None, None, id="whitespace"),
+        pytest.param(b"\xef\xbb\xbf\r\n", ["empty file"], None, None, id="byte-order mark"),
         pytest.param(
-            b"memberId,lastTransactionUtcTs,lastTransactionType,lastTransactionPointsBought\n",
-            ["'lastTransactionRevenueUSD'"],
+            f"\ufeff{HEADER}\n{ROW}\n".encode("utf-16-le"), ["UTF-16"], None, None, id="UTF-16"
+        ),
+        pytest.param(
+            f"{FOUR}\n".encode(),
+            ["missing column(s) 'lastTransactionRevenueUSD'", f"the header has {FOUR.split(',')}"],
+            1,
+            "lastTransactionRevenueUSD",
             id="one missing column",
         ),
         pytest.param(
             b"memberId,ts,lastTransactionType,lastTransactionPointsBought\nA,1,buy,1\n",
-            ["'lastTransactionUtcTs'", "'lastTransactionRevenueUSD'"],
+            ["'lastTransactionUtcTs', 'lastTransactionRevenueUSD'", "'ts'"],
+            1,
+            None,
             id="every missing column named",
         ),
         pytest.param(
-            HEADER.replace(",", ";").encode() + b"\n", ["delimited by ';'"], id="semicolons"
+            f"{HEADER.lower()}\n".encode(),
+            ["spelled differently? 'memberid' for 'memberId'"],
+            1,
+            None,
+            id="case",
         ),
-        pytest.param(HEADER.replace(",", "\t").encode() + b"\n", ["delimited by a tab"], id="tabs"),
-        pytest.param(HEADER.encode() + b"\nA,2023-01-01,buy,1,1,extra\n", ["parse"], id="ragged"),
-        pytest.param(HEADER.encode() + b'\nA,"2023-01-01,buy,1,1\n', ["parse"], id="open quote"),
+        pytest.param(
+            f"\n\r\n{FOUR}\n".encode(),
+            ["missing"],
+            3,
+            "lastTransactionRevenueUSD",
+            id="blank lines before the header",
+        ),
+        pytest.param(
+            f"{HEADER.replace(',', ';')}\n".encode(), ["delimited by ';'"], 1, None, id="semicolons"
+        ),
+        pytest.param(
+            f"{HEADER.replace(',', chr(9))}\n".encode(), ["delimited by a tab"], 1, None, id="tabs"
+        ),
+        pytest.param(
+            f"{HEADER.replace(',', '|')}\n{ROW.replace(',', '|')}\n".encode(),
+            ["delimited by '|'"],
+            1,
+            None,
+            id="pipes",
+        ),
+        pytest.param(
+            f"{HEADER}\n{ROW}\n{ROW},extra\n{ROW}\n".encode(),
+            ["this row has 6 fields, the header 5"],
+            3,
+            None,
+            id="ragged",
+        ),
+        pytest.param(
+            f"{HEADER}\r\n{ROW}\r\n\r\nB,\xe9t\xe9,buy,1,1,\r\n".encode("latin-1"),
+            ["6 fields"],
+            4,
+            None,
+            id="ragged after a blank line and non-UTF-8 bytes",
+        ),
+        pytest.param(
+            f'{HEADER}\n"A\nB"{ROW[1:]}\n{ROW},\n'.encode(),
+            ["6 fields"],
+            3,
+            None,
+            id="ragged after a field spanning lines",
+        ),
+        pytest.param(
+            f'{HEADER}\n{ROW}\nB,"2023-01-01,buy,1,1\n{ROW}\n'.encode(),
+            ["a quoted field of this row is never closed"],
+            3,
+            None,
+            id="open quote",
+        ),
+        pytest.param(
+            f'{HEADER}\n{ROW}\n"B"x{ROW[1:]}\n'.encode(),
+            ["malformed CSV"],
+            3,
+            None,
+            id="text after a closing quote",
+        ),
     ],
 )
-def test_unusable_file_is_an_input_error_naming_the_file(
-    tmp_path: Path, as_of: datetime, content: bytes, fragments: list[str]
+def test_unusable_csv_file_is_an_input_error_naming_file_line_and_column(
+    tmp_path: Path,
+    as_of: datetime,
+    content: bytes,
+    fragments: list[str],
+    line: int | None,
+    column: str | None,
 ) -> None:
     path = tmp_path / "partner.csv"
     path.write_bytes(content)
@@ -346,10 +480,12 @@ def test_unusable_file_is_an_input_error_naming_the_file(
     with pytest.raises(InputError) as raised:
         read_transactions(path, as_of=as_of)
 
-    assert raised.value.path == path
-    assert str(path) in str(raised.value)
+    error = raised.value
+    assert (error.path, error.line, error.column) == (path, line, column)
+    assert str(error).startswith(f"{path}{'' if line is None else f':{line}'}")
     for fragment in fragments:
-        assert fragment in str(raised.value)
+        assert fragment in str(error)
+    assert error.exit_code == 2
 
 
 def test_comma_separated_file_missing_a_column_gets_no_delimiter_hint(
@@ -362,15 +498,67 @@ def test_comma_separated_file_missing_a_column_gets_no_delimiter_hint(
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_absent_file_is_an_input_error(tmp_path: Path, as_of: datetime, fmt: str) -> None:
-    with pytest.raises(InputError, match="cannot read"):
-        read_transactions(tmp_path / f"absent.{fmt}", as_of=as_of)
-
-
-def test_file_that_is_not_parquet_is_an_input_error(tmp_path: Path, as_of: datetime) -> None:
-    path = tmp_path / "partner.parquet"
-    path.write_text(HEADER + "\n")
-    with pytest.raises(InputError, match="parquet"):
+    path = tmp_path / f"absent.{fmt}"
+    with pytest.raises(InputError, match="cannot read the file: No such file") as raised:
         read_transactions(path, as_of=as_of)
+    assert raised.value.path == path
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_directory_is_an_input_error(tmp_path: Path, as_of: datetime, fmt: str) -> None:
+    path = tmp_path / f"partner.{fmt}"
+    path.mkdir()
+    with pytest.raises(InputError, match="directory") as raised:
+        read_transactions(path, as_of=as_of)
+    assert raised.value.path == path
+
+
+def test_a_path_through_a_file_is_an_input_error(write_csv: WriteCsv, as_of: datetime) -> None:
+    path = write_csv(ROW) / "members.csv"  # a file is not a folder, not even for root
+    with pytest.raises(InputError, match="cannot read the file: Not a directory"):
+        read_transactions(path, as_of=as_of)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (HEADER.encode() + b"\n", "not a Parquet file"),
+        (b"", "empty file"),
+        (b"PAR1 and then not Parquet at all", "cannot read the file as parquet"),
+    ],
+    ids=["csv", "empty", "truncated"],
+)
+def test_file_that_is_not_parquet_is_an_input_error(
+    tmp_path: Path, as_of: datetime, content: bytes, message: str
+) -> None:
+    path = tmp_path / "partner.parquet"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=message) as raised:
+        read_transactions(path, as_of=as_of)
+    assert raised.value.path == path
+
+
+def test_parquet_file_missing_a_column_is_named_without_a_line(
+    tmp_path: Path, as_of: datetime
+) -> None:
+    path = tmp_path / "partner.parquet"
+    pl.DataFrame({name: ["1"] for name in FOUR.split(",")}).write_parquet(path)
+
+    with pytest.raises(InputError, match="the file has the columns") as raised:
+        read_transactions(path, as_of=as_of)
+    assert (raised.value.line, raised.value.column) == (None, "lastTransactionRevenueUSD")
+
+
+def test_parquet_column_that_is_not_text_or_numbers_is_named(
+    tmp_path: Path, as_of: datetime
+) -> None:
+    path = tmp_path / "partner.parquet"
+    frame = pl.DataFrame({name: ["1"] for name in DEFAULT_COLUMNS.values()})
+    frame.with_columns(pl.concat_list("lastTransactionType")).write_parquet(path)
+
+    with pytest.raises(InputError, match="holds List") as raised:
+        read_transactions(path, as_of=as_of)
+    assert raised.value.column == "lastTransactionType"
 
 
 @pytest.mark.parametrize(
@@ -391,8 +579,6 @@ def test_column_mapping_must_map_each_canonical_name_to_its_own_column(
 
 # --- CSV dialect, encodings and formats --------------------------------------------------------
 
-ROW = "A,2023-05-06 07:08:09,buy,100,1.0"
-
 
 @pytest.mark.parametrize(
     ("content", "member_ids"),
@@ -402,6 +588,14 @@ ROW = "A,2023-05-06 07:08:09,buy,100,1.0"
         pytest.param(f'{HEADER}\n"A,1"{ROW[1:]}\n'.encode(), ["A,1"], id="quoted comma"),
         pytest.param(f'{HEADER}\n"A ""x"""{ROW[1:]}\n'.encode(), ['A "x"'], id="quoted quote"),
         pytest.param(f"{HEADER}\n{ROW}".encode(), ["A"], id="no final newline"),
+        pytest.param(
+            f'{HEADER}\r\n"A,\r\nB"{ROW[1:]}\r\n'.encode(), ["A,\r\nB"], id="comma and CRLF"
+        ),
+        pytest.param(
+            f'{HEADER}\n"A é, ""x""\n会员"{ROW[1:]}\n'.encode(),
+            ['A é, "x"\n会员'],
+            id="non-ASCII, comma, quotes and newline",
+        ),
     ],
 )
 def test_csv_dialect(
@@ -426,6 +620,24 @@ def test_line_counts_records_when_a_quoted_field_spans_lines(
     assert result.rejects["line"].to_list() == [3]  # the third record, the fourth physical line
 
 
+def test_blank_lines_before_the_header_count_in_line_numbers(
+    tmp_path: Path, as_of: datetime
+) -> None:
+    path = tmp_path / "partner.csv"
+    path.write_bytes(f"\n\r\n{HEADER}\n{ROW}\nB,bogus,buy,1,1\n".encode())
+
+    result = read_transactions(path, as_of=as_of)
+
+    assert result.transactions["line"].to_list() == [4]
+    assert result.rejects["line"].to_list() == [5]
+
+
+def test_file_name_is_not_a_pattern(tmp_path: Path, as_of: datetime) -> None:
+    path = tmp_path / "partner[1]*.csv"
+    path.write_text(f"{HEADER}\n{ROW}\n", encoding="utf-8")
+    assert read_transactions(path, as_of=as_of).rows_used == 1
+
+
 def test_non_utf8_bytes_spoil_only_their_values(tmp_path: Path, as_of: datetime) -> None:
     path = tmp_path / "partner.csv"
     path.write_bytes(
@@ -443,7 +655,7 @@ def test_non_utf8_bytes_spoil_only_their_values(tmp_path: Path, as_of: datetime)
 
 
 def test_blank_line_is_a_row_without_member_id(write_csv: WriteCsv, as_of: datetime) -> None:
-    result = read_transactions(write_csv(ROW, "", ROW), as_of=as_of)
+    result = read_transactions(write_csv(ROW, "", f"B{ROW[1:]}"), as_of=as_of)
     assert (result.rows_in, result.rows_used) == (3, 2)
     assert result.rejects_by_reason == {"missing_member_id": 1}
 
@@ -481,6 +693,19 @@ def test_parquet_file_reads_like_the_csv_file(
     assert_series_equal(from_parquet.members, from_csv.members)
 
 
+def test_parquet_file_without_rows_has_no_rows_and_the_right_schemas(
+    tmp_path: Path, as_of: datetime
+) -> None:
+    path = tmp_path / "partner.parquet"
+    pl.DataFrame(schema=dict.fromkeys(DEFAULT_COLUMNS.values(), pl.String)).write_parquet(path)
+
+    result = read_transactions(path, as_of=as_of)
+
+    assert (result.rows_in, result.rows_used, result.rows_rejected) == (0, 0, 0)
+    assert result.transactions.schema == TRANSACTIONS_SCHEMA
+    assert result.rejects.schema == REJECTS_SCHEMA
+
+
 def test_typed_parquet_columns_are_read_as_text_first(tmp_path: Path, as_of: datetime) -> None:
     path = tmp_path / "typed.parquet"
     pl.DataFrame(
@@ -499,42 +724,58 @@ def test_typed_parquet_columns_are_read_as_text_first(tmp_path: Path, as_of: dat
     assert result.rejects["reason"].to_list() == ["future_timestamp"]
 
 
-# --- properties --------------------------------------------------------------------------------
+# --- a member with many transactions ----------------------------------------------------------
 
-_CHARS = st.characters(
-    codec="utf-8", exclude_categories=("Cs", "Cc", "Zs", "Zl", "Zp")
-) | st.sampled_from(" \t\n\r,\"'")
-_TEXT = st.text(_CHARS, max_size=12)
-_FIELDS = {
-    "member_id": st.sampled_from(["A", "B", " A", "", "  "]) | _TEXT,
-    "ts": st.sampled_from(["2023-05-06 07:08:09", "2023-05-06T07:08:09Z", "2030-01-01", ""])
-    | _TEXT,
-    "type": st.sampled_from(["buy", "GIFT", " redeem", "refund", ""]) | _TEXT,
-    "points": st.sampled_from(["100", "-2.5", "nan", "inf", "1e3", ""]) | _TEXT,
-    "revenue": st.sampled_from(["1.0", "0", "-inf", "x", ""]) | _TEXT,
-}
-_ROWS = st.lists(st.tuples(*(_FIELDS[name] for name in CANONICAL)), max_size=25)
+MANY = 10_000
 
 
-@settings(max_examples=150, deadline=None)
-@given(rows=_ROWS)
-def test_every_row_is_used_or_rejected_and_every_member_is_kept(
-    tmp_path_factory: pytest.TempPathFactory, rows: list[tuple[str, ...]]
+def test_member_with_ten_thousand_transactions_gets_the_right_features(
+    write_csv: WriteCsv, as_of: datetime
 ) -> None:
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(DEFAULT_COLUMNS.values())
-    writer.writerows(rows)
-    path = tmp_path_factory.mktemp("ledger") / "partner.csv"
-    path.write_text(text.getvalue(), encoding="utf-8")
+    start = utc(2023, 12, 1)
+    kinds = ("buy", "gift", "redeem")
+    # Transaction i is at start + i minutes; written in a scrambled order (7919 is prime).
+    big = [
+        f"BIG,{start + timedelta(minutes=i):%Y-%m-%d %H:%M:%S},{kinds[i % 3]},{i},{i / 4}"
+        for i in (j * 7919 % MANY for j in range(MANY))
+    ]
+    others = [
+        "a,2024-01-10 12:00:00,buy,10,1.0",
+        "a,2024-01-09 12:00:00,gift,30,3.0",
+        "a,2024-01-10 12:00:00,buy,10,1.0",
+        "b,2023-06-01 00:00:00,gift,20,2.0",
+        "b,2023-06-02 00:00:00,redeem,-40,0.0",
+        "c,,,,",
+    ]
+    path = write_csv(*big[:5000], *others, *big[5000:])
 
-    result = read_transactions(path, as_of=parse_as_of("2024-01-10"))
+    result = read_transactions(path, as_of=as_of)
+    features = compute_features(result.transactions, as_of=as_of)
 
-    assert result.rows_in == len(rows)
-    assert result.rows_in == result.rows_used + result.rows_rejected
-    lines = result.transactions["line"].to_list() + result.rejects["line"].to_list()
-    assert sorted(lines) == list(range(2, len(rows) + 2))
-    assert result.members.to_list() == sorted({row[0].strip() for row in rows if row[0].strip()})
+    assert (result.rows_in, result.rows_used) == (MANY + 6, MANY + 4)
+    assert result.rejects_by_reason == {"duplicate_row": 1, "missing_field:ts": 1}
+    assert features["member_id"].to_list() == ["BIG", "a", "b"]
+    assert features.row(0, named=True) == {
+        "member_id": "BIG",
+        "AVG_POINTS_BOUGHT": (MANY - 1) / 2,
+        "AVG_REVENUE_USD": (MANY - 1) / 8,
+        "LAST_3_TRANSACTIONS_AVG_POINTS_BOUGHT": MANY - 2.0,
+        "LAST_3_TRANSACTIONS_AVG_REVENUE_USD": (MANY - 2) / 4,
+        "PCT_BUY_TRANSACTIONS": 3334 / MANY,
+        "PCT_GIFT_TRANSACTIONS": 3333 / MANY,
+        "PCT_REDEEM_TRANSACTIONS": 3333 / MANY,
+        "DAYS_SINCE_LAST_TRANSACTION": 34,  # the last at 2023-12-07 22:39
+    }
+    assert features.row(1) == ("a", 20.0, 2.0, 20.0, 2.0, 0.5, 0.5, 0.0, 0)
+    _rows_in, expected = expected_results(path, as_of.date())
+    assert expected["c"] is None
+    for row in features.iter_rows(named=True):
+        want = expected[row.pop("member_id")]
+        assert want is not None
+        assert row == pytest.approx(want.features, rel=1e-12)
+
+
+# --- properties (the row ledger's: test_ledger_properties.py) ----------------------------------
 
 
 @settings(max_examples=60, deadline=None)

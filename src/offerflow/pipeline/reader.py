@@ -1,14 +1,23 @@
 """The transaction reader: one input file in, the canonical transaction table and its rejects out.
 
-Every column is read as text, then parsed with vectorised polars expressions, so that a row that
-cannot be used keeps its raw values for ``rejects.csv``. Each input row ends up in exactly one of
-the two tables (the row ledger, DESIGN.md §1)::
+Every column is read as text (:mod:`offerflow.pipeline.sources` gets it out of the file, or
+raises InputError), then parsed with vectorised polars expressions, so that a row that cannot be
+used keeps its raw values for ``rejects.csv``. Each input row ends up in exactly one of the two
+tables (the row ledger, DESIGN.md §1)::
 
     rows_in == rows_used + rows_rejected
 
-``line`` numbers rows the way a person counts lines in the file: the header is line 1 and the
-first data row line 2. In a CSV file it is the *record* number + 1, which is the physical line
-number unless a quoted field spans several lines; in a Parquet file it is the row number + 1.
+A row is checked in the order of :data:`REASONS` and rejected with the first reason that applies.
+The last check is ``duplicate_row``: a row whose raw values in the five mapped columns (other
+columns are not compared) are exactly those of an earlier row. Identical raw values always get
+the same verdict from the other checks, so a duplicate of a usable row is rejected as
+``duplicate_row`` (the first occurrence is used), and a duplicate of a rejected row is rejected
+for the same reason as that row.
+
+``line`` numbers rows the way a person counts lines in the file: the header is line 1 (or later,
+after blank lines before it) and the first data row the next. In a CSV file it is the *record*
+number + the header's line, which is the physical line number unless a quoted field spans
+several lines; in a Parquet file it is the row number + 2.
 """
 
 from __future__ import annotations
@@ -19,12 +28,11 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 from types import MappingProxyType
-from typing import Literal
 
 import polars as pl
 
 from offerflow.config import DEFAULT_COLUMNS as _DEFAULT_COLUMNS
-from offerflow.errors import InputError
+from offerflow.pipeline.sources import Format, read_text_columns
 
 __all__ = [
     "CANONICAL",
@@ -52,8 +60,8 @@ REASONS = (
     "future_timestamp",
     "unknown_type",
     *(f"bad_number:{name}" for name in _NUMBERS),
+    "duplicate_row",
 )
-_PARQUET_SUFFIXES = frozenset({".parquet", ".pq"})
 
 # The common case, parsed by polars' fast path; everything else goes through _TS_ANY.
 _TS_PLAIN = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$"
@@ -114,7 +122,7 @@ def read_transactions(
     *,
     as_of: datetime,
     columns: Mapping[str, str] = DEFAULT_COLUMNS,
-    fmt: Literal["csv", "parquet"] | None = None,
+    fmt: Format | None = None,
     type_aliases: Mapping[str, str] | None = None,
 ) -> ReadResult:
     """Read a CSV or Parquet file of transactions into usable rows and rejects.
@@ -124,29 +132,15 @@ def read_transactions(
     ``as_of`` (a naive datetime is taken as UTC) are rejected as ``future_timestamp``.
     ``fmt`` defaults to Parquet for a ``.parquet``/``.pq`` suffix and CSV otherwise.
 
-    Raises InputError when the file cannot be read, is empty or lacks a mapped column.
+    Raises InputError, naming the file and where known the line and the column, when the file
+    cannot be read as a table: absent, unreadable, empty, not of its format, a mapped column
+    missing, or a CSV row with more fields than the header.
     """
     path = Path(path)
     source = _source_columns(columns)
     types = _type_mapping(type_aliases)
-    fmt = fmt or ("parquet" if path.suffix.lower() in _PARQUET_SUFFIXES else "csv")
-    try:
-        if path.stat().st_size == 0:
-            raise InputError("the file is empty", path=path)
-        _check_header(path, _scan(path, fmt).collect_schema().names(), source)
-        try:
-            parsed = _parsed(_raw(path, fmt, source), _utc(as_of), types).collect()
-        except pl.exceptions.ComputeError:
-            if fmt != "csv":
-                raise
-            # Strict decoding is the fast path; a stray non-UTF-8 byte then spoils one value
-            # (decoded lossily), not the whole file.
-            raw = _raw(path, fmt, source, encoding="utf8-lossy")
-            parsed = _parsed(raw, _utc(as_of), types).collect()
-    except OSError as exc:
-        raise InputError(f"cannot read the file: {exc.strerror or exc}", path=path) from exc
-    except pl.exceptions.PolarsError as exc:
-        raise InputError(f"cannot parse the file as {fmt}: {exc}", path=path) from exc
+    moment = _utc(as_of)
+    parsed = read_text_columns(path, source, fmt=fmt, then=lambda raw: _parsed(raw, moment, types))
     return _split(parsed, source)
 
 
@@ -180,42 +174,6 @@ def _utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
-def _scan(
-    path: Path, fmt: Literal["csv", "parquet"], encoding: Literal["utf8", "utf8-lossy"] = "utf8"
-) -> pl.LazyFrame:
-    if fmt == "parquet":
-        return pl.scan_parquet(path)
-    return pl.scan_csv(path, infer_schema=False, encoding=encoding)
-
-
-def _raw(
-    path: Path,
-    fmt: Literal["csv", "parquet"],
-    source: Mapping[str, str],
-    encoding: Literal["utf8", "utf8-lossy"] = "utf8",
-) -> pl.LazyFrame:
-    """The mapped columns as text under their canonical names, and the line number."""
-    return (
-        _scan(path, fmt, encoding)
-        .select(pl.col(source[name]).cast(pl.String).alias(name) for name in CANONICAL)
-        .with_row_index("line", offset=2)
-        .with_columns(pl.col("line").cast(pl.Int64))
-    )
-
-
-def _check_header(path: Path, header: list[str], source: Mapping[str, str]) -> None:
-    missing = [column for column in source.values() if column not in header]
-    if not missing:
-        return
-    message = f"missing column(s) {', '.join(repr(c) for c in missing)}; the header has {header}"
-    if len(header) == 1:
-        for delimiter, name in ((";", "';'"), ("\t", "a tab")):
-            if delimiter in header[0]:
-                message += f" (one column containing {name}: is the file delimited by {name}?)"
-                break
-    raise InputError(message, path=path)
-
-
 def _parsed(raw: pl.LazyFrame, as_of: datetime, types: Mapping[str, str]) -> pl.LazyFrame:
     """The raw text columns, their parsed values and the reject reason (null when usable)."""
     text = {name: pl.col(name).str.strip_chars() for name in CANONICAL}
@@ -232,6 +190,8 @@ def _parsed(raw: pl.LazyFrame, as_of: datetime, types: Mapping[str, str]) -> pl.
     checks = [pl.col(f"_missing_{name}") for name in CANONICAL]
     checks += [pl.col("_ts").is_null(), pl.col("_ts") > as_of, pl.col("_type").is_null()]
     checks += [pl.col(f"_{name}").is_null() | ~pl.col(f"_{name}").is_finite() for name in _NUMBERS]
+    # Last, so that it only decides between rows that pass every other check.
+    checks.append(~pl.struct(CANONICAL).is_first_distinct())
     # The first failing check wins. A small integer per row is much cheaper than a string:
     # only the rejects get the reason's name.
     code = pl.coalesce(
