@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import resource
+import signal
 import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -18,6 +20,7 @@ import pytest
 from offerflow.cli import main
 from offerflow.config import DEFAULT_CONFIG
 from offerflow.errors import ExitCode
+from offerflow.pipeline import generate_transactions, write_transactions
 from offerflow.serving import BundledServer
 from tests.partner_files import default_document, write_partner
 
@@ -200,3 +203,54 @@ def test_run_with_no_arguments_starts_and_stops_the_bundled_server(tmp_path: Pat
     port = int(re.search(r"bundled model server at http://127\.0\.0\.1:(\d+)", result.stderr)[1])  # type: ignore[index]
     with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port)):
         pass
+
+
+def _file_size_limit(limit: int) -> Callable[[], None]:
+    """For a child: files may not grow past ``limit`` bytes (EFBIG, as a full disk would)."""
+
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def test_a_write_failing_mid_run_exits_4_naming_the_path_and_keeps_committed_chunks(
+    tmp_path: Path, bundled: BundledServer
+) -> None:
+    data = tmp_path / "members.csv"
+    write_transactions(generate_transactions(1500, seed=4), data)
+    document = default_document(bundled.base_url, data)
+    document["output"]["chunk_rows"] = 100  # chunks of ~10 kB commit; offers.parquet cannot
+    path = write_partner(tmp_path / "p.yaml", document)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "offerflow",
+            "run",
+            "--config",
+            str(path),
+            "--out",
+            str(tmp_path),
+            "--run-id",
+            "r",
+            "--as-of",
+            "2024-01-10",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        preexec_fn=_file_size_limit(40_000),
+    )
+    assert result.returncode == ExitCode.OUTPUT, result.stderr
+    run_dir = tmp_path / "default" / "r"
+    assert str(run_dir) in result.stderr
+    parts = sorted((run_dir / ".parts").glob("offers-*.parquet"))
+    assert len(parts) > 1
+    committed = pl.concat([pl.read_parquet(part) for part in parts])
+    assert committed.get_column("member_id").is_unique().all()
+    leftovers = [p.name for p in run_dir.rglob("*") if p.name.endswith(".tmp")]
+    assert leftovers == []
+    assert not (run_dir / "offers.parquet").exists()

@@ -152,6 +152,8 @@ class OutputConfig(_Strict):
 
     dir: Path = Path("runs")
     formats: tuple[Literal["parquet", "csv"], ...] = ("parquet", "csv")
+    #: rows per committed chunk of a result table (a chunk is also committed every 2 s)
+    chunk_rows: int = Field(default=16384, ge=1)
 
 
 class PartnerConfig(_Strict):

@@ -108,8 +108,9 @@ async def run_pipeline(
     shutdown = shutdown or Shutdown()
     config = _with_concurrency(config, concurrency)
     metrics = MetricsHook()
-    offers = ChunkedTable(run_dir, "offers", offers_schema(config), chunk_rows=16384)
-    requests = RequestLog(run_dir)
+    chunk_rows = config.output.chunk_rows
+    offers = ChunkedTable(run_dir, "offers", offers_schema(config), chunk_rows=chunk_rows)
+    requests = RequestLog(run_dir, chunk_rows=4 * chunk_rows)
     skip = None
     if resume:
         offers.adopt(run_dir / "offers.parquet")

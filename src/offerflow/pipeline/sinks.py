@@ -27,10 +27,12 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     try:
         write(tmp)
         os.replace(tmp, path)
-    except OSError as exc:
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        # polars reports a failed write (a full disk, a file size limit) as its own error
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
-        raise OutputError(f"cannot write: {exc.strerror or exc}", path=path) from exc
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise OutputError(f"cannot write: {reason}", path=path) from exc
 
 
 def write_json(path: Path, document: Mapping[str, Any]) -> None:
