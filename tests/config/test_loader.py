@@ -94,6 +94,12 @@ def test_an_unknown_key_is_named_with_its_line_and_a_suggestion(tmp_path: Path) 
         (("models", 0, "concurrency"), 0, "greater than or equal to 1"),
         (("offer", "request", "ats_prediction"), "nope", "'nope' is not a model name"),
         (("failure_budget",), 1.5, "less than or equal to 1"),
+        (("models", 0, "backoff_max_s"), 0.01, "backoff_max_s .* is below backoff_initial_s"),
+        (("models", 0, "retry_statuses"), [503, 404], r"\[404\] cannot be retried"),
+        (("models", 1, "breaker", "failures"), 0, "greater than or equal to 1"),
+        (("offer", "timeout_s"), 120, "exceeds member_deadline_s"),
+        (("retry_budget", "ratio"), -0.1, "greater than or equal to 0"),
+        (("shutdown_grace_s",), -1, "greater than or equal to 0"),
     ],
 )
 def test_invalid_values_are_rejected_naming_the_key(
@@ -102,7 +108,7 @@ def test_invalid_values_are_rejected_naming_the_key(
     document = _default_document()
     target: object = document
     for part in path[:-1]:
-        target = target[part]  # type: ignore[index]
+        target = target.setdefault(part, {}) if isinstance(target, dict) else target[part]  # type: ignore[index]
     target[path[-1]] = value  # type: ignore[index]
     with pytest.raises(ConfigError, match=expected):
         load_config(_write(tmp_path, document))
