@@ -75,6 +75,18 @@ class Outlet:
         if self.collected is not None:
             self.collected.append(value)
 
+    async def emit_all(self, items: Sequence[Item]) -> None:
+        """Emit every ``(key, value)`` of ``items`` in order, as ``emit`` does one."""
+        senders = self._senders
+        for item in items:
+            for tx in senders:
+                try:
+                    tx.send_nowait(item)
+                except WouldBlock:
+                    await tx.send(item)
+        if self.collected is not None:
+            self.collected.extend(value for _, value in items)
+
     def close(self) -> None:
         """Close every downstream channel: end of stream for the consumers."""
         for tx in self._senders:

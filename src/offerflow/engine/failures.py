@@ -1,4 +1,4 @@
-"""The Failure envelope: an item that failed, carried downstream in place of its value."""
+"""Failures: the envelope carried downstream in place of a value, and ItemError asking for one."""
 
 from __future__ import annotations
 
@@ -31,3 +31,18 @@ class Failure:
     value: Any = field(hash=False)
     attempts: int = 1
     partial: Mapping[str, Any] = field(default_factory=_no_partial, hash=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ItemError:
+    """One item's failure, returned by a batched stream task's fn in place of that item's result.
+
+    The engine turns it into a Failure of that item (its key, the task, ``error``, its input);
+    the other results of the batch go on. It is not retried: retries apply to a whole batch.
+    """
+
+    error: Exception
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.error, Exception):
+            raise TypeError(f"ItemError wraps an exception, got {self.error!r}")

@@ -11,6 +11,7 @@ from typing import Any
 
 import anyio
 
+from offerflow.engine.batches import BatchedStreamStage
 from offerflow.engine.channels import Outlet, Receiver, Sender, Slot, channel
 from offerflow.engine.graph import consumers
 from offerflow.engine.hooks import Hook, HookChain
@@ -141,7 +142,10 @@ class Run:
             if isinstance(spec, StreamTask):
                 fed = receivers[name].get(spec.upstream)
                 source = slots[spec.upstream] if fed is None else fed
-                stages[name] = StreamStage(
+                stage: type[StreamStage | BatchedStreamStage] = (
+                    StreamStage if spec.batch_size is None else BatchedStreamStage
+                )
+                stages[name] = stage(
                     spec, workflow=wf, hooks=chain, source=source, outlet=outlet, slot=slot
                 )
             else:

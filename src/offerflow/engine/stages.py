@@ -32,10 +32,17 @@ Worker = Callable[[], Awaitable[None]]
 
 # A stream fed by a batch result never has to wait for input, so it yields to the event loop
 # every this many items: lets the other tasks run and a cancellation in.
-_YIELD_EVERY = 64
+YIELD_EVERY = 64
 # How many missing keys a join's error names.
 _KEYS_NAMED = 5
 _MISSING: Any = object()
+
+
+def itemize(result: Iterable[Any], key: Callable[[Any], Hashable] | None) -> Iterator[Item]:
+    """Return the items of a batch result: keyed by ``key(element)``, or by index."""
+    if key is None:
+        return enumerate(result)
+    return ((key(element), element) for element in result)
 
 
 class Stage:
@@ -130,7 +137,7 @@ class BatchStage(Stage):
         self._hooks.on_retry(task=self.name, key=None, attempt=attempt, error=error, delay=delay)
 
 
-class _ItemStage(Stage):
+class ItemStage(Stage):
     """A stage that emits items: it owns an outlet and maybe a slot for its collected items."""
 
     def __init__(
@@ -147,7 +154,7 @@ class _ItemStage(Stage):
         super()._finish()
 
 
-class StreamStage(_ItemStage):
+class StreamStage(ItemStage):
     """Runs a stream task: ``concurrency`` long-lived workers pulling items from one source."""
 
     def __init__(
@@ -189,19 +196,13 @@ class StreamStage(_ItemStage):
         result = await source.wait()
         if self._items is None:
             # the workers share one iterator: next() never awaits, so each item goes to one
-            self._items = self._itemize(result)
+            self._items = itemize(result, self._spec.key)
             self._start()
         outlet = self._outlet
         for count, (key, value) in enumerate(self._items, 1):
             await outlet.emit(key, await self._process(key, value))
-            if count % _YIELD_EVERY == 0:
+            if count % YIELD_EVERY == 0:
                 await checkpoint()
-
-    def _itemize(self, result: Iterable[Any]) -> Iterator[Item]:
-        key = self._spec.key
-        if key is None:
-            return enumerate(result)
-        return ((key(element), element) for element in result)
 
     async def _work_on_channel(self, rx: Receiver) -> None:
         outlet = self._outlet
@@ -271,7 +272,7 @@ class _Pending:
         self.values: list[Any] = [_MISSING] * width
 
 
-class JoinStage(_ItemStage):
+class JoinStage(ItemStage):
     """Runs a join: one reader per upstream, emitting each key once every upstream has it."""
 
     def __init__(

@@ -44,7 +44,10 @@ class BatchTask:
 
 @dataclass(frozen=True, slots=True)
 class StreamTask:
-    """A task called once per item of its one upstream, with bounded concurrency."""
+    """A task called once per item of its one upstream, with bounded concurrency.
+
+    With a ``batch_size``, it is called once per batch of up to that many items instead.
+    """
 
     kind: ClassVar[TaskKind] = "stream"
     name: str
@@ -55,6 +58,8 @@ class StreamTask:
     policy: Policy
     accepts_failures: bool
     collect: bool
+    batch_size: int | None = None
+    linger_s: float = 0.005
 
     @property
     def after(self) -> tuple[str, ...]:

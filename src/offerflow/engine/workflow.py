@@ -66,6 +66,8 @@ class Workflow:
         policy: Policy | None = None,
         accepts_failures: bool = False,
         collect: bool = True,
+        batch_size: int | None = None,
+        linger_s: float = 0.005,
     ) -> Workflow:
         """Add a task called once per item of its one upstream, ``concurrency`` items at a time.
 
@@ -75,6 +77,18 @@ class Workflow:
         goes on. Failures from upstream pass through untouched unless ``accepts_failures``.
         A sync ``fn`` runs on the event loop: keep it cheap, or make it async. Without a
         downstream task, the items are collected as the run's result if ``collect``.
+
+        With ``batch_size``, ``fn`` is called with a list of up to ``batch_size`` values, in
+        arrival order, and returns a sequence of as many results: result i is item i's and
+        keeps its key. A batch goes to ``fn`` once full, ``linger_s`` seconds after its first
+        item arrived, or at end of stream, whichever comes first; ``concurrency`` counts
+        batches in flight. A result that is an :class:`ItemError` makes its item a Failure
+        (it is not retried; a fatal error fails the task). The policy applies to each call,
+        so to the whole batch: if ``fn`` raises after it, every item of the batch becomes a
+        Failure (unless the error is fatal). A result of the wrong length fails the task.
+        Upstream Failures still pass by untouched unless ``accepts_failures``, which puts
+        them into batches too. Hooks see each item, with its batch's latency. ``linger_s`` is
+        ignored without ``batch_size``.
         """
         if not isinstance(after, str):
             raise GraphError(
@@ -84,6 +98,19 @@ class Workflow:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise GraphError(
                 f"stream task {name!r} needs concurrency >= 1, got {concurrency!r}",
+                tasks=(str(name),),
+            )
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+        ):
+            raise GraphError(
+                f"stream task {name!r} needs batch_size >= 1 or None, got {batch_size!r}",
+                tasks=(str(name),),
+            )
+        # `not >=` also refuses NaN
+        if isinstance(linger_s, bool) or not isinstance(linger_s, int | float) or not linger_s >= 0:
+            raise GraphError(
+                f"stream task {name!r} needs linger_s >= 0 seconds, got {linger_s!r}",
                 tasks=(str(name),),
             )
         self._names(name, (after,))
@@ -98,6 +125,8 @@ class Workflow:
                 policy or _DEFAULT_POLICY,
                 accepts_failures,
                 collect,
+                batch_size=batch_size,
+                linger_s=float(linger_s),
             )
         )
         return self
