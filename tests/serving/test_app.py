@@ -2,34 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
 
-from offerflow.serving import BundledServer, Features, predict_resp
+from offerflow.serving import Features, predict_resp
 from tests.samples import PLAIN_FEATURES
+from tests.serving.calls import post
 
 pytestmark = pytest.mark.anyio
 
 FEATURES = PLAIN_FEATURES
 MODEL_PATHS = ["/ml/ats/predict", "/ml/resp/predict"]
-
-
-@pytest.fixture
-async def http(server: BundledServer) -> AsyncIterator[aiohttp.ClientSession]:
-    """A client session on the module's running server."""
-    timeout = aiohttp.ClientTimeout(total=10)
-    async with aiohttp.ClientSession(server.base_url, timeout=timeout) as session:
-        yield session
-
-
-async def post(http: aiohttp.ClientSession, path: str, body: Any) -> tuple[int, Any]:
-    """POST a JSON body; return the status and the decoded answer."""
-    async with http.post(path, json=body) as response:
-        return response.status, orjson.loads(await response.read())
 
 
 # --- the routes over HTTP ---------------------------------------------------------------------
