@@ -1,9 +1,10 @@
-"""Per-member features: hand-computed cases, the registry, determinism and the real file."""
+"""Per-member features: hand-computed cases, families, the registry, determinism, the real file."""
 
 from __future__ import annotations
 
 import csv
 import math
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -11,9 +12,12 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from offerflow.pipeline.features import (
+    CANONICAL_SCHEMA,
     DEFAULT_FEATURES,
     DEFAULT_REGISTRY,
     FeatureContext,
@@ -185,6 +189,176 @@ def test_extra_builtins(write_csv: WriteCsv, as_of: datetime) -> None:
     }
 
 
+# --- families ----------------------------------------------------------------------------------
+
+LAST_N_ROWS = [
+    "A,2023-01-03 00:00:00,buy,300,3.0",
+    "A,2023-01-01 00:00:00,gift,100,1.0",
+    "A,2023-01-04 00:00:00,redeem,-400,0.5",
+    "A,2023-01-02 00:00:00,buy,200,2.0",
+    "B,2023-01-02 00:00:00,buy,20,2.0",
+    "B,2023-01-01 00:00:00,buy,10,1.0",
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "a", "b"),
+    [
+        # A by time: 100, 200, 300, -400 points; 1.0, 2.0, 3.0, 0.5 USD. B: 10, 20; 1.0, 2.0
+        ("LAST_1_TRANSACTIONS_AVG_POINTS_BOUGHT", -400.0, 20.0),
+        ("LAST_1_TRANSACTIONS_AVG_REVENUE_USD", 0.5, 2.0),
+        ("LAST_2_TRANSACTIONS_AVG_POINTS_BOUGHT", -50.0, 15.0),
+        ("LAST_4_TRANSACTIONS_AVG_REVENUE_USD", 1.625, 1.5),
+        ("LAST_5_TRANSACTIONS_AVG_POINTS_BOUGHT", 50.0, 15.0),
+        ("LAST_5_TRANSACTIONS_AVG_REVENUE_USD", 1.625, 1.5),
+        ("LAST_1000000000000_TRANSACTIONS_AVG_POINTS_BOUGHT", 50.0, 15.0),
+    ],
+)
+def test_last_n_averages_equal_hand_computed_values(
+    write_csv: WriteCsv, as_of: datetime, name: str, a: float, b: float
+) -> None:
+    features = features_of(write_csv(*LAST_N_ROWS), as_of, (name,))
+    assert features == {"A": {name: a}, "B": {name: b}}
+
+
+@pytest.mark.parametrize(("n", "points"), [(1, 900.0), (2, 750.0), (4, 1050.0), (5, 860.0)])
+def test_last_n_ties_keep_file_order(
+    write_csv: WriteCsv, as_of: datetime, n: int, points: float
+) -> None:
+    path = write_csv(
+        "T,2023-03-01 12:00:00,buy,3000,30.0",
+        "T,2023-02-01 12:00:00,gift,100,1.0",
+        "T,2023-03-01 12:00:00,redeem,-300,0.0",
+        "T,2023-03-01 12:00:00,gift,600,6.0",
+        "T,2023-03-01 12:00:00,buy,900,9.0",
+    )
+    # by time, ties in file order: 100, 3000, -300, 600, 900
+    name = f"LAST_{n}_TRANSACTIONS_AVG_POINTS_BOUGHT"
+    assert features_of(path, as_of, (name,)) == {"T": {name: points}}
+
+
+def recent_shares(n: int) -> tuple[str, ...]:
+    return tuple(f"PCT_{kind}_TRANSACTIONS_LAST_{n}_DAYS" for kind in ("BUY", "GIFT", "REDEEM"))
+
+
+WINDOW_ROWS = [
+    "A,2024-01-10 23:59:59,redeem,-100,0.0",
+    "A,2024-01-08 00:00:00,buy,100,1.0",
+    "A,2024-01-07 23:59:59,gift,100,1.0",
+    "A,2023-12-01 00:00:00,gift,100,1.0",
+    "B,2024-01-01 00:00:00,buy,100,1.0",
+]
+
+
+@pytest.mark.parametrize(
+    ("n", "a", "b"),
+    [
+        # N = 1 is the as-of date alone
+        (1, (0.0, 0.0, 1.0), (0.0, 0.0, 0.0)),
+        # Jan 8-10: the buy at 00:00:00 on Jan 8 counts, the gift at 23:59:59 on Jan 7 does not
+        (3, (0.5, 0.0, 0.5), (0.0, 0.0, 0.0)),
+        (4, (1 / 3, 1 / 3, 1 / 3), (0.0, 0.0, 0.0)),
+        # Jan 2-10 has none of B's transactions: an empty window is 0.0; Jan 1-10 has its buy
+        (9, (1 / 3, 1 / 3, 1 / 3), (0.0, 0.0, 0.0)),
+        (10, (1 / 3, 1 / 3, 1 / 3), (1.0, 0.0, 0.0)),
+        # Dec 1 is 40 days before Jan 10: in a window of 41 days, not of 40
+        (40, (1 / 3, 1 / 3, 1 / 3), (1.0, 0.0, 0.0)),
+        (41, (0.25, 0.5, 0.25), (1.0, 0.0, 0.0)),
+        (10**15, (0.25, 0.5, 0.25), (1.0, 0.0, 0.0)),
+    ],
+)
+def test_recent_shares_count_the_last_n_calendar_days_up_to_the_as_of_date(
+    write_csv: WriteCsv,
+    as_of: datetime,
+    n: int,
+    a: tuple[float, float, float],
+    b: tuple[float, float, float],
+) -> None:
+    names = recent_shares(n)
+    features = features_of(write_csv(*WINDOW_ROWS), as_of, names)
+    assert features == {
+        "A": dict(zip(names, a, strict=True)),
+        "B": dict(zip(names, b, strict=True)),
+    }
+
+
+def test_recent_share_window_is_of_calendar_dates_not_24_hour_periods(write_csv: WriteCsv) -> None:
+    as_of = datetime(2024, 1, 10, 0, 0, 1, tzinfo=UTC)
+    path = write_csv(
+        "A,2024-01-10 00:00:00,buy,100,1.0",
+        "A,2024-01-09 23:59:59,gift,100,1.0",
+        "A,2024-01-09 00:00:00,redeem,-100,0.0",
+    )
+    shares = features_of(path, as_of, (*recent_shares(1), *recent_shares(2)))["A"]
+    assert list(shares.values()) == [1.0, 0.0, 0.0, 1 / 3, 1 / 3, 1 / 3]
+
+
+def test_last_3_family_members_are_the_default_features(as_of: datetime) -> None:
+    families = FeatureRegistry(families=DEFAULT_REGISTRY.families())
+    ctx = FeatureContext(as_of=as_of)
+    for name in ("LAST_3_TRANSACTIONS_AVG_POINTS_BOUGHT", "LAST_3_TRANSACTIONS_AVG_REVENUE_USD"):
+        assert name not in families.names()
+        assert families.get(name)(ctx).meta.eq(DEFAULT_REGISTRY.get(name)(ctx))
+
+
+_ROWS = st.lists(
+    st.tuples(
+        st.sampled_from(["A", "B"]),
+        st.integers(0, 3),  # day: few days, so that many rows tie
+        st.integers(-5, 5),
+        st.integers(0, 5),
+    ),
+    max_size=12,
+)
+
+
+Rows = list[tuple[str, int, int, int]]
+_FAMILIES_ONLY = FeatureRegistry(families=DEFAULT_REGISTRY.families())
+
+
+def _canonical(rows: Rows, seed: int) -> pl.DataFrame:
+    """Rows (member, day, points, revenue) as a canonical table, lines in list order, shuffled."""
+    return pl.DataFrame(
+        {
+            "line": list(range(2, len(rows) + 2)),
+            "member_id": [row[0] for row in rows],
+            "ts": [datetime(2024, 1, 1 + row[1], tzinfo=UTC) for row in rows],
+            "type": ["buy"] * len(rows),
+            "points": [float(row[2]) for row in rows],
+            "revenue": [float(row[3]) for row in rows],
+        },
+        schema=CANONICAL_SCHEMA,
+    ).sample(fraction=1.0, shuffle=True, seed=seed)
+
+
+@settings(max_examples=30, deadline=None)
+@given(rows=_ROWS, seed=st.integers(0, 100))
+def test_last_3_family_equals_the_default_features(rows: Rows, seed: int) -> None:
+    names = ["LAST_3_TRANSACTIONS_AVG_POINTS_BOUGHT", "LAST_3_TRANSACTIONS_AVG_REVENUE_USD"]
+    frame = _canonical(rows, seed)
+    as_of = datetime(2024, 1, 10, tzinfo=UTC)
+    assert_frame_equal(
+        compute_features(frame, names, as_of=as_of, registry=_FAMILIES_ONLY),
+        compute_features(frame, names, as_of=as_of),
+    )
+
+
+@settings(max_examples=30, deadline=None)
+@given(rows=_ROWS, n=st.integers(1, 6))
+def test_last_n_family_is_the_mean_of_the_n_latest_rows(rows: Rows, n: int) -> None:
+    names = [f"LAST_{n}_TRANSACTIONS_AVG_POINTS_BOUGHT", f"LAST_{n}_TRANSACTIONS_AVG_REVENUE_USD"]
+    frame = _canonical(rows, seed=n)
+
+    result = compute_features(frame, names, as_of=datetime(2024, 1, 10, tzinfo=UTC))
+
+    assert result.height == len({row[0] for row in rows})
+    for member_id, points, revenue in result.rows():
+        # a stable sort by day keeps ties in line order
+        last = sorted((row for row in rows if row[0] == member_id), key=lambda row: row[1])[-n:]
+        assert points == sum(row[2] for row in last) / len(last)
+        assert revenue == pytest.approx(sum(row[3] for row in last) / len(last), rel=1e-12)
+
+
 # --- the result frame --------------------------------------------------------------------------
 
 
@@ -327,7 +501,9 @@ def test_feature_sees_the_as_of_through_its_context(as_of: datetime) -> None:
     assert seen == [FeatureContext(as_of=as_of)]
 
 
-@pytest.mark.parametrize("name", ["AVG_POINTS_BOUGHT", "member_id", ""])
+@pytest.mark.parametrize(
+    "name", ["AVG_POINTS_BOUGHT", "member_id", "", "LAST_7_TRANSACTIONS_AVG_REVENUE_USD"]
+)
 def test_a_name_cannot_be_registered_twice_or_clash(name: str) -> None:
     registry = DEFAULT_REGISTRY.copy()
     with pytest.raises(ValueError, match=repr(name)):
@@ -358,6 +534,81 @@ def test_unknown_feature_without_close_names_suggests_nothing() -> None:
 def test_a_feature_named_twice_is_a_value_error(as_of: datetime) -> None:
     with pytest.raises(ValueError, match="AVG_REVENUE_USD"):
         compute_features(_frame([]), ["AVG_REVENUE_USD", "AVG_REVENUE_USD"], as_of=as_of)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "LAST_1_TRANSACTIONS_AVG_POINTS_BOUGHT",
+        "LAST_12_TRANSACTIONS_AVG_REVENUE_USD",
+        "PCT_BUY_TRANSACTIONS_LAST_1_DAYS",
+        "PCT_GIFT_TRANSACTIONS_LAST_30_DAYS",
+        "PCT_REDEEM_TRANSACTIONS_LAST_365_DAYS",
+    ],
+)
+def test_family_names_resolve_but_are_not_listed(name: str) -> None:
+    assert name in DEFAULT_REGISTRY
+    assert name in DEFAULT_REGISTRY.copy()
+    assert name not in DEFAULT_REGISTRY.names()
+    assert callable(DEFAULT_REGISTRY.get(name))
+
+
+def test_registry_lists_the_family_patterns() -> None:
+    assert DEFAULT_REGISTRY.patterns() == (
+        "LAST_<N>_TRANSACTIONS_AVG_POINTS_BOUGHT",
+        "LAST_<N>_TRANSACTIONS_AVG_REVENUE_USD",
+        "PCT_<TYPE>_TRANSACTIONS_LAST_<N>_DAYS",
+    )
+    assert DEFAULT_REGISTRY.describe().endswith(
+        "and the families LAST_<N>_TRANSACTIONS_AVG_POINTS_BOUGHT, "
+        "LAST_<N>_TRANSACTIONS_AVG_REVENUE_USD, PCT_<TYPE>_TRANSACTIONS_LAST_<N>_DAYS "
+        "(N is a whole number from 1, no leading zeros; TYPE is BUY, GIFT or REDEEM)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "hint"),
+    [
+        ("LAST_0_TRANSACTIONS_AVG_POINTS_BOUGHT", "N is a whole number from 1, no leading zeros"),
+        ("LAST_03_TRANSACTIONS_AVG_POINTS_BOUGHT", "'LAST_3_TRANSACTIONS_AVG_POINTS_BOUGHT'"),
+        ("pct_gift_transactions_last_7_days", "'PCT_GIFT_TRANSACTIONS_LAST_7_DAYS'"),
+        ("PCT_REFUND_TRANSACTIONS_LAST_7_DAYS", "TYPE is BUY, GIFT or REDEEM"),
+        ("LAST_5_TRANSACTIONS_AVG_POINT_BOUGHT", "'LAST_<N>_TRANSACTIONS_AVG_POINTS_BOUGHT'"),
+        ("PCT_BUY_TRANSACTIONS_LAST_7_DAY", "'PCT_<TYPE>_TRANSACTIONS_LAST_<N>_DAYS'"),
+    ],
+)
+def test_unknown_family_member_is_a_key_error_naming_the_pattern(name: str, hint: str) -> None:
+    with pytest.raises(KeyError, match=re.escape(hint)):
+        DEFAULT_REGISTRY.get(name)
+
+
+def test_unknown_feature_without_close_names_lists_the_known_ones() -> None:
+    with pytest.raises(KeyError) as raised:
+        DEFAULT_REGISTRY.get("ZZZ")
+    assert raised.value.args[0] == f"unknown feature 'ZZZ'; known: {DEFAULT_REGISTRY.describe()}"
+
+
+@pytest.mark.parametrize(
+    ("name", "dtype"),
+    [
+        *((name, pl.Float64) for name in DESIGN_ORDER[:-1]),
+        ("DAYS_SINCE_LAST_TRANSACTION", pl.Int64),
+        ("TRANSACTION_COUNT", pl.Int64),
+        ("TOTAL_POINTS_BOUGHT", pl.Float64),
+        ("TOTAL_REVENUE_USD", pl.Float64),
+        ("DAYS_SINCE_FIRST_TRANSACTION", pl.Int64),
+        ("LAST_7_TRANSACTIONS_AVG_POINTS_BOUGHT", pl.Float64),
+        ("LAST_7_TRANSACTIONS_AVG_REVENUE_USD", pl.Float64),
+        ("PCT_BUY_TRANSACTIONS_LAST_7_DAYS", pl.Float64),
+    ],
+)
+@pytest.mark.parametrize("points", [[], [1.0, 2.0]], ids=["no rows", "rows"])
+def test_builtin_dtypes_are_int64_for_counts_and_float64_otherwise(
+    as_of: datetime, name: str, dtype: pl.DataType, points: list[float]
+) -> None:
+    frame = _frame(points).with_columns(pl.col("points", "revenue").cast(pl.Int64))
+    result = compute_features(frame, [name], as_of=as_of)
+    assert result.schema[name] == dtype
 
 
 # --- the real file -----------------------------------------------------------------------------
