@@ -112,7 +112,7 @@ def test_validate_names_an_unknown_feature(
     document["features"] = [*document["features"][:-1], "DAYS_SINCE_LAST_TRANSACTON"]
     path = write_partner(tmp_path / "feature.yaml", document)
     assert main(["validate", str(path)]) == ExitCode.USAGE
-    assert "did you mean 'DAYS_SINCE_LAST_TRANSACTION'?" in capsys.readouterr().err
+    assert "did you mean 'DAYS_SINCE_LAST_TRANSACTION'" in capsys.readouterr().err
 
 
 def test_a_cycle_exits_2_naming_it_before_any_model_call(

@@ -11,8 +11,8 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def test_the_engine_example_runs_and_prints_what_the_readme_shows(tmp_path: Path) -> None:
-    text = README.read_text()
-    (code,) = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    section = README.read_text().split("## The workflow engine from Python", 1)[1]
+    code = re.findall(r"```python\n(.*?)```", section, flags=re.S)[0]
     script = tmp_path / "example.py"
     script.write_text(code)
     result = subprocess.run(

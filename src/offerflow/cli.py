@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from offerflow import __version__
 from offerflow.errors import ExitCode, OfferflowError, UsageError
@@ -89,10 +89,20 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--members", type=_positive, required=True)
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--out", type=Path, required=True, help=".csv or .parquet")
+    generate.add_argument(
+        "--config",
+        type=Path,
+        help="write in this partner's layout: its column names, type spellings, timestamps",
+    )
     generate.set_defaults(command=_cmd_generate)
 
     validate = commands.add_parser("validate", help="check a partner config without running it")
     validate.add_argument("config", type=Path)
+    validate.add_argument(
+        "--check-endpoints",
+        action="store_true",
+        help="also compare each endpoint's published request schema with what would be sent",
+    )
     validate.set_defaults(command=_cmd_validate)
     return parser
 
@@ -165,7 +175,7 @@ def _run_log(run_dir: Path) -> Iterator[None]:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from offerflow.config import load_config
+    from offerflow.config import DEFAULT_CONFIG, load_config
     from offerflow.pipeline import (
         ConsoleReport,
         new_run_dir,
@@ -182,7 +192,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             raise UsageError(f"--resume takes the run's own settings; drop {', '.join(clash)}")
         run_dir = args.resume
         manifest = read_manifest(run_dir)
-        config, as_of = manifest.config, manifest.as_of
+        config, as_of = manifest.config(), manifest.as_of
     else:
         config = load_config(args.config)
         if args.input is not None:
@@ -194,7 +204,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise UsageError(f"--as-of: {exc}") from exc
         run_dir = new_run_dir(config, args.out, args.run_id)
-        write_manifest(run_dir, config, as_of)
+        write_manifest(run_dir, config, args.config or DEFAULT_CONFIG, as_of)
     report = ConsoleReport(sys.stderr)
     with _run_log(run_dir), contextlib.ExitStack() as stack:
         server = None
@@ -280,7 +290,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_generate(args: argparse.Namespace) -> int:
     from offerflow.pipeline import generate_transactions, write_transactions
 
-    table = generate_transactions(args.members, seed=args.seed)
+    layout: dict[str, Any] = {}
+    if args.config is not None:
+        from offerflow.config import load_config
+
+        source = load_config(args.config).input
+        spelling: dict[str, str] = {}
+        for alias, kind in source.type_aliases.items():
+            spelling.setdefault(kind, alias)
+        layout = {"columns": source.columns, "type_spelling": spelling}
+        if source.timestamp_format is not None:
+            layout["timestamp_format"] = source.timestamp_format
+    table = generate_transactions(args.members, seed=args.seed, **layout)
     write_transactions(table, args.out)
     print(f"wrote {table.height} rows for {args.members} members to {args.out}")
     return ExitCode.OK
@@ -293,4 +314,32 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     order = check_config(config)
     print(f"{args.config}: ok — partner {config.partner!r}, tasks: {' → '.join(order)}")
+    if args.check_endpoints:
+        _check_endpoints(config)
     return ExitCode.OK
+
+
+def _check_endpoints(config: PartnerConfig) -> None:
+    """Print what each endpoint's contract says; raise on a mismatch or an unreachable one."""
+    import anyio
+
+    from offerflow.errors import ContractError
+    from offerflow.pipeline import ContractReport, check_contracts, client_for
+    from offerflow.serving import BundledServer
+
+    async def check(config: PartnerConfig) -> ContractReport:
+        async with client_for(config) as client:
+            return await check_contracts(config, client)
+
+    with contextlib.ExitStack() as stack:
+        if config.uses_bundled_server:
+            server = stack.enter_context(BundledServer(workers=1))
+            config = config.with_bundled_base(server.base_url)
+        report = anyio.run(check, config)
+    unchecked = [e.name for e in config.endpoints if e.name not in report.checked]
+    print(f"endpoints checked: {', '.join(report.checked) or 'none'}", end="")
+    print(f"; publishing no schema: {', '.join(unchecked)}" if unchecked else "")
+    if report.unreachable:
+        raise UsageError("endpoints could not be reached:\n  " + "\n  ".join(report.unreachable))
+    if report.mismatches:
+        raise ContractError(report.mismatches)

@@ -11,6 +11,7 @@ and has the exit code the CLI maps it to.
     ├── UsageError                       exit 2   you used it wrong
     │   ├── ConfigError                           a partner config (file, key)
     │   ├── InputError                            an input file (file, line, column)
+    │   ├── ContractError                         an endpoint's schema refuses what we'd send
     │   └── GraphError                            a workflow graph
     │       ├── DuplicateTaskError
     │       ├── UnknownDependencyError
@@ -36,6 +37,7 @@ __all__ = [
     "CallInterrupted",
     "CircuitOpenError",
     "ConfigError",
+    "ContractError",
     "CycleError",
     "DuplicateTaskError",
     "EndpointConnectionError",
@@ -117,6 +119,14 @@ class InputError(UsageError):
         if column is not None:
             where += f" column {column!r}"
         super().__init__(f"{where}: {message}" if where else message)
+
+
+class ContractError(UsageError):
+    """Raised when an endpoint's published schema does not accept the requests we would send."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("endpoint contracts do not match the config:\n  " + "\n  ".join(problems))
 
 
 class GraphError(UsageError):

@@ -92,7 +92,7 @@ def test_an_unknown_key_is_named_with_its_line_and_a_suggestion(tmp_path: Path) 
         (("models", 0, "timeout_s"), -1, "greater than 0"),
         (("models", 0, "retries"), -2, "greater than or equal to 0"),
         (("models", 0, "concurrency"), 0, "greater than or equal to 1"),
-        (("offer", "request", "ats_prediction"), "nope", "'nope' is not a model name"),
+        (("offer", "request", "ats_prediction"), "nope", "'nope' is not a selected feature"),
         (("failure_budget",), 1.5, "less than or equal to 1"),
         (("models", 0, "backoff_max_s"), 0.01, "backoff_max_s .* is below backoff_initial_s"),
         (("models", 0, "retry_statuses"), [503, 404], r"\[404\] cannot be retried"),

@@ -192,15 +192,25 @@ async def test_a_model_may_take_another_models_prediction(
     tmp_path: Path, bundled: BundledServer, generated: Path
 ) -> None:
     document = default_document(bundled.base_url, generated)
-    # resp gets the features it needs and nothing else; ats gets them plus resp's prediction,
-    # which the bundled endpoint ignores: the prediction must still be what it would be alone
-    document["models"][0]["request"] = {name: name for name in DEFAULT_FEATURES} | {
-        "resp_prediction": "resp"
-    }
+    # a third model: the ATS endpoint again, with RESP's prediction in place of AVG_POINTS_BOUGHT
+    chained = {name: name for name in DEFAULT_FEATURES} | {"AVG_POINTS_BOUGHT": "resp"}
+    document["models"].append(
+        {"name": "ats_on_resp", "url": f"{bundled.base_url}/ml/ats/predict", "request": chained}
+    )
     config = load_config(write_partner(tmp_path / "chain.yaml", document))
     report = await _run(config, tmp_path)
     assert report.exit_code == ExitCode.OK
-    _assert_matches_reference(pl.read_parquet(report.run_dir / "offers.parquet"), generated)
+    offers = pl.read_parquet(report.run_dir / "offers.parquet")
+    _assert_matches_reference(offers.drop("ats_on_resp_prediction", "ats_on_resp_ms"), generated)
+    for row in offers.filter(pl.col("status") == "ok").iter_rows(named=True):
+        volume = 0.7 * row["LAST_3_TRANSACTIONS_AVG_POINTS_BOUGHT"] + 0.3 * row["resp_prediction"]
+        weight = max(
+            0.0,
+            row["PCT_BUY_TRANSACTIONS"]
+            + row["PCT_GIFT_TRANSACTIONS"]
+            - row["PCT_REDEEM_TRANSACTIONS"],
+        )
+        assert math.isclose(row["ats_on_resp_prediction"], abs(volume * weight), rel_tol=1e-12)
 
 
 async def test_a_missing_input_file_is_an_input_error(

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-from offerflow.config.loader import DEFAULT_CONFIG, load_config
-from offerflow.config.models import (
+from offerflow.config.endpoints import (
     BUNDLED_SCHEME,
-    DEFAULT_COLUMNS,
-    DEFAULT_FEATURES,
+    MEMBER_ID,
+    PROTOCOLS,
     BreakerConfig,
     EndpointConfig,
-    InputConfig,
     ModelConfig,
     OfferConfig,
+    Protocol,
+    RetryBudgetConfig,
+    template_leaves,
+)
+from offerflow.config.loader import DEFAULT_CONFIG, load_config
+from offerflow.config.models import (
+    DEFAULT_COLUMNS,
+    DEFAULT_FEATURES,
+    InputConfig,
     OutputConfig,
     PartnerConfig,
-    RetryBudgetConfig,
 )
 
 __all__ = [
@@ -22,6 +28,8 @@ __all__ = [
     "DEFAULT_COLUMNS",
     "DEFAULT_CONFIG",
     "DEFAULT_FEATURES",
+    "MEMBER_ID",
+    "PROTOCOLS",
     "BreakerConfig",
     "EndpointConfig",
     "InputConfig",
@@ -29,6 +37,8 @@ __all__ = [
     "OfferConfig",
     "OutputConfig",
     "PartnerConfig",
+    "Protocol",
     "RetryBudgetConfig",
     "load_config",
+    "template_leaves",
 ]

@@ -52,10 +52,13 @@ def load_config(
         config = PartnerConfig.model_validate(data)
     except ValidationError as exc:
         raise _config_error(exc, path, node) from None
-    input_path = config.input.path
-    if not input_path.is_absolute():
-        input_path = path.parent / input_path
-    return config.model_copy(update={"input": config.input.model_copy(update={"path": input_path})})
+    # paths in a config are relative to the config file, wherever the command runs
+    return config.model_copy(
+        update={
+            "input": config.input.model_copy(update={"path": path.parent / config.input.path}),
+            "feature_modules": tuple(path.parent / m for m in config.feature_modules),
+        }
+    )
 
 
 def _interpolate(value: Any, env: Mapping[str, str], path: Path, loc: tuple[str, ...]) -> Any:

@@ -5,27 +5,27 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from offerflow.config.endpoints import (
+    BUNDLED_SCHEME,
+    MEMBER_ID,
+    EndpointConfig,
+    ModelConfig,
+    OfferConfig,
+    RetryBudgetConfig,
+    template_leaves,
+)
+
 __all__ = [
-    "BUNDLED_SCHEME",
     "DEFAULT_COLUMNS",
     "DEFAULT_FEATURES",
-    "BreakerConfig",
-    "EndpointConfig",
     "InputConfig",
-    "ModelConfig",
-    "OfferConfig",
     "OutputConfig",
     "PartnerConfig",
-    "RetryBudgetConfig",
 ]
 
-#: a URL of the form ``bundled:/path`` names a route of the bundled model server, which the run
-#: starts on 127.0.0.1 and stops afterwards
-BUNDLED_SCHEME = "bundled:"
 
 DEFAULT_COLUMNS: dict[str, str] = {
     "member_id": "memberId",
@@ -54,8 +54,11 @@ class _Strict(BaseModel):
 class InputConfig(_Strict):
     """Where the transactions are and how their columns map to the canonical names."""
 
+    #: a file, or a glob pattern (``data/*.csv``) whose files are read in name order
     path: Path
     format: Literal["csv", "parquet"] | None = None
+    #: how timestamps are written when not ISO 8601, as a strftime pattern (``%d/%m/%Y %H:%M``)
+    timestamp_format: str | None = None
     columns: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_COLUMNS))
     type_aliases: dict[str, str] = Field(default_factory=dict)
 
@@ -68,83 +71,6 @@ class InputConfig(_Strict):
                 f"unknown canonical column(s) {unknown}; expected {sorted(DEFAULT_COLUMNS)}"
             )
         return {**DEFAULT_COLUMNS, **columns}
-
-
-class BreakerConfig(_Strict):
-    """When an endpoint's circuit breaker opens, and for how long before it probes."""
-
-    failures: int = Field(default=20, ge=1)
-    cooldown_s: float = Field(default=5.0, ge=0)
-
-
-class RetryBudgetConfig(_Strict):
-    """Run-wide cap on retries: at most ``ratio`` of calls, plus ``floor``."""
-
-    ratio: float = Field(default=0.2, ge=0, le=10)
-    floor: int = Field(default=20, ge=0)
-
-
-class EndpointConfig(_Strict):
-    """One HTTP endpoint: where it is, what it receives, where its answer is, and its limits."""
-
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    url: str
-    #: request field -> source (a feature name, or the name of a model whose prediction it takes);
-    #: None sends every selected feature under its own name
-    request: dict[str, str] | None = None
-    response_field: str
-    timeout_s: float = Field(default=10.0, gt=0)
-    retries: int = Field(default=2, ge=0, le=20)
-    concurrency: int = Field(default=32, ge=1, le=4096)
-    backoff_initial_s: float = Field(default=0.05, gt=0)
-    backoff_max_s: float = Field(default=2.0, gt=0)
-    retry_after_max_s: float = Field(default=30.0, ge=0)
-    #: statuses worth another attempt: 429, 408 and 5xx only (other 4xx are never retried)
-    retry_statuses: frozenset[int] = frozenset({429, 500, 502, 503, 504})
-    breaker: BreakerConfig = BreakerConfig()
-
-    @field_validator("retry_statuses")
-    @classmethod
-    def _only_transient_statuses(cls, statuses: frozenset[int]) -> frozenset[int]:
-        wrong = sorted(s for s in statuses if s not in (408, 429) and not 500 <= s <= 599)
-        if wrong:
-            raise ValueError(f"{wrong} cannot be retried: only 408, 429 and 5xx are transient")
-        return statuses
-
-    @model_validator(mode="after")
-    def _backoff_is_ordered(self) -> EndpointConfig:
-        if self.backoff_max_s < self.backoff_initial_s:
-            raise ValueError(
-                f"backoff_max_s ({self.backoff_max_s}) is below backoff_initial_s "
-                f"({self.backoff_initial_s})"
-            )
-        return self
-
-    @field_validator("url")
-    @classmethod
-    def _url_is_usable(cls, url: str) -> str:
-        if url.startswith(BUNDLED_SCHEME):
-            if not url.removeprefix(BUNDLED_SCHEME).startswith("/"):
-                raise ValueError(f"{url!r}: a bundled URL is 'bundled:/route'")
-            return url
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"{url!r} is not an http(s) URL (or 'bundled:/route')")
-        return url
-
-
-class ModelConfig(EndpointConfig):
-    """A model endpoint; its prediction is a finite number at ``response_field``."""
-
-    response_field: str = "prediction"
-
-
-class OfferConfig(EndpointConfig):
-    """The offer endpoint; its request maps fields to model names, its answer is a string."""
-
-    name: str = Field(default="offer", pattern=r"^[a-z][a-z0-9_]*$")
-    request: dict[str, str]
-    response_field: str = "offer"
 
 
 class OutputConfig(_Strict):
@@ -162,6 +88,8 @@ class PartnerConfig(_Strict):
     partner: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     input: InputConfig
     features: tuple[str, ...] = DEFAULT_FEATURES
+    #: Python files (relative to the config file) that add features: see offerflow.pipeline
+    feature_modules: tuple[Path, ...] = ()
     models: tuple[ModelConfig, ...] = Field(min_length=1)
     offer: OfferConfig
     output: OutputConfig = OutputConfig()
@@ -180,20 +108,23 @@ class PartnerConfig(_Strict):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"endpoint names must be unique, repeated: {duplicates}")
-        clash = sorted(set(names) & set(self.features))
+        clash = sorted(set(names) & {*self.features, MEMBER_ID})
         if clash:
-            raise ValueError(f"endpoint names clash with feature names: {clash}")
+            raise ValueError(f"endpoint names clash with feature names or member_id: {clash}")
         models = {m.name for m in self.models}
-        for model in self.models:
-            for field, source in (model.request or {}).items():
-                if source not in self.features and source not in models:
+        for endpoint in self.endpoints:
+            where = "offer" if endpoint is self.offer else f"models.{endpoint.name}"
+            for path, leaf in template_leaves(endpoint.request or {}):
+                if isinstance(leaf, str) and leaf not in {*self.features, *models, MEMBER_ID}:
                     raise ValueError(
-                        f"models.{model.name}.request.{field}: {source!r} is neither a selected "
-                        f"feature nor a model"
+                        f"{where}.request.{'.'.join(path)}: {leaf!r} is not a selected feature, "
+                        "a model or member_id"
                     )
-        for field, source in self.offer.request.items():
-            if source not in models:
-                raise ValueError(f"offer.request.{field}: {source!r} is not a model name")
+        if not any(
+            isinstance(leaf, str) and leaf in models
+            for _, leaf in template_leaves(self.offer.request)
+        ):
+            raise ValueError("offer.request takes no model's prediction")
         slow = [e.name for e in self.endpoints if e.timeout_s > self.member_deadline_s]
         if slow:
             raise ValueError(

@@ -13,8 +13,8 @@ import logging
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Protocol
 
@@ -31,6 +31,7 @@ from offerflow.errors import (
     EndpointTimeout,
     InvalidResponseError,
 )
+from offerflow.pipeline.protocols import Answer, Codec
 from offerflow.pipeline.retry import CircuitBreaker, RetryBudget, full_jitter, retry_after_s
 
 __all__ = ["AttemptSink", "CallResult", "Endpoint", "ModelClient"]
@@ -60,15 +61,30 @@ class Endpoint:
     retry_statuses: frozenset[int] = frozenset({429, 500, 502, 503, 504})
     breaker_failures: int = 20
     breaker_cooldown_s: float = 5.0
+    #: how answers are read; None: one member per request, the answer at ``response_field``
+    codec: Codec | None = None
+    #: extra request headers (may hold secrets: never logged)
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def reader(self) -> Codec:
+        """The codec that reads this endpoint's answers."""
+        return self.codec or Codec("json", {}, self.response_field, self.answer)
 
 
 @dataclass(frozen=True, slots=True)
 class CallResult:
-    """The validated answer of one call, with how many attempts and how long it took."""
+    """The answers of one call (one per member sent), with its attempts and latency."""
 
-    value: float | str
+    answers: list[Answer]
     attempts: int
     latency_ms: float
+
+    @property
+    def value(self) -> float | str:
+        """The one member's answer of a single-member call."""
+        (answer,) = self.answers
+        assert not isinstance(answer, ValueError), "a single call raises on an invalid answer"
+        return answer
 
 
 class AttemptSink(Protocol):
@@ -78,6 +94,7 @@ class AttemptSink(Protocol):
         self,
         *,
         member_id: str,
+        members: int,
         endpoint: str,
         attempt: int,
         status: int | None,
@@ -120,6 +137,7 @@ class ModelClient:
         self._rng = rng or random.Random()
         self._session: aiohttp.ClientSession | None = None
         self._timeouts = {e.name: self._timeout(e.timeout_s) for e in self.endpoints.values()}
+        self._readers = {e.name: e.reader() for e in self.endpoints.values()}
 
     async def __aenter__(self) -> ModelClient:
         connector = aiohttp.TCPConnector(limit=self._connections, ttl_dns_cache=300)
@@ -139,9 +157,20 @@ class ModelClient:
             self._session = None
 
     async def call(
-        self, endpoint: str, member_id: str, body: bytes, *, deadline: float = math.inf
+        self,
+        endpoint: str,
+        member_id: str,
+        body: bytes,
+        *,
+        deadline: float = math.inf,
+        members: int = 1,
     ) -> CallResult:
-        """POST ``body`` to ``endpoint`` for one member; ``deadline`` is a time.monotonic()."""
+        """POST ``body`` to ``endpoint``; ``deadline`` is a time.monotonic().
+
+        ``body`` carries ``members`` members (``member_id`` is the first, for logs and headers);
+        a single member's unusable answer raises InvalidResponseError, a batch gets a ValueError
+        in that member's place.
+        """
         spec = self.endpoints[endpoint]
         breaker = self.breakers[endpoint]
         started = time.perf_counter()
@@ -152,7 +181,7 @@ class ModelClient:
             if not breaker.allow():
                 raise CircuitOpenError("circuit breaker open: not called", **where.kwargs())
             try:
-                value = await self._attempt(spec, body, where, deadline, breaker)
+                answers = await self._attempt(spec, body, where, deadline, breaker, members)
             except EndpointError as error:
                 delay = self._retry_delay(spec, error, attempt, deadline)
                 if delay is None:
@@ -164,7 +193,27 @@ class ModelClient:
                     ) from error
                 attempt += 1
                 continue
-            return CallResult(value, attempt, (time.perf_counter() - started) * 1000)
+            return CallResult(answers, attempt, (time.perf_counter() - started) * 1000)
+
+    async def get_json(self, url: str, *, timeout_s: float = 5.0) -> Any | None:
+        """GET a JSON document, e.g. an OpenAPI description; None when there is none (4xx).
+
+        Raises EndpointConnectionError when the server cannot be reached or answers 5xx.
+        """
+        session = self._session
+        if session is None:
+            raise RuntimeError("ModelClient is used outside 'async with'")
+        try:
+            async with session.get(url, timeout=self._timeout(timeout_s)) as answer:
+                if 400 <= answer.status < 500:
+                    return None
+                if answer.status != 200:
+                    raise EndpointConnectionError(f"HTTP {answer.status}", endpoint=url, url=url)
+                return orjson.loads(await _read_capped(answer))
+        except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError) as exc:
+            raise EndpointConnectionError(
+                f"{type(exc).__name__}: {exc}", endpoint=url, url=url
+            ) from exc
 
     def _retry_delay(
         self, spec: Endpoint, error: EndpointError, attempt: int, deadline: float
@@ -195,7 +244,8 @@ class ModelClient:
         where: _Where,
         deadline: float,
         breaker: CircuitBreaker,
-    ) -> float | str:
+        members: int,
+    ) -> list[Answer]:
         session = self._session
         if session is None:
             raise RuntimeError("ModelClient is used outside 'async with'")
@@ -211,7 +261,13 @@ class ModelClient:
         t0 = time.perf_counter()
         status: int | None = None
         error: EndpointError | None = None
-        headers = {"X-Offerflow-Member": where.member_id, "X-Offerflow-Attempt": str(where.attempt)}
+        headers = {
+            **spec.headers,
+            "X-Offerflow-Member": where.member_id,
+            "X-Offerflow-Attempt": str(where.attempt),
+        }
+        if members > 1:
+            headers["X-Offerflow-Members"] = str(members)
         try:
             async with session.post(
                 spec.url, data=body, headers=headers, timeout=timeout
@@ -225,7 +281,7 @@ class ModelClient:
                         retry_after_s=retry_after_s(answer.headers.get("Retry-After")),
                         **where.kwargs(),
                     )
-            return _validate(spec, payload, where)
+            return self._answers(spec, payload, where, members)
         except EndpointError as exc:
             error = exc
             raise
@@ -240,6 +296,7 @@ class ModelClient:
             if self._attempts is not None:
                 self._attempts.add(
                     member_id=where.member_id,
+                    members=members,
                     endpoint=spec.name,
                     attempt=where.attempt,
                     status=status,
@@ -247,6 +304,22 @@ class ModelClient:
                     latency_ms=(time.perf_counter() - t0) * 1000,
                     error=None if error is None else f"{type(error).__name__}: {error}",
                 )
+
+    def _answers(self, spec: Endpoint, payload: bytes, where: _Where, members: int) -> list[Answer]:
+        """The answers in a body: JSON, within the size cap, one per member."""
+        if len(payload) > MAX_BODY:
+            raise where.invalid(f"body larger than {MAX_BODY} bytes")
+        try:
+            document = orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            raise where.invalid(f"body is not JSON: {payload[:200]!r}") from exc
+        try:
+            answers = self._readers[spec.name].read(document, members)
+        except ValueError as exc:
+            raise where.invalid(str(exc)) from exc
+        if members == 1 and isinstance(answers[0], ValueError):
+            raise where.invalid(str(answers[0])) from answers[0]
+        return answers
 
     def _timeout(self, total: float) -> aiohttp.ClientTimeout:
         return aiohttp.ClientTimeout(total=total, sock_connect=min(total, self._connect_timeout_s))
@@ -308,23 +381,3 @@ class _Where:
 
     def invalid(self, message: str) -> InvalidResponseError:
         return InvalidResponseError(message, **self.kwargs())
-
-
-def _validate(spec: Endpoint, payload: bytes, where: _Where) -> float | str:
-    """The expected field of a JSON object body, a finite number or a label, or an error."""
-    if len(payload) > MAX_BODY:
-        raise where.invalid(f"body larger than {MAX_BODY} bytes")
-    try:
-        document = orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        raise where.invalid(f"body is not JSON: {payload[:200]!r}") from exc
-    if not isinstance(document, dict) or spec.response_field not in document:
-        raise where.invalid(f"expected field {spec.response_field!r} missing: {payload[:200]!r}")
-    value = document[spec.response_field]
-    if spec.answer == "label":
-        if not isinstance(value, str) or not value:
-            raise where.invalid(f"{spec.response_field!r} is not a label: {value!r}")
-        return value
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise where.invalid(f"{spec.response_field!r} is not a finite number: {value!r}")
-    return float(value)

@@ -45,11 +45,13 @@ def generate_transactions(
     end: date = date(2024, 1, 5),
     columns: Mapping[str, str] = DEFAULT_COLUMNS,
     type_spelling: Mapping[str, str] | None = None,
+    timestamp_format: str = "%Y-%m-%d %H:%M:%S",
 ) -> pl.DataFrame:
     """Generate the transactions of ``members`` members, timestamps in ``[start, end)``.
 
     All columns are text, named by ``columns`` (canonical name -> column name);
-    ``type_spelling`` spells a type the partner's way (e.g. ``{"buy": "PURCHASE"}``).
+    ``type_spelling`` spells a type the partner's way (e.g. ``{"buy": "PURCHASE"}``) and
+    ``timestamp_format`` writes timestamps (UTC) with a strftime pattern.
     The same arguments give the same frame.
     """
     if not 0 <= members < _MASK32:
@@ -101,7 +103,7 @@ def generate_transactions(
         .select(
             pl.when(pl.col("has_id")).then(pl.col("member_id")).alias(names["member_id"]),
             pl.when(present)
-            .then((pl.lit(first) + pl.duration(seconds="seconds")).dt.strftime("%Y-%m-%d %H:%M:%S"))
+            .then((pl.lit(first) + pl.duration(seconds="seconds")).dt.strftime(timestamp_format))
             .alias(names["ts"]),
             pl.when(present)
             .then(pl.col("kind").replace_strict(spelled, return_dtype=pl.String))

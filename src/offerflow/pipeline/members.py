@@ -78,7 +78,9 @@ class MemberRows:
     """Members built from a features table, lazily, one slice at a time; iterable many times.
 
     Iteration ends early, as if the table ended, once ``stop()`` returns True: that is how a
-    stopping run stops taking new members.
+    stopping run stops taking new members. It ends at the first member no iteration has taken
+    yet, so that parallel branches fed by the same rows end on the same members and a join of
+    them sees every member it was given from each branch.
     """
 
     def __init__(
@@ -91,16 +93,20 @@ class MemberRows:
         self.table = features
         self._slice_rows = slice_rows
         self._stop = stop
+        self._taken = 0  # members given out by the furthest iteration so far
 
     def __len__(self) -> int:
         return self.table.height
 
     def __iter__(self) -> Iterator[Member]:
         names = [c for c in self.table.columns if c != "member_id"]
+        position = 0
         for chunk in self.table.iter_slices(self._slice_rows):
             ids = chunk.get_column("member_id").to_list()
             values = chunk.select(names).rows()
             for member_id, row in zip(ids, values, strict=True):
-                if self._stop():
+                if position >= self._taken and self._stop():
                     return
+                position += 1
+                self._taken = max(self._taken, position)
                 yield Member(member_id, dict(zip(names, row, strict=True)))

@@ -22,16 +22,19 @@ several lines; in a Parquet file it is the row number + 2.
 
 from __future__ import annotations
 
+import glob
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 import polars as pl
 
 from offerflow.config import DEFAULT_COLUMNS as _DEFAULT_COLUMNS
+from offerflow.errors import InputError
 from offerflow.pipeline.sources import Format, read_text_columns
 
 __all__ = [
@@ -41,6 +44,7 @@ __all__ = [
     "TYPES",
     "ReadResult",
     "parse_as_of",
+    "read_inputs",
     "read_transactions",
 ]
 
@@ -103,6 +107,36 @@ class ReadResult:
         return dict(sorted(zip(counts["reason"], counts["count"], strict=True)))
 
 
+def read_inputs(pattern: Path, **options: Any) -> ReadResult:
+    """Read a file, or every file a glob pattern matches (in name order), as one input.
+
+    With several files, ``rejects`` gains a ``file`` column (its ``line`` counts within that
+    file), transactions are ordered file after file (equal timestamps keep that order), and
+    duplicate rows are found within a file, not across files.
+    """
+    if not glob.has_magic(str(pattern)):
+        return read_transactions(pattern, **options)
+    paths = sorted(Path(p) for p in glob.glob(str(pattern)))
+    if not paths:
+        raise InputError("no file matches this pattern", path=pattern)
+    results = [read_transactions(path, **options) for path in paths]
+    offset = 0
+    transactions = []
+    for result in results:
+        transactions.append(result.transactions.with_columns(pl.col("line") + offset))
+        offset += result.rows_in + 2  # keeps lines of different files apart
+    rejects = pl.concat(
+        [
+            r.rejects.with_columns(pl.lit(str(p)).alias("file")).select(
+                "file", pl.all().exclude("file")
+            )
+            for p, r in zip(paths, results, strict=True)
+        ]
+    )
+    members = pl.concat([r.members for r in results]).unique().sort()
+    return ReadResult(pl.concat(transactions), rejects, members, sum(r.rows_in for r in results))
+
+
 def parse_as_of(text: str | None, *, now: datetime | None = None) -> datetime:
     """The as-of instant of a run: ``now`` (UTC) for None, the end of the UTC day for YYYY-MM-DD."""
     if text is None:
@@ -124,6 +158,7 @@ def read_transactions(
     columns: Mapping[str, str] = DEFAULT_COLUMNS,
     fmt: Format | None = None,
     type_aliases: Mapping[str, str] | None = None,
+    timestamp_format: str | None = None,
 ) -> ReadResult:
     """Read a CSV or Parquet file of transactions into usable rows and rejects.
 
@@ -131,6 +166,8 @@ def read_transactions(
     partner's spelling of a type (case-insensitive) to a canonical type, and rows after
     ``as_of`` (a naive datetime is taken as UTC) are rejected as ``future_timestamp``.
     ``fmt`` defaults to Parquet for a ``.parquet``/``.pq`` suffix and CSV otherwise.
+    ``timestamp_format`` (a strftime pattern) replaces the ISO 8601 forms for a partner that
+    writes timestamps otherwise; without an offset in the pattern they are taken as UTC.
 
     Raises InputError, naming the file and where known the line and the column, when the file
     cannot be read as a table: absent, unreadable, empty, not of its format, a mapped column
@@ -140,7 +177,10 @@ def read_transactions(
     source = _source_columns(columns)
     types = _type_mapping(type_aliases)
     moment = _utc(as_of)
-    parsed = read_text_columns(path, source, fmt=fmt, then=lambda raw: _parsed(raw, moment, types))
+    parse_ts = _timestamp if timestamp_format is None else _timestamp_as(timestamp_format)
+    parsed = read_text_columns(
+        path, source, fmt=fmt, then=lambda raw: _parsed(raw, moment, types, parse_ts)
+    )
     return _split(parsed, source)
 
 
@@ -174,7 +214,12 @@ def _utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
-def _parsed(raw: pl.LazyFrame, as_of: datetime, types: Mapping[str, str]) -> pl.LazyFrame:
+def _parsed(
+    raw: pl.LazyFrame,
+    as_of: datetime,
+    types: Mapping[str, str],
+    parse_ts: Callable[[pl.Expr], pl.Expr],
+) -> pl.LazyFrame:
     """The raw text columns, their parsed values and the reject reason (null when usable)."""
     text = {name: pl.col(name).str.strip_chars() for name in CANONICAL}
     parsed = raw.with_columns(
@@ -183,7 +228,7 @@ def _parsed(raw: pl.LazyFrame, as_of: datetime, types: Mapping[str, str]) -> pl.
             for name in CANONICAL
         ),
         pl.when(text["member_id"] != "").then(text["member_id"]).alias("_member_id"),
-        _timestamp(text["ts"]).alias("_ts"),
+        parse_ts(text["ts"]).alias("_ts"),
         text["type"].str.to_lowercase().replace_strict(types, default=None).alias("_type"),
         *(text[name].cast(pl.Float64, strict=False).alias(f"_{name}") for name in _NUMBERS),
     )
@@ -220,6 +265,20 @@ def _timestamp(text: pl.Expr) -> pl.Expr:
     )
     slow = iso.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%:z", time_unit="us", strict=False)
     return pl.when(plain).then(fast).otherwise(slow)
+
+
+def _timestamp_as(pattern: str) -> Callable[[pl.Expr], pl.Expr]:
+    """Parse timestamps written with a partner's strftime pattern; null where they are not."""
+    aware = "%z" in pattern or "%:z" in pattern
+
+    def parse(text: pl.Expr) -> pl.Expr:
+        if aware:
+            return text.str.to_datetime(pattern, time_unit="us", strict=False).dt.convert_time_zone(
+                "UTC"
+            )
+        return text.str.to_datetime(pattern, time_unit="us", time_zone="UTC", strict=False)
+
+    return parse
 
 
 def _split(parsed: pl.DataFrame, source: Mapping[str, str]) -> ReadResult:

@@ -20,6 +20,7 @@ import polars as pl
 from offerflow.config import PartnerConfig
 from offerflow.engine import Hook, MetricsHook
 from offerflow.errors import (
+    ContractError,
     ExitCode,
     FailureBudgetExceeded,
     OfferflowError,
@@ -27,11 +28,10 @@ from offerflow.errors import (
     TaskFailedError,
     UsageError,
 )
-from offerflow.pipeline.client import Endpoint, ModelClient
+from offerflow.pipeline.contract import check_contracts
 from offerflow.pipeline.members import Member, Status
-from offerflow.pipeline.retry import RetryBudget
 from offerflow.pipeline.sinks import ChunkedTable, RequestLog, atomic_write, write_json
-from offerflow.pipeline.workflow import Recorder, build_workflow, offers_schema
+from offerflow.pipeline.workflow import Recorder, build_workflow, client_for, offers_schema
 
 __all__ = ["RunReport", "Shutdown", "new_run_dir", "run_pipeline"]
 
@@ -119,7 +119,7 @@ async def run_pipeline(
         log.info("resuming %s: %d members already final", run_dir, skip.len())
     recorder = Recorder(offers)
     failure: TaskFailedError | None = None
-    async with _client(config, requests, shutdown) as client:
+    async with client_for(config, attempts=requests, stopping=shutdown.stopping) as client:
         workflow = build_workflow(
             config,
             as_of=as_of,
@@ -129,6 +129,11 @@ async def run_pipeline(
             stop=shutdown.stopping.is_set,
         )
         workflow.validate()
+        contracts = await check_contracts(config, client)
+        for problem in contracts.unreachable:
+            log.warning("contract not checked: %s", problem)
+        if contracts.mismatches:
+            raise ContractError(contracts.mismatches)
         scope = anyio.CancelScope()
         async with anyio.create_task_group() as guard:
             guard.start_soon(_cancel_after_grace, shutdown, scope, config.shutdown_grace_s)
@@ -186,34 +191,6 @@ def _with_concurrency(config: PartnerConfig, concurrency: int | None) -> Partner
     models = tuple(m.model_copy(update={"concurrency": concurrency}) for m in config.models)
     offer = config.offer.model_copy(update={"concurrency": concurrency})
     return config.model_copy(update={"models": models, "offer": offer})
-
-
-def _client(config: PartnerConfig, requests: RequestLog, shutdown: Shutdown) -> ModelClient:
-    endpoints = [
-        Endpoint(
-            name=e.name,
-            url=e.url,
-            response_field=e.response_field,
-            answer="label" if e is config.offer else "number",
-            timeout_s=e.timeout_s,
-            retries=e.retries,
-            backoff_initial_s=e.backoff_initial_s,
-            backoff_max_s=e.backoff_max_s,
-            retry_after_max_s=e.retry_after_max_s,
-            retry_statuses=e.retry_statuses,
-            breaker_failures=e.breaker.failures,
-            breaker_cooldown_s=e.breaker.cooldown_s,
-        )
-        for e in config.endpoints
-    ]
-    return ModelClient(
-        endpoints,
-        connections=sum(e.concurrency for e in config.endpoints),
-        connect_timeout_s=config.connect_timeout_s,
-        attempts=requests,
-        budget=RetryBudget(ratio=config.retry_budget.ratio, floor=config.retry_budget.floor),
-        stopping=shutdown.stopping,
-    )
 
 
 async def _cancel_after_grace(shutdown: Shutdown, scope: anyio.CancelScope, grace_s: float) -> None:

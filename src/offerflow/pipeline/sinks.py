@@ -160,6 +160,7 @@ class RequestLog(ChunkedTable):
 
     SCHEMA: Mapping[str, pl.DataType] = {
         "member_id": pl.String(),
+        "members": pl.Int32(),
         "endpoint": pl.String(),
         "attempt": pl.Int32(),
         "status": pl.Int32(),
@@ -175,6 +176,7 @@ class RequestLog(ChunkedTable):
         self,
         *,
         member_id: str,
+        members: int = 1,
         endpoint: str,
         attempt: int,
         status: int | None,
@@ -185,6 +187,7 @@ class RequestLog(ChunkedTable):
         """Record one HTTP attempt; ``started_at`` is seconds since the epoch."""
         columns = self._columns
         columns["member_id"].append(member_id)
+        columns["members"].append(members)
         columns["endpoint"].append(endpoint)
         columns["attempt"].append(attempt)
         columns["status"].append(status)
@@ -193,10 +196,20 @@ class RequestLog(ChunkedTable):
         columns["error"].append(error)
         self._appended()
 
+    def adopt(self, path: Path) -> None:
+        """Take an earlier session's final file in, ``started_at`` back in epoch seconds."""
+        if path.exists():
+            table = pl.read_parquet(path)
+            seconds = pl.col("started_at").dt.epoch("us") / 1_000_000
+            self._commit(table.with_columns(seconds).write_parquet)
+            path.unlink()
+
     def _final(self, table: pl.LazyFrame) -> pl.LazyFrame:
         """``started_at`` as a UTC timestamp (kept as epoch seconds while running: cheaper)."""
         return table.with_columns(
+            # rounded, not truncated: a resume converts back and forth without drifting
             (pl.col("started_at") * 1_000_000)
+            .round()
             .cast(pl.Int64)
             .cast(pl.Datetime("us", "UTC"))
             .alias("started_at")

@@ -14,46 +14,52 @@ after the models it names, and a cycle among them is a graph error before anythi
 from __future__ import annotations
 
 import dataclasses
-import difflib
+import glob
 import math
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
+import anyio
 import polars as pl
 
-from offerflow.config import EndpointConfig, PartnerConfig
-from offerflow.engine import Failure, Policy, Workflow
-from offerflow.errors import ConfigError, EndpointError, OutputError
-from offerflow.pipeline.client import ModelClient
-from offerflow.pipeline.features import DEFAULT_REGISTRY, compute_features
+from offerflow.config import MEMBER_ID, EndpointConfig, PartnerConfig, template_leaves
+from offerflow.engine import Failure, ItemError, Policy, Workflow
+from offerflow.errors import (
+    CallInterrupted,
+    ConfigError,
+    EndpointError,
+    InvalidResponseError,
+    OutputError,
+)
+from offerflow.pipeline.client import AttemptSink, Endpoint, ModelClient
+from offerflow.pipeline.feature_modules import registry_with
+from offerflow.pipeline.features import CANONICAL_SCHEMA, FeatureRegistry, compute_features
 from offerflow.pipeline.members import Member, MemberRows, Status
-from offerflow.pipeline.reader import ReadResult, read_transactions
+from offerflow.pipeline.protocols import Codec
+from offerflow.pipeline.reader import ReadResult, read_inputs
+from offerflow.pipeline.retry import RetryBudget
 from offerflow.pipeline.sinks import ChunkedTable
 
-__all__ = ["RESERVED_TASKS", "Recorder", "build_workflow", "check_config", "offers_schema"]
+__all__ = [
+    "RESERVED_TASKS",
+    "Recorder",
+    "build_workflow",
+    "check_config",
+    "client_for",
+    "feature_registry",
+    "offers_schema",
+]
 
 RESERVED_TASKS = frozenset({"read", "features", "unscored", "record"})
-
-# the canonical transactions table with no rows: gives the features' schema before any data
-_NO_TRANSACTIONS = pl.DataFrame(
-    schema={
-        "line": pl.Int64,
-        "member_id": pl.String,
-        "ts": pl.Datetime("us", "UTC"),
-        "type": pl.String,
-        "points": pl.Float64,
-        "revenue": pl.Float64,
-    }
-)
 
 
 def offers_schema(config: PartnerConfig) -> dict[str, pl.DataType]:
     """The columns of offers.parquet, in order."""
-    _check_features(config)
-    features = compute_features(_NO_TRANSACTIONS, config.features, as_of=datetime.now(UTC))
+    registry = feature_registry(config)
+    empty = pl.DataFrame(schema=CANONICAL_SCHEMA)
+    features = compute_features(empty, config.features, as_of=datetime.now(UTC), registry=registry)
     schema: dict[str, pl.DataType] = {"member_id": pl.String()}
     schema.update({name: features.schema[name] for name in config.features})
     schema.update({f"{m.name}_prediction": pl.Float64() for m in config.models})
@@ -77,7 +83,7 @@ def build_workflow(
     Members in ``skip`` (already committed by an earlier session of the run) are left alone;
     once ``stop()`` is true no new member is taken.
     """
-    _check_features(config)
+    registry = feature_registry(config)
     clash = sorted(RESERVED_TASKS & {e.name for e in config.endpoints})
     if clash:
         raise ConfigError(f"endpoint names {clash} are reserved for the workflow's own tasks")
@@ -88,17 +94,18 @@ def build_workflow(
     wf = Workflow(f"offers:{config.partner}")
 
     def read() -> ReadResult:
-        recorder.read = read_transactions(
+        recorder.read = read_inputs(
             config.input.path,
             as_of=as_of,
             columns=config.input.columns,
             fmt=config.input.format,
             type_aliases=config.input.type_aliases,
+            timestamp_format=config.input.timestamp_format,
         )
         return recorder.read
 
     def features(read: ReadResult) -> MemberRows:
-        table = compute_features(read.transactions, config.features, as_of=as_of)
+        table = compute_features(read.transactions, config.features, as_of=as_of, registry=registry)
         return MemberRows(table.join(done, on="member_id", how="anti"), stop=stop)
 
     async def unscored(read: ReadResult) -> int:
@@ -120,19 +127,21 @@ def build_workflow(
         upstream = _upstream(wf, model.name, _model_sources(model, models))
         wf.stream(
             model.name,
-            _stage(client, model, config.features, deadline_s),
+            _stage(client, model, deadline_s, stop),
             after=upstream,
             concurrency=model.concurrency,
             key=_member_key if upstream == "features" else None,
+            batch_size=model.batch_size if model.batched else None,
         )
     consumed = {s for m in config.models for s in _model_sources(m, models)}
     leaves = [m.name for m in config.models if m.name not in consumed]
     offer_upstream = _upstream(wf, config.offer.name, leaves)
     wf.stream(
         config.offer.name,
-        _stage(client, config.offer, config.features, deadline_s),
+        _stage(client, config.offer, deadline_s, stop),
         after=offer_upstream,
         concurrency=config.offer.concurrency,
+        batch_size=config.offer.batch_size if config.offer.batched else None,
     )
     wf.stream(
         "record",
@@ -146,26 +155,65 @@ def build_workflow(
     return wf
 
 
+def client_for(
+    config: PartnerConfig,
+    *,
+    attempts: AttemptSink | None = None,
+    stopping: anyio.Event | None = None,
+) -> ModelClient:
+    """The model client for a partner's endpoints (enter it with ``async with`` to call)."""
+    endpoints = [
+        Endpoint(
+            name=e.name,
+            url=e.url,
+            response_field=e.answer_path,
+            answer="label" if e is config.offer else "number",
+            timeout_s=e.timeout_s,
+            retries=e.retries,
+            backoff_initial_s=e.backoff_initial_s,
+            backoff_max_s=e.backoff_max_s,
+            retry_after_max_s=e.retry_after_max_s,
+            retry_statuses=e.retry_statuses,
+            breaker_failures=e.breaker.failures,
+            breaker_cooldown_s=e.breaker.cooldown_s,
+            codec=Codec.for_endpoint(
+                e, config.features, "label" if e is config.offer else "number"
+            ),
+            headers={key: value.get_secret_value() for key, value in e.headers.items()},
+        )
+        for e in config.endpoints
+    ]
+    return ModelClient(
+        endpoints,
+        connections=sum(e.concurrency for e in config.endpoints),
+        connect_timeout_s=config.connect_timeout_s,
+        attempts=attempts,
+        budget=RetryBudget(ratio=config.retry_budget.ratio, floor=config.retry_budget.floor),
+        stopping=stopping,
+    )
+
+
 def check_config(config: PartnerConfig) -> tuple[str, ...]:
     """Check all of a config that can be checked without running it; returns the task order."""
-    if not config.input.path.exists():
-        raise ConfigError(f"input file {config.input.path} does not exist", key="input.path")
+    pattern = str(config.input.path)
+    if not (glob.glob(pattern) if glob.has_magic(pattern) else config.input.path.exists()):
+        raise ConfigError(f"no input file at {pattern}", key="input.path")
     table = ChunkedTable(config.output.dir, "offers", offers_schema(config), chunk_rows=1)
     workflow = build_workflow(
-        config, as_of=datetime.now(UTC), client=ModelClient(()), recorder=Recorder(table)
+        config, as_of=datetime.now(UTC), client=client_for(config), recorder=Recorder(table)
     )
     return workflow.validate()
 
 
-def _check_features(config: PartnerConfig) -> None:
-    known = DEFAULT_REGISTRY.names()
-    unknown = [name for name in config.features if name not in known]
-    if unknown:
-        named = []
-        for name in unknown:
-            close = difflib.get_close_matches(name, known, n=1)
-            named.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise ConfigError(f"unknown feature(s) {', '.join(named)}", key="features")
+def feature_registry(config: PartnerConfig) -> FeatureRegistry:
+    """The built-in features plus the partner's modules; every selected name must resolve."""
+    registry = registry_with(config.feature_modules)
+    for name in config.features:
+        try:
+            registry.get(name)
+        except KeyError as error:
+            raise ConfigError(str(error.args[0]), key="features") from None
+    return registry
 
 
 def _member_key(member: Member) -> str:
@@ -174,7 +222,9 @@ def _member_key(member: Member) -> str:
 
 def _model_sources(model: EndpointConfig, models: Mapping[str, EndpointConfig]) -> list[str]:
     """The models whose predictions ``model`` takes, in request order."""
-    return [s for s in (model.request or {}).values() if s in models]
+    return [
+        s for _, s in template_leaves(model.request or {}) if isinstance(s, str) and s in models
+    ]
 
 
 def _upstream(wf: Workflow, name: str, sources: list[str]) -> str:
@@ -188,23 +238,67 @@ def _upstream(wf: Workflow, name: str, sources: list[str]) -> str:
     return join
 
 
-def _stage(
-    client: ModelClient, endpoint: EndpointConfig, features: tuple[str, ...], deadline_s: float
-) -> Callable[[Member | dict[str, Member]], Any]:
-    """The stream function of one endpoint: build the request, call, add the answer."""
-    fields = endpoint.request or {name: name for name in features}
-    name = endpoint.name
+Item = Member | dict[str, Member]
 
-    async def call(item: Member | dict[str, Member]) -> Member:
+
+def _stage(
+    client: ModelClient, endpoint: EndpointConfig, deadline_s: float, stop: Callable[[], bool]
+) -> Callable[..., Any]:
+    """The stream function of one endpoint: build the request, call, add the answer.
+
+    Once ``stop()`` is true it starts no member that has made no call yet: such a member is
+    interrupted, unsent (a branch that lags another still gets the members the other took).
+
+    For a batched protocol it takes a list of members and gives one result per member: the
+    member with its answer, or an ItemError when only its answer was unusable.
+    """
+    name = endpoint.name
+    codec = client.endpoints[name].reader()
+
+    def started(item: Item) -> Member:
         member = item if isinstance(item, Member) else Member.merge(item.values())
         if member.deadline == math.inf:  # the member's first call starts its clock
+            if stop():
+                raise CallInterrupted(
+                    "run stopping: not called",
+                    endpoint=name,
+                    url=endpoint.url,
+                    member_id=member.member_id,
+                    attempt=0,
+                )
             member = dataclasses.replace(member, deadline=time.monotonic() + deadline_s)
-        known = {**member.features, **member.predictions}
-        body = orjson.dumps({field: known[source] for field, source in fields.items()})
+        return member
+
+    async def call(item: Item) -> Member:
+        member = started(item)
+        body = codec.body([_known(member)])
         result = await client.call(name, member.member_id, body, deadline=member.deadline)
         return member.with_answer(name, result.value, result.latency_ms, result.attempts)
 
-    return call
+    async def call_batch(items: list[Item]) -> list[Member | ItemError]:
+        members = [started(item) for item in items]
+        body = codec.body([_known(member) for member in members])
+        deadline = min(member.deadline for member in members)
+        result = await client.call(
+            name, members[0].member_id, body, deadline=deadline, members=len(members)
+        )
+        return [
+            ItemError(
+                InvalidResponseError(
+                    str(answer), endpoint=name, member_id=member.member_id, attempt=result.attempts
+                )
+            )
+            if isinstance(answer, ValueError)
+            else member.with_answer(name, answer, result.latency_ms, result.attempts)
+            for member, answer in zip(members, result.answers, strict=True)
+        ]
+
+    return call_batch if endpoint.batched else call
+
+
+def _known(member: Member) -> dict[str, Any]:
+    """What a request template may reference for a member."""
+    return {**member.features, **member.predictions, MEMBER_ID: member.member_id}
 
 
 class Recorder:
