@@ -22,11 +22,11 @@ from offerflow.engine.channels import Item, Outlet, Receiver, Slot
 from offerflow.engine.failures import Failure, ItemError
 from offerflow.engine.hooks import HookChain
 from offerflow.engine.policy import call_with_policy
-from offerflow.engine.stages import YIELD_EVERY, ItemStage, Worker, itemize
-from offerflow.engine.tasks import StreamTask, is_async
+from offerflow.engine.stages import YIELD_EVERY, WorkerStage, itemize
+from offerflow.engine.tasks import StreamTask
 
 
-class BatchedStreamStage(ItemStage):
+class BatchedStreamStage(WorkerStage):
     """Runs a stream task with a batch size: ``concurrency`` workers, one batch each in flight.
 
     One worker at a time gathers a batch (a lock), so batches fill one after the other instead
@@ -45,33 +45,14 @@ class BatchedStreamStage(ItemStage):
     ) -> None:
         if spec.batch_size is None:
             raise ValueError(f"stream task {spec.name!r} has no batch size")
-        super().__init__(spec.name, workflow=workflow, hooks=hooks, outlet=outlet, slot=slot)
-        self._spec = spec
+        super().__init__(
+            spec, workflow=workflow, hooks=hooks, source=source, outlet=outlet, slot=slot
+        )
         self._size = spec.batch_size
         self._linger = spec.linger_s
-        self._fn = spec.fn
-        self._async = is_async(spec.fn)
         self._bypass = not spec.accepts_failures
-        self._plain = spec.policy.plain
-        self._fatal = spec.policy.fatal
-        self._source = source
-        self._items: Iterator[Item] | None = None
         self._gathering = anyio.Lock()
         self._ended = False
-        self._live = spec.concurrency
-
-    def workers(self) -> list[Worker]:
-        """Return one worker coroutine per batch allowed in flight."""
-        return [self._work] * self._spec.concurrency
-
-    async def _work(self) -> None:
-        if isinstance(self._source, Slot):
-            await self._work_on_result(self._source)
-        else:
-            await self._work_on_channel(self._source)
-        self._live -= 1
-        if self._live == 0:
-            self._finish()
 
     async def _work_on_result(self, source: Slot) -> None:
         result = await source.wait()

@@ -154,8 +154,12 @@ class ItemStage(Stage):
         super()._finish()
 
 
-class StreamStage(ItemStage):
-    """Runs a stream task: ``concurrency`` long-lived workers pulling items from one source."""
+class WorkerStage(ItemStage):
+    """A stream task's stage: ``concurrency`` long-lived workers on one source, items or a result.
+
+    Subclasses say how a worker takes its work from a batch result and from a channel; the last
+    worker to finish closes the outlet.
+    """
 
     def __init__(
         self,
@@ -171,9 +175,7 @@ class StreamStage(ItemStage):
         self._spec = spec
         self._fn = spec.fn
         self._async = is_async(spec.fn)
-        self._accepts_failures = spec.accepts_failures
         self._plain = spec.policy.plain
-        self._fast = self._plain and not hooks.items
         self._fatal = spec.policy.fatal
         self._source = source
         self._items: Iterator[Item] | None = None
@@ -191,6 +193,32 @@ class StreamStage(ItemStage):
         self._live -= 1
         if self._live == 0:
             self._finish()
+
+    async def _work_on_result(self, source: Slot) -> None:
+        raise NotImplementedError
+
+    async def _work_on_channel(self, rx: Receiver) -> None:
+        raise NotImplementedError
+
+
+class StreamStage(WorkerStage):
+    """Runs a stream task: ``concurrency`` long-lived workers pulling items from one source."""
+
+    def __init__(
+        self,
+        spec: StreamTask,
+        *,
+        workflow: str,
+        hooks: HookChain,
+        source: Slot | Receiver,
+        outlet: Outlet,
+        slot: Slot | None,
+    ) -> None:
+        super().__init__(
+            spec, workflow=workflow, hooks=hooks, source=source, outlet=outlet, slot=slot
+        )
+        self._accepts_failures = spec.accepts_failures
+        self._fast = self._plain and not hooks.items
 
     async def _work_on_result(self, source: Slot) -> None:
         result = await source.wait()
