@@ -3,8 +3,8 @@
 An endpoint that serves an OpenAPI document (``/openapi.json`` at its origin) has the request
 schema of its route compared with the fields of the config's request template: fields the schema
 requires that we do not send, fields we send that it does not know, and wrong types. A
-``kserve-v2`` endpoint's model metadata (``/v2/models/{name}``) names its input tensors, compared
-the same way. An endpoint that publishes neither is not checked.
+``kserve-v2`` endpoint's model metadata (``/v2/models/{name}``) names its input tensors and their
+datatypes, compared the same way. An endpoint that publishes neither is not checked.
 """
 
 from __future__ import annotations
@@ -123,8 +123,20 @@ async def _kserve_inputs(
     metadata = await client.get_json(f"{origin}/v2/models/{segments[2]}")
     if not isinstance(metadata, dict) or not isinstance(metadata.get("inputs"), list):
         return None
-    names = {i["name"] for i in metadata["inputs"] if isinstance(i, dict) and "name" in i}
-    return {name: {} for name in names}, names, False
+    tensors = [i for i in metadata["inputs"] if isinstance(i, dict) and "name" in i]
+    fields = {i["name"]: _tensor_schema(i.get("datatype")) for i in tensors}
+    return fields, set(fields), False
+
+
+def _tensor_schema(datatype: Any) -> dict[str, str]:
+    """The JSON type of a KServe v2 tensor's elements as a property schema; {} when unknown."""
+    if datatype == "BYTES":
+        return {"type": "string"}
+    if datatype == "BOOL":
+        return {"type": "boolean"}
+    if isinstance(datatype, str) and datatype.startswith(("INT", "UINT", "FP")):
+        return {"type": "number"}
+    return {}
 
 
 def _resolve(document: Mapping[str, Any], schema: Any) -> Any:

@@ -33,11 +33,11 @@ from offerflow.errors import (
     InvalidResponseError,
     OutputError,
 )
-from offerflow.pipeline.client import AttemptSink, Endpoint, ModelClient
+from offerflow.pipeline.client import AttemptSink, CallResult, Endpoint, ModelClient
 from offerflow.pipeline.feature_modules import registry_with
 from offerflow.pipeline.features import CANONICAL_SCHEMA, FeatureRegistry, compute_features
 from offerflow.pipeline.members import Member, MemberRows, Status
-from offerflow.pipeline.protocols import Codec
+from offerflow.pipeline.protocols import Answer, Codec
 from offerflow.pipeline.reader import ReadResult, read_inputs
 from offerflow.pipeline.retry import RetryBudget
 from offerflow.pipeline.sinks import ChunkedTable
@@ -276,24 +276,42 @@ def _stage(
         return member.with_answer(name, result.value, result.latency_ms, result.attempts)
 
     async def call_batch(items: list[Item]) -> list[Member | ItemError]:
-        members = [started(item) for item in items]
+        # a member that may not start any more is interrupted alone, not with its batch
+        results: list[Member | ItemError] = []
+        members: list[Member] = []
+        for item in items:
+            try:
+                members.append(started(item))
+            except CallInterrupted as error:
+                results.append(ItemError(error))
+                continue
+            results.append(members[-1])
+        if not members:
+            return results
         body = codec.body([_known(member) for member in members])
         deadline = min(member.deadline for member in members)
         result = await client.call(
             name, members[0].member_id, body, deadline=deadline, members=len(members)
         )
+        answers = dict(zip((id(m) for m in members), result.answers, strict=True))
         return [
-            ItemError(
-                InvalidResponseError(
-                    str(answer), endpoint=name, member_id=member.member_id, attempt=result.attempts
-                )
-            )
-            if isinstance(answer, ValueError)
-            else member.with_answer(name, answer, result.latency_ms, result.attempts)
-            for member, answer in zip(members, result.answers, strict=True)
+            _answered(name, entry, answers[id(entry)], result)
+            if isinstance(entry, Member)
+            else entry
+            for entry in results
         ]
 
     return call_batch if endpoint.batched else call
+
+
+def _answered(name: str, member: Member, answer: Answer, result: CallResult) -> Member | ItemError:
+    """A member with its answer from a batch, or an ItemError when only its answer is unusable."""
+    if isinstance(answer, ValueError):
+        error = InvalidResponseError(
+            str(answer), endpoint=name, member_id=member.member_id, attempt=result.attempts
+        )
+        return ItemError(error)
+    return member.with_answer(name, answer, result.latency_ms, result.attempts)
 
 
 def _known(member: Member) -> dict[str, Any]:

@@ -1,0 +1,224 @@
+"""Contract checks: what the config would send, against each endpoint's published request schema.
+
+Against the bundled server, which documents its json and json-batch routes at ``/openapi.json``
+and its KServe v2 models at ``/v2/models/{name}``; the fault server stands for an endpoint that
+publishes no schema, a closed port for one that cannot be asked.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from offerflow.config import DEFAULT_FEATURES, Protocol, load_config
+from offerflow.errors import ContractError
+from offerflow.pipeline import (
+    ContractReport,
+    check_contracts,
+    client_for,
+    new_run_dir,
+    parse_as_of,
+    run_pipeline,
+)
+from offerflow.serving import BundledServer
+from tests.faults import POST_ROUTES, FaultServer
+from tests.partner_files import default_document, write_partner
+
+pytestmark = pytest.mark.anyio
+
+ENDPOINTS = ["ats", "resp", "offer"]
+#: the bundled routes of each endpoint of the default partner, per checked protocol
+ROUTES: dict[Protocol, dict[str, str]] = {
+    "json": {"ats": "/ml/ats/predict", "resp": "/ml/resp/predict", "offer": "/offer/assign"},
+    "json-batch": {
+        "ats": "/ml/ats/predict/batch",
+        "resp": "/ml/resp/predict/batch",
+        "offer": "/offer/assign/batch",
+    },
+    "mlflow": {
+        "ats": "/mlflow/ats/invocations",
+        "resp": "/mlflow/resp/invocations",
+        "offer": "/mlflow/offer/invocations",
+    },
+    "kserve-v2": {
+        "ats": "/v2/models/ats/infer",
+        "resp": "/v2/models/resp/infer",
+        "offer": "/v2/models/offer/infer",
+    },
+}
+CHECKED: list[Protocol] = ["json", "json-batch", "kserve-v2"]
+FEATURES = {name: name for name in DEFAULT_FEATURES}
+
+
+@pytest.fixture(scope="module")
+def no_schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultServer]:
+    """The fault server, faultless: the bundled routes, no ``/openapi.json``."""
+    with FaultServer({}, tmp_path_factory.mktemp("no-schema")) as server:
+        yield server
+
+
+def _document(server: BundledServer, protocol: Protocol = "json") -> dict[str, Any]:
+    """The default partner with every endpoint on ``protocol`` at the bundled server."""
+    document = default_document(server.base_url)
+    for endpoint in [*document["models"], document["offer"]]:
+        endpoint["url"] = server.base_url + ROUTES[protocol][endpoint["name"]]
+        endpoint["protocol"] = protocol
+        endpoint.pop("response_field", None)
+    return document
+
+
+def _endpoint(document: dict[str, Any], name: str) -> dict[str, Any]:
+    endpoints: list[dict[str, Any]] = [*document["models"], document["offer"]]
+    (endpoint,) = [e for e in endpoints if e["name"] == name]
+    return endpoint
+
+
+async def _check(document: dict[str, Any], tmp_path: Path) -> ContractReport:
+    config = load_config(write_partner(tmp_path / "partner.yaml", document))
+    async with client_for(config) as client:
+        return await check_contracts(config, client)
+
+
+@pytest.mark.parametrize("protocol", CHECKED)
+async def test_the_default_partner_matches_every_endpoint(
+    tmp_path: Path, bundled: BundledServer, protocol: Protocol
+) -> None:
+    report = await _check(_document(bundled, protocol), tmp_path)
+    assert report.mismatches == []
+    assert report.unreachable == []
+    assert report.checked == ENDPOINTS
+
+
+#: (endpoint, its request template, the field the mismatch names, what the mismatch says)
+MISMATCHES = [
+    pytest.param(
+        "ats",
+        {k: v for k, v in FEATURES.items() if k != "PCT_GIFT_TRANSACTIONS"},
+        "PCT_GIFT_TRANSACTIONS",
+        "requires field",
+        id="missing-field",
+    ),
+    pytest.param(
+        "resp",
+        FEATURES | {"CHANNEL": {"const": 1.0}},
+        "CHANNEL",
+        "sends field",
+        id="extra-field",
+    ),
+    pytest.param(
+        "ats",
+        FEATURES | {"AVG_REVENUE_USD": {"const": "x"}},
+        "AVG_REVENUE_USD",
+        "sent as a string",
+        id="const-string-for-a-number",
+    ),
+    pytest.param(
+        "offer",
+        {"ats_prediction": "ats", "resp_prediction": "member_id"},
+        "resp_prediction",
+        "sent as a string",
+        id="member-id-for-a-number",
+    ),
+]
+
+
+@pytest.mark.parametrize("protocol", CHECKED)
+@pytest.mark.parametrize(("endpoint", "template", "field", "says"), MISMATCHES)
+async def test_a_template_the_endpoint_refuses_is_one_mismatch_naming_endpoint_and_field(
+    tmp_path: Path,
+    bundled: BundledServer,
+    protocol: Protocol,
+    endpoint: str,
+    template: dict[str, Any],
+    field: str,
+    says: str,
+) -> None:
+    document = _document(bundled, protocol)
+    _endpoint(document, endpoint)["request"] = template
+    report = await _check(document, tmp_path)
+    (mismatch,) = report.mismatches
+    assert mismatch.startswith(f"{endpoint}: ")
+    assert f"'{field}'" in mismatch
+    assert says in mismatch
+    assert report.checked == ENDPOINTS
+
+
+async def test_a_mismatch_inside_a_nested_template_names_the_nested_field(
+    tmp_path: Path, bundled: BundledServer
+) -> None:
+    document = _document(bundled, "json")
+    _endpoint(document, "ats")["request"] = {"features": FEATURES}
+    report = await _check(document, tmp_path)
+    assert "ats: the config sends field 'features', the endpoint has none" in report.mismatches
+    assert len(report.mismatches) == 1 + len(FEATURES)  # and every feature it then misses
+
+
+async def test_mlflow_endpoints_are_not_checked(tmp_path: Path, bundled: BundledServer) -> None:
+    document = _document(bundled, "mlflow")
+    # a template the model would refuse: not checked, so not a mismatch
+    _endpoint(document, "ats")["request"] = FEATURES | {"AVG_REVENUE_USD": {"const": "x"}}
+    report = await _check(document, tmp_path)
+    assert report.checked == []
+    assert report.mismatches == []
+    assert report.unreachable == []
+
+
+async def test_an_endpoint_that_publishes_no_schema_is_not_checked(
+    tmp_path: Path, bundled: BundledServer, no_schema: FaultServer
+) -> None:
+    document = _document(bundled)
+    ats = _endpoint(document, "ats")
+    ats["url"] = no_schema.base_url + "/ml/ats/predict"
+    ats["request"] = FEATURES | {"CHANNEL": {"const": 1.0}}
+    report = await _check(document, tmp_path)
+    assert report.checked == ["resp", "offer"]
+    assert report.mismatches == []
+    assert report.unreachable == []
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.mark.parametrize("protocol", CHECKED)
+async def test_an_endpoint_that_cannot_be_asked_is_unreachable_not_a_mismatch(
+    tmp_path: Path, bundled: BundledServer, closed_port: int, protocol: Protocol
+) -> None:
+    document = _document(bundled, protocol)
+    resp = _endpoint(document, "resp")
+    resp["url"] = f"http://127.0.0.1:{closed_port}" + ROUTES[protocol]["resp"]
+    report = await _check(document, tmp_path)
+    (unreachable,) = report.unreachable
+    assert unreachable.startswith(f"resp: cannot ask http://127.0.0.1:{closed_port}")
+    assert report.mismatches == []
+    assert report.checked == ["ats", "offer"]
+
+
+async def test_a_run_with_a_mismatch_stops_before_any_model_call(
+    tmp_path: Path, bundled: BundledServer, no_schema: FaultServer
+) -> None:
+    document = _document(bundled)
+    # the models on a server that logs every call; the offer, checked, sends a string
+    for model in document["models"]:
+        model["url"] = no_schema.base_url + ROUTES["json"][model["name"]]
+    document["offer"]["request"] = {"ats_prediction": "ats", "resp_prediction": "member_id"}
+    config = load_config(write_partner(tmp_path / "partner.yaml", document))
+    run_dir = new_run_dir(config, tmp_path / "runs", "test")
+
+    with pytest.raises(ContractError, match="offer: field 'resp_prediction'"):
+        await run_pipeline(config, run_dir=run_dir, as_of=parse_as_of("2024-01-10"))
+
+    assert [call for call in no_schema.requests() if call["path"] in POST_ROUTES] == []
+    assert not (run_dir / "requests.parquet").exists()
+    parts = sorted((run_dir / ".parts").glob("requests-*.parquet"))
+    assert sum(pl.read_parquet(part).height for part in parts) == 0
