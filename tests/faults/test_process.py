@@ -118,7 +118,9 @@ def test_a_busy_port_is_a_clear_error(tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         server = FaultServer({}, tmp_path, port=busy.getsockname()[1])
-        with pytest.raises(RuntimeError, match=r"exited at start \(code 2\)(.|\n)*cannot serve"):
+        with pytest.raises(
+            RuntimeError, match=r"exited at start \(exit code 2\)(.|\n)*cannot serve"
+        ):
             server.start()
     assert not server.running
 

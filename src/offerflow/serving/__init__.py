@@ -1,7 +1,8 @@
 """The bundled model endpoints: the partner's ATS and RESP models and its offer rule.
 
 ``offerflow.serving.app:app`` is the FastAPI app; :func:`serve` runs it with uvicorn and
-:class:`BundledServer` runs that in a child process. Importing this package stays light:
+:class:`BundledServer` runs that in a child process (a :class:`ChildServer`, which runs any
+server that announces its URL). Importing this package stays light:
 FastAPI is imported by ``app`` only, uvicorn on first use of :func:`serve`.
 """
 
@@ -16,13 +17,14 @@ from offerflow.serving.prediction import (
     predict_ats,
     predict_resp,
 )
-from offerflow.serving.process import BundledServer
+from offerflow.serving.process import BundledServer, ChildServer
 
 if TYPE_CHECKING:
     from offerflow.serving.server import serve
 
 __all__ = [
     "BundledServer",
+    "ChildServer",
     "Features",
     "Prediction",
     "assign_offer",
