@@ -2,8 +2,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+PARTNERS := $(basename $(notdir $(wildcard partners/*.yaml)))
+PARTNER ?= default
+AS_OF ?= 2024-01-10
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test lint bench partner-smoke partners dist clean
 
 setup: $(STAMP)
 
@@ -20,10 +23,27 @@ test: setup
 	$(BIN)/pytest
 
 lint: setup
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench partners
+	$(BIN)/ruff format --check src tests bench partners
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+bench: setup
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# one partner: validate its config and contracts, then a smoke run against the bundled endpoints
+partner-smoke: setup
+	$(BIN)/offerflow validate partners/$(PARTNER).yaml --check-endpoints
+	$(BIN)/offerflow run --config partners/$(PARTNER).yaml --as-of $(AS_OF) \
+		--out runs/smoke --server-workers 1
+
+# every partner in partners/
+partners: setup
+	@for partner in $(PARTNERS); do $(MAKE) --no-print-directory partner-smoke PARTNER=$$partner || exit 1; done
+
+dist: setup
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist
 
 clean:
 	rm -rf $(VENV) runs dist
