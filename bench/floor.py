@@ -15,7 +15,7 @@ import asyncio
 import resource
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +92,14 @@ def connections(bodies: Bodies, concurrency: int) -> int:
     return len(bodies.paths) * concurrency
 
 
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def _cpu_s() -> tuple[float, float]:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime, usage.ru_stime
@@ -110,7 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     bodies = read_bodies(args.bodies)  # before the clock starts
     user0, sys0 = _cpu_s()
     started = time.perf_counter()
-    tally = asyncio.run(fire(args.base_url, bodies, args.concurrency))
+    # the same event loop as `offerflow run`: uvloop when it is installed
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        tally = runner.run(fire(args.base_url, bodies, args.concurrency))
     wall_s = time.perf_counter() - started
     user1, sys1 = _cpu_s()
     report = {

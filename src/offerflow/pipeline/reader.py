@@ -25,7 +25,7 @@ from __future__ import annotations
 import glob
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 from types import MappingProxyType
@@ -77,7 +77,7 @@ _TS_ANY = (
 _AS_OF = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReadResult:
     """What one input file holds: its usable transactions, its rejects and its members."""
 
@@ -89,11 +89,18 @@ class ReadResult:
     members: pl.Series
     #: data rows in the file
     rows_in: int
+    #: usable rows (``transactions.height`` until the transactions are taken)
+    rows_used: int = field(default=-1)
 
-    @property
-    def rows_used(self) -> int:
-        """The number of usable transactions."""
-        return self.transactions.height
+    def __post_init__(self) -> None:
+        if self.rows_used < 0:
+            self.rows_used = self.transactions.height
+
+    def take_transactions(self) -> pl.DataFrame:
+        """Hand the transactions over and keep none here: the largest table of a run is then
+        freed as soon as its taker is done with it. The counts stay."""
+        transactions, self.transactions = self.transactions, self.transactions.clear()
+        return transactions
 
     @property
     def rows_rejected(self) -> int:

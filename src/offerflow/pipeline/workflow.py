@@ -105,13 +105,16 @@ def build_workflow(
         return recorder.read
 
     def features(read: ReadResult) -> MemberRows:
-        table = compute_features(read.transactions, config.features, as_of=as_of, registry=registry)
+        # the transactions leave the read result here: they are not needed after the features
+        transactions = read.take_transactions()
+        table = compute_features(transactions, config.features, as_of=as_of, registry=registry)
         return MemberRows(table.join(done, on="member_id", how="anti"), stop=stop)
 
-    async def unscored(read: ReadResult) -> int:
+    async def unscored(read: ReadResult, features: MemberRows) -> int:
+        # members without a usable transaction: neither features nor already done
         idle = (
             read.members.to_frame("member_id")
-            .join(read.transactions.select("member_id"), on="member_id", how="anti")
+            .join(features.table.select("member_id"), on="member_id", how="anti")
             .join(done, on="member_id", how="anti")
         )
         for member_id in idle.get_column("member_id"):
@@ -120,7 +123,7 @@ def build_workflow(
 
     wf.batch("read", read)
     wf.batch("features", features, after=["read"])
-    wf.batch("unscored", unscored, after=["read"])
+    wf.batch("unscored", unscored, after=["read", "features"])
 
     models = {m.name: m for m in config.models}
     for model in config.models:
