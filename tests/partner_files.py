@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from offerflow.config import DEFAULT_CONFIG
+from offerflow.config import DEFAULT_CONFIG, Protocol
 
 
 def default_document(base_url: str | None = None, input_path: Path | None = None) -> dict[str, Any]:
@@ -24,3 +24,24 @@ def write_partner(path: Path, document: dict[str, Any]) -> Path:
     """Write a config document as YAML; returns its path."""
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return path
+
+
+#: the bundled routes of each endpoint of the default partner, per protocol
+ROUTES: dict[Protocol, dict[str, str]] = {
+    "json": {"ats": "/ml/ats/predict", "resp": "/ml/resp/predict", "offer": "/offer/assign"},
+    "json-batch": {
+        "ats": "/ml/ats/predict/batch",
+        "resp": "/ml/resp/predict/batch",
+        "offer": "/offer/assign/batch",
+    },
+    "mlflow": {
+        "ats": "/mlflow/ats/invocations",
+        "resp": "/mlflow/resp/invocations",
+        "offer": "/mlflow/offer/invocations",
+    },
+    "kserve-v2": {
+        "ats": "/v2/models/ats/infer",
+        "resp": "/v2/models/resp/infer",
+        "offer": "/v2/models/offer/infer",
+    },
+}

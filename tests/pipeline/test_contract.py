@@ -27,30 +27,11 @@ from offerflow.pipeline import (
 )
 from offerflow.serving import BundledServer
 from tests.faults import POST_ROUTES, FaultServer
-from tests.partner_files import default_document, write_partner
+from tests.partner_files import ROUTES, default_document, write_partner
 
 pytestmark = pytest.mark.anyio
 
 ENDPOINTS = ["ats", "resp", "offer"]
-#: the bundled routes of each endpoint of the default partner, per checked protocol
-ROUTES: dict[Protocol, dict[str, str]] = {
-    "json": {"ats": "/ml/ats/predict", "resp": "/ml/resp/predict", "offer": "/offer/assign"},
-    "json-batch": {
-        "ats": "/ml/ats/predict/batch",
-        "resp": "/ml/resp/predict/batch",
-        "offer": "/offer/assign/batch",
-    },
-    "mlflow": {
-        "ats": "/mlflow/ats/invocations",
-        "resp": "/mlflow/resp/invocations",
-        "offer": "/mlflow/offer/invocations",
-    },
-    "kserve-v2": {
-        "ats": "/v2/models/ats/infer",
-        "resp": "/v2/models/resp/infer",
-        "offer": "/v2/models/offer/infer",
-    },
-}
 CHECKED: list[Protocol] = ["json", "json-batch", "kserve-v2"]
 FEATURES = {name: name for name in DEFAULT_FEATURES}
 

@@ -45,30 +45,11 @@ from offerflow.pipeline import (
 from offerflow.pipeline.protocols import render
 from offerflow.pipeline.workflow import _stage
 from offerflow.serving import BundledServer
-from tests.partner_files import default_document, write_partner
+from tests.partner_files import ROUTES, default_document, write_partner
 
 AS_OF = "2024-01-10"
 BATCHED: tuple[Protocol, ...] = ("json-batch", "mlflow", "kserve-v2")
 BATCH_SIZE = 50
-#: the bundled routes of each endpoint of the default partner, per protocol
-ROUTES: dict[Protocol, dict[str, str]] = {
-    "json": {"ats": "/ml/ats/predict", "resp": "/ml/resp/predict", "offer": "/offer/assign"},
-    "json-batch": {
-        "ats": "/ml/ats/predict/batch",
-        "resp": "/ml/resp/predict/batch",
-        "offer": "/offer/assign/batch",
-    },
-    "mlflow": {
-        "ats": "/mlflow/ats/invocations",
-        "resp": "/mlflow/resp/invocations",
-        "offer": "/mlflow/offer/invocations",
-    },
-    "kserve-v2": {
-        "ats": "/v2/models/ats/infer",
-        "resp": "/v2/models/resp/infer",
-        "offer": "/v2/models/offer/infer",
-    },
-}
 # the columns of offers.parquet a protocol may change: latencies
 _TIMINGS = pl.selectors.ends_with("_ms")
 
