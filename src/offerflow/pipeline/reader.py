@@ -249,7 +249,15 @@ def _parsed(
     code = pl.coalesce(
         pl.when(check).then(pl.lit(index, pl.UInt8)) for index, check in enumerate(checks)
     )
-    return parsed.with_columns(code.alias("_reason"))
+    rejected = pl.col("_reason").is_not_null()
+    # What leaves the scan is kept in memory whole: the parsed values, and the raw text only of
+    # the rows that are rejected (a usable row's raw text would double the frame for nothing).
+    return parsed.with_columns(code.alias("_reason")).select(
+        "line",
+        *(pl.col(f"_{name}") for name in ("member_id", "ts", "type", *_NUMBERS)),
+        "_reason",
+        *(pl.when(rejected).then(pl.col(name)).alias(name) for name in CANONICAL),
+    )
 
 
 def _timestamp(text: pl.Expr) -> pl.Expr:

@@ -128,10 +128,13 @@ class ChunkedTable:
                 .unique(subset=unique_by, keep="last", maintain_order=True)
                 .drop("_order")
             )
-        if sort_by is not None:
+        if sort_by is not None and sort_by != unique_by:  # sorting by the unique key sorted it
             table = table.sort(sort_by, maintain_order=True)
+        parquet = self.directory / f"{self.name}.parquet"
         if "parquet" in formats:
-            atomic_write(self.directory / f"{self.name}.parquet", table.sink_parquet)
+            atomic_write(parquet, table.sink_parquet)
+            # the CSV streams from the file just written: no second sort, no second table
+            table = pl.scan_parquet(parquet)
         if "csv" in formats:
             atomic_write(self.directory / f"{self.name}.csv", table.sink_csv)
 
