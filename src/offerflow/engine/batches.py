@@ -50,7 +50,6 @@ class BatchedStreamStage(WorkerStage):
         )
         self._size = spec.batch_size
         self._linger = spec.linger_s
-        self._bypass = not spec.accepts_failures
         self._gathering = anyio.Lock()
         self._ended = False
 
@@ -72,7 +71,7 @@ class BatchedStreamStage(WorkerStage):
         """Return the next batch of a batch result's items; empty once they are all taken."""
         batch: list[Item] = []
         for item in items:
-            if self._bypass and isinstance(item[1], Failure):
+            if not self._accepts_failures and isinstance(item[1], Failure):
                 await self._outlet.emit(*item)
                 continue
             batch.append(item)
@@ -98,7 +97,7 @@ class BatchedStreamStage(WorkerStage):
     async def _gather(self, rx: Receiver) -> list[Item]:
         """Receive the next batch: full, lingered out or the last one; empty at end of stream."""
         batch: list[Item] = []
-        size, bypass = self._size, self._bypass
+        size, bypass = self._size, not self._accepts_failures
         deadline = math.inf
         try:
             while len(batch) < size:
@@ -140,7 +139,7 @@ class BatchedStreamStage(WorkerStage):
                     item = rx.receive_nowait()
                 except WouldBlock:
                     item = await rx.receive()
-                if self._bypass and isinstance(item[1], Failure):
+                if not self._accepts_failures and isinstance(item[1], Failure):
                     return item
                 batch.append(item)
         return None

@@ -180,6 +180,8 @@ class WorkerStage(ItemStage):
         self._source = source
         self._items: Iterator[Item] | None = None
         self._live = spec.concurrency
+        self._accepts_failures = spec.accepts_failures
+        self._fast = self._plain and not hooks.items
 
     def workers(self) -> list[Worker]:
         """Return one worker coroutine per unit of concurrency."""
@@ -203,22 +205,6 @@ class WorkerStage(ItemStage):
 
 class StreamStage(WorkerStage):
     """Runs a stream task: ``concurrency`` long-lived workers pulling items from one source."""
-
-    def __init__(
-        self,
-        spec: StreamTask,
-        *,
-        workflow: str,
-        hooks: HookChain,
-        source: Slot | Receiver,
-        outlet: Outlet,
-        slot: Slot | None,
-    ) -> None:
-        super().__init__(
-            spec, workflow=workflow, hooks=hooks, source=source, outlet=outlet, slot=slot
-        )
-        self._accepts_failures = spec.accepts_failures
-        self._fast = self._plain and not hooks.items
 
     async def _work_on_result(self, source: Slot) -> None:
         result = await source.wait()
