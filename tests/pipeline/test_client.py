@@ -29,6 +29,7 @@ from offerflow.pipeline.client import MAX_BODY, Endpoint, ModelClient
 from offerflow.pipeline.retry import RetryBudget
 from offerflow.pipeline.sinks import RequestLog
 from offerflow.serving import BundledServer
+from tests.local_http import serve_route
 
 pytestmark = pytest.mark.anyio
 
@@ -78,18 +79,11 @@ async def fake() -> AsyncIterator[tuple[str, Script]]:
             return web.Response(body=value, content_type="application/json")
         return web.json_response(value)
 
-    app = web.Application()
-    app.router.add_post("/predict", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}/predict", script
-    finally:
-        script.never.set()
-        await runner.cleanup()
+    async with serve_route("/predict", handle) as url:
+        try:
+            yield url, script
+        finally:
+            script.never.set()
 
 
 @contextlib.contextmanager

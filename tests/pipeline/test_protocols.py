@@ -45,6 +45,7 @@ from offerflow.pipeline import (
 from offerflow.pipeline.protocols import render
 from offerflow.pipeline.workflow import _stage
 from offerflow.serving import BundledServer
+from tests.local_http import serve_route
 from tests.partner_files import ROUTES, default_document, write_partner
 
 AS_OF = "2024-01-10"
@@ -491,17 +492,8 @@ async def fake_ats(request: pytest.FixtureRequest) -> AsyncIterator[tuple[str, I
         ]
         return web.Response(body=orjson.dumps({"predictions": predictions}))
 
-    app = web.Application()
-    app.router.add_post("/ats/batch", predict)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}/ats/batch", seen
-    finally:
-        await runner.cleanup()
+    async with serve_route("/ats/batch", predict) as url:
+        yield url, seen
 
 
 BAD_PREDICTIONS = [
