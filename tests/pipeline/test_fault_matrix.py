@@ -242,6 +242,12 @@ class Sessions:
     #: index of the server's log at which each session began
     marks: list[int] = field(default_factory=list)
 
+    def session(self, cli: Cli, *args: str) -> None:
+        """Run one CLI session, noting where the server's log stood, its exit code and outputs."""
+        self.marks.append(mark(self.server))
+        self.exit_codes.append(cli.run(*args))
+        self.wholes.append(assert_whole(self.run_dir, self.data))
+
 
 BREAKER_FAILURES = 5
 REFUSED_CONCURRENCY = 4
@@ -269,13 +275,9 @@ def refused(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sessions]:
         server.kill()
         sessions = Sessions(data, directory / "out" / "default" / RUN_ID, server)
         concurrency = ("--concurrency", str(REFUSED_CONCURRENCY))
-        sessions.marks.append(mark(server))
-        sessions.exit_codes.append(cli.run(*_run_args(config, directory / "out", *concurrency)))
-        sessions.wholes.append(assert_whole(sessions.run_dir, data))
+        sessions.session(cli, *_run_args(config, directory / "out", *concurrency))
         server.restart()
-        sessions.marks.append(mark(server))
-        sessions.exit_codes.append(cli.run(*_resume_args(sessions.run_dir)))
-        sessions.wholes.append(assert_whole(sessions.run_dir, data))
+        sessions.session(cli, *_resume_args(sessions.run_dir))
         yield sessions
     finally:
         cli.close()
@@ -329,14 +331,10 @@ def partly_failed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sessions
     try:
         config = partner(directory, server.base_url, data, endpoint=FAST)
         sessions = Sessions(data, directory / "out" / "default" / RUN_ID, server)
-        sessions.marks.append(mark(server))
-        sessions.exit_codes.append(cli.run(*_run_args(config, directory / "out")))
-        sessions.wholes.append(assert_whole(sessions.run_dir, data))
+        sessions.session(cli, *_run_args(config, directory / "out"))
         server.set_plan({})
         server.restart()
-        sessions.marks.append(mark(server))
-        sessions.exit_codes.append(cli.run(*_resume_args(sessions.run_dir)))
-        sessions.wholes.append(assert_whole(sessions.run_dir, data))
+        sessions.session(cli, *_resume_args(sessions.run_dir))
         yield sessions
     finally:
         cli.close()
