@@ -31,7 +31,13 @@ from offerflow.errors import (
 from offerflow.pipeline.contract import check_contracts
 from offerflow.pipeline.members import Member, Status
 from offerflow.pipeline.sinks import ChunkedTable, RequestLog, atomic_write, write_json
-from offerflow.pipeline.workflow import Recorder, build_workflow, client_for, offers_schema
+from offerflow.pipeline.workflow import (
+    Recorder,
+    build_workflow,
+    client_for,
+    feature_registry,
+    offers_schema,
+)
 
 __all__ = ["RunReport", "Shutdown", "new_run_dir", "run_pipeline"]
 
@@ -109,7 +115,9 @@ async def run_pipeline(
     config = _with_concurrency(config, concurrency)
     metrics = MetricsHook()
     chunk_rows = config.output.chunk_rows
-    offers = ChunkedTable(run_dir, "offers", offers_schema(config), chunk_rows=chunk_rows)
+    registry = feature_registry(config)  # loads the partner's feature modules, once
+    schema = offers_schema(config, registry)
+    offers = ChunkedTable(run_dir, "offers", schema, chunk_rows=chunk_rows)
     requests = RequestLog(run_dir, chunk_rows=4 * chunk_rows)
     skip = None
     if resume:
@@ -125,6 +133,7 @@ async def run_pipeline(
             as_of=as_of,
             client=client,
             recorder=recorder,
+            registry=registry,
             skip=skip,
             stop=shutdown.stopping.is_set,
         )

@@ -55,9 +55,8 @@ __all__ = [
 RESERVED_TASKS = frozenset({"read", "features", "unscored", "record"})
 
 
-def offers_schema(config: PartnerConfig) -> dict[str, pl.DataType]:
-    """The columns of offers.parquet, in order."""
-    registry = feature_registry(config)
+def offers_schema(config: PartnerConfig, registry: FeatureRegistry) -> dict[str, pl.DataType]:
+    """The columns of offers.parquet, in order (``registry``: from :func:`feature_registry`)."""
     empty = pl.DataFrame(schema=CANONICAL_SCHEMA)
     features = compute_features(empty, config.features, as_of=datetime.now(UTC), registry=registry)
     schema: dict[str, pl.DataType] = {"member_id": pl.String()}
@@ -75,15 +74,16 @@ def build_workflow(
     as_of: datetime,
     client: ModelClient,
     recorder: Recorder,
+    registry: FeatureRegistry,
     skip: pl.Series | None = None,
     stop: Callable[[], bool] = lambda: False,
 ) -> Workflow:
     """The offer workflow for one partner, writing through ``recorder``.
 
-    Members in ``skip`` (already committed by an earlier session of the run) are left alone;
-    once ``stop()`` is true no new member is taken.
+    ``registry`` (from :func:`feature_registry`) resolves the partner's features. Members in
+    ``skip`` (already committed by an earlier session of the run) are left alone; once
+    ``stop()`` is true no new member is taken.
     """
-    registry = feature_registry(config)
     clash = sorted(RESERVED_TASKS & {e.name for e in config.endpoints})
     if clash:
         raise ConfigError(f"endpoint names {clash} are reserved for the workflow's own tasks")
@@ -201,9 +201,15 @@ def check_config(config: PartnerConfig) -> tuple[str, ...]:
     pattern = str(config.input.path)
     if not (glob.glob(pattern) if glob.has_magic(pattern) else config.input.path.exists()):
         raise ConfigError(f"no input file at {pattern}", key="input.path")
-    table = ChunkedTable(config.output.dir, "offers", offers_schema(config), chunk_rows=1)
+    registry = feature_registry(config)
+    schema = offers_schema(config, registry)
+    table = ChunkedTable(config.output.dir, "offers", schema, chunk_rows=1)  # never written
     workflow = build_workflow(
-        config, as_of=datetime.now(UTC), client=client_for(config), recorder=Recorder(table)
+        config,
+        as_of=datetime.now(UTC),
+        client=client_for(config),
+        recorder=Recorder(table),
+        registry=registry,
     )
     return workflow.validate()
 
