@@ -1,11 +1,12 @@
 """The bare-requests floor: the pipeline's HTTP calls and nothing else, timed from inside.
 
 ``python -m bench.floor --base-url URL --bodies FILE --concurrency K`` loads request bodies
-prepared by the harness (see :mod:`bench.bodies`), then, on one aiohttp session whose
-TCPConnector allows K connections per endpoint (3K) as the pipeline's does, fires for every
-member the model requests concurrently, then the offer request, with at most K requests in
-flight per endpoint. No features, no DAG, no validation beyond the status code, no files written. It
-prints one JSON object: the wall and CPU time of the request phase only, and what it sent.
+prepared by the harness (see :mod:`bench.bodies`), then, with the pipeline's HTTP transport
+(:mod:`offerflow.pipeline.http`: the same keep-alive pools, the same headers, the same
+per-request timeout), fires for every member the model requests concurrently, then the offer
+request, with at most K requests in flight per endpoint. No features, no DAG, no validation
+beyond the status code, no files written. It prints one JSON object: the wall and CPU time of
+the request phase only, and what it sent.
 """
 
 from __future__ import annotations
@@ -19,17 +20,18 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
 import orjson
 
 from bench.bodies import Bodies, read_bodies
+from offerflow.pipeline.http import HttpClient, header_lines, header_value
 
-__all__ = ["Tally", "connections", "fire", "main"]
+__all__ = ["Tally", "fire", "main"]
 
-# The same default headers as the pipeline's client session, and no User-Agent either.
-_JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+# The same fixed headers as the pipeline's client sends.
+_JSON_HEADERS = (("Content-Type", "application/json"), ("Accept", "application/json"))
 # The pipeline's per-attempt timeout and connect timeout of the default partner.
-_TIMEOUT = aiohttp.ClientTimeout(total=10.0, sock_connect=5.0)
+_TIMEOUT_S = 10.0
+_CONNECT_TIMEOUT_S = 5.0
 
 
 @dataclass(slots=True)
@@ -48,22 +50,18 @@ async def fire(base_url: str, bodies: Bodies, concurrency: int) -> Tally:
     limits = {name: asyncio.Semaphore(concurrency) for name in urls}
     *side_models, last_model = bodies.models
     members: Iterator[tuple[str, bytes, bytes]] = iter(bodies.members)
-    connector = aiohttp.TCPConnector(limit=connections(bodies, concurrency), ttl_dns_cache=300)
-    async with aiohttp.ClientSession(
-        connector=connector,
-        headers=_JSON_HEADERS,
-        skip_auto_headers=("User-Agent",),
-        timeout=_TIMEOUT,
-    ) as session:
+    async with HttpClient(connect_timeout_s=_CONNECT_TIMEOUT_S) as http:
+        routes = {
+            name: http.route(url, headers=header_lines(_JSON_HEADERS)) for name, url in urls.items()
+        }
 
-        async def post(name: str, body: bytes, headers: dict[str, str]) -> None:
+        async def post(name: str, body: bytes, headers: bytes) -> None:
             async with limits[name]:
                 try:
-                    async with session.post(urls[name], data=body, headers=headers) as answer:
-                        await answer.read()
-                        if answer.status != 200:
-                            tally.errors += 1
-                except (aiohttp.ClientError, TimeoutError):
+                    answer = await routes[name].send(body, timeout_s=_TIMEOUT_S, headers=headers)
+                    if answer.status != 200:
+                        tally.errors += 1
+                except OSError:  # TimeoutError, ConnectionError
                     tally.errors += 1
             tally.requests += 1
 
@@ -71,7 +69,9 @@ async def fire(base_url: str, bodies: Bodies, concurrency: int) -> Tally:
             loop = asyncio.get_running_loop()
             # One shared iterator: a worker takes the next member as soon as it is free.
             for member_id, features, offer in members:
-                headers = {"X-Offerflow-Member": member_id, "X-Offerflow-Attempt": "1"}
+                headers = b"X-Offerflow-Member: %b\r\nX-Offerflow-Attempt: 1\r\n" % (
+                    header_value(member_id)
+                )
                 # The models concurrently (one task per extra model, the last one awaited
                 # inline), then the offer with both predictions.
                 others = [loop.create_task(post(m, features, headers)) for m in side_models]
@@ -85,11 +85,6 @@ async def fire(base_url: str, bodies: Bodies, concurrency: int) -> Tally:
             for _ in range(len(urls) * concurrency):
                 group.create_task(worker())
     return tally
-
-
-def connections(bodies: Bodies, concurrency: int) -> int:
-    """The connection pool's size: K per endpoint, as the pipeline's client sizes it."""
-    return len(bodies.paths) * concurrency
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -132,7 +127,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "errors": tally.errors,
         "members": len(bodies.members),
         "concurrency": args.concurrency,
-        "connections": connections(bodies, args.concurrency),
     }
     sys.stdout.write(orjson.dumps(report).decode() + "\n")
     return 0

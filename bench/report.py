@@ -18,7 +18,7 @@ from bench.startup import HelpTiming
 
 __all__ = ["format_report", "machine", "write_results"]
 
-_PACKAGES = ("offerflow", "polars", "aiohttp", "orjson", "uvicorn", "fastapi", "anyio")
+_PACKAGES = ("offerflow", "polars", "httptools", "orjson", "uvicorn", "fastapi", "anyio")
 
 
 def machine() -> dict[str, Any]:
@@ -91,7 +91,7 @@ def format_report(
     lines = [
         f"offerflow bench: {machine_facts['usable_cores']} cores ({machine_facts['cpu']}), "
         f"python {machine_facts['python']}, polars {machine_facts['versions']['polars']}, "
-        f"aiohttp {machine_facts['versions']['aiohttp']}; "
+        f"httptools {machine_facts['versions']['httptools']}; "
         f"server workers {server_workers}, concurrency {concurrency}",
         "",
     ]

@@ -1,6 +1,6 @@
 """The ``offerflow`` command: parse arguments, load the config, call the pipeline, map exit codes.
 
-Heavy modules (polars, aiohttp, FastAPI) are imported inside the commands that need them, so that
+Heavy modules (polars, httptools, FastAPI) are imported inside the commands that need them, so that
 ``offerflow --help`` answers at once.
 """
 
@@ -132,8 +132,6 @@ def _configure_console_logging(verbose: int) -> None:
     # the handler filters the console; the loggers let INFO through for the run log
     _console_handler.setLevel(level)
     root.setLevel(min(level, logging.INFO))
-    # one line per request from aiohttp is noise on a console
-    logging.getLogger("aiohttp").setLevel(logging.WARNING)
 
 
 class _JsonLines(logging.Formatter):

@@ -1,10 +1,10 @@
-"""The model client: one aiohttp session per run; calls with deadlines, retries and validation.
+"""The model client: calls with deadlines, retries and validation over pooled connections.
 
-This is the only module that imports aiohttp; every aiohttp error leaves it as an offerflow error.
-A call retries what was probably not processed or is transient (connection errors, attempt
-timeouts, the endpoint's retry statuses: 429 and 5xx by default), honours ``Retry-After``
-(clamped), draws retries from a run-wide :class:`RetryBudget`, fails fast while the endpoint's
-:class:`CircuitBreaker` is open, and never outlives the member's deadline.
+Requests go through :mod:`offerflow.pipeline.http`; every transport error leaves this module as
+an offerflow error. A call retries what was probably not processed or is transient (connection
+errors, attempt timeouts, the endpoint's retry statuses: 429 and 5xx by default), honours
+``Retry-After`` (clamped), draws retries from a run-wide :class:`RetryBudget`, fails fast while
+the endpoint's :class:`CircuitBreaker` is open, and never outlives the member's deadline.
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
-import aiohttp
 import anyio
 import orjson
 
@@ -31,6 +30,7 @@ from offerflow.errors import (
     EndpointTimeout,
     InvalidResponseError,
 )
+from offerflow.pipeline.http import HttpClient, Response, Route, header_lines, header_value
 from offerflow.pipeline.protocols import Answer, Codec
 from offerflow.pipeline.retry import CircuitBreaker, RetryBudget, full_jitter, retry_after_s
 
@@ -38,7 +38,8 @@ __all__ = ["AttemptSink", "CallResult", "Endpoint", "ModelClient"]
 
 log = logging.getLogger(__name__)
 
-_JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+_ACCEPT = (("Accept", "application/json"),)
+_JSON_HEADERS = (("Content-Type", "application/json"), *_ACCEPT)
 #: the largest body read from an endpoint; anything longer is an invalid response
 MAX_BODY = 1 << 20
 # an attempt with less time than this left before the member's deadline is not started
@@ -109,13 +110,12 @@ Wait = Callable[[float], Awaitable[bool]]
 
 
 class ModelClient:
-    """Calls the partner's endpoints over one pooled keep-alive session."""
+    """Calls the partner's endpoints over pooled keep-alive connections."""
 
     def __init__(
         self,
         endpoints: Iterable[Endpoint],
         *,
-        connections: int = 100,
         connect_timeout_s: float = 5.0,
         attempts: AttemptSink | None = None,
         budget: RetryBudget | None = None,
@@ -129,21 +129,20 @@ class ModelClient:
             e.name: CircuitBreaker(failures=e.breaker_failures, cooldown_s=e.breaker_cooldown_s)
             for e in self.endpoints.values()
         }
-        self._connections = connections
         self._connect_timeout_s = connect_timeout_s
         self._attempts = attempts
         self._stopping = stopping
         self._wait = wait or self._wait_unless_stopping
         self._rng = rng or random.Random()
-        self._session: aiohttp.ClientSession | None = None
-        self._timeouts = {e.name: self._timeout(e.timeout_s) for e in self.endpoints.values()}
+        self._http: HttpClient | None = None
+        self._routes: dict[str, Route] = {}
         self._readers = {e.name: e.reader() for e in self.endpoints.values()}
 
     async def __aenter__(self) -> ModelClient:
-        connector = aiohttp.TCPConnector(limit=self._connections, ttl_dns_cache=300)
-        self._session = aiohttp.ClientSession(
-            connector=connector, headers=_JSON_HEADERS, skip_auto_headers=("User-Agent",)
-        )
+        self._http = HttpClient(connect_timeout_s=self._connect_timeout_s, max_body=MAX_BODY)
+        for spec in self.endpoints.values():
+            fixed = header_lines([*_JSON_HEADERS, *spec.headers.items()])
+            self._routes[spec.name] = self._http.route(spec.url, headers=fixed)
         return self
 
     async def __aexit__(
@@ -152,9 +151,10 @@ class ModelClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+            self._routes.clear()
 
     async def call(
         self,
@@ -200,17 +200,16 @@ class ModelClient:
 
         Raises EndpointConnectionError when the server cannot be reached or answers 5xx.
         """
-        session = self._session
-        if session is None:
+        if self._http is None:
             raise RuntimeError("ModelClient is used outside 'async with'")
         try:
-            async with session.get(url, timeout=self._timeout(timeout_s)) as answer:
-                if 400 <= answer.status < 500:
-                    return None
-                if answer.status != 200:
-                    raise EndpointConnectionError(f"HTTP {answer.status}", endpoint=url, url=url)
-                return orjson.loads(await _read_capped(answer))
-        except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError) as exc:
+            answer = await self._http.get(url, timeout_s=timeout_s, headers=header_lines(_ACCEPT))
+            if 400 <= answer.status < 500:
+                return None
+            if answer.status != 200:
+                raise EndpointConnectionError(f"HTTP {answer.status}", endpoint=url, url=url)
+            return orjson.loads(answer.body)
+        except (OSError, ValueError) as exc:  # TimeoutError, ConnectionError; a bad URL or JSON
             raise EndpointConnectionError(
                 f"{type(exc).__name__}: {exc}", endpoint=url, url=url
             ) from exc
@@ -246,49 +245,44 @@ class ModelClient:
         breaker: CircuitBreaker,
         members: int,
     ) -> list[Answer]:
-        session = self._session
-        if session is None:
+        route = self._routes.get(spec.name)
+        if route is None:
             raise RuntimeError("ModelClient is used outside 'async with'")
-        timeout = self._timeouts[spec.name]
+        timeout = spec.timeout_s
         if deadline != math.inf:
             left = deadline - time.monotonic()
             if left < _MIN_ATTEMPT_S:
                 breaker.release()
                 raise EndpointTimeout("member deadline passed", **where.kwargs())
-            if left < spec.timeout_s:
-                timeout = self._timeout(left)
+            timeout = min(timeout, left)
         started_at = time.time()
         t0 = time.perf_counter()
         status: int | None = None
         error: EndpointError | None = None
-        headers = {
-            **spec.headers,
-            "X-Offerflow-Member": where.member_id,
-            "X-Offerflow-Attempt": str(where.attempt),
-        }
+        headers = b"X-Offerflow-Member: %b\r\nX-Offerflow-Attempt: %d\r\n" % (
+            header_value(where.member_id),
+            where.attempt,
+        )
         if members > 1:
-            headers["X-Offerflow-Members"] = str(members)
+            headers += b"X-Offerflow-Members: %d\r\n" % members
         try:
-            async with session.post(
-                spec.url, data=body, headers=headers, timeout=timeout
-            ) as answer:
-                status = answer.status
-                payload = await _read_capped(answer)
-                if status != 200:
-                    raise EndpointStatusError(
-                        f"HTTP {status}: {payload[:200]!r}",
-                        status_code=status,
-                        retry_after_s=retry_after_s(answer.headers.get("Retry-After")),
-                        **where.kwargs(),
-                    )
-            return self._answers(spec, payload, where, members)
+            answer: Response = await route.send(body, timeout_s=timeout, headers=headers)
+            status = answer.status
+            if status != 200:
+                raise EndpointStatusError(
+                    f"HTTP {status}: {answer.body[:200]!r}",
+                    status_code=status,
+                    retry_after_s=retry_after_s(answer.retry_after),
+                    **where.kwargs(),
+                )
+            return self._answers(spec, answer.body, where, members)
         except EndpointError as exc:
             error = exc
             raise
         except TimeoutError as exc:
-            error = EndpointTimeout(f"no answer within {timeout.total:.3g}s", **where.kwargs())
+            error = EndpointTimeout(str(exc), **where.kwargs())
             raise error from exc
-        except aiohttp.ClientError as exc:
+        except OSError as exc:  # ConnectionError and the other socket errors
             error = EndpointConnectionError(f"{type(exc).__name__}: {exc}", **where.kwargs())
             raise error from exc
         finally:
@@ -321,9 +315,6 @@ class ModelClient:
             raise where.invalid(str(answers[0])) from answers[0]
         return answers
 
-    def _timeout(self, total: float) -> aiohttp.ClientTimeout:
-        return aiohttp.ClientTimeout(total=total, sock_connect=min(total, self._connect_timeout_s))
-
     async def _wait_unless_stopping(self, delay: float) -> bool:
         if self._stopping is None:
             await anyio.sleep(delay)
@@ -331,21 +322,6 @@ class ModelClient:
         with anyio.move_on_after(delay):
             await self._stopping.wait()
         return self._stopping.is_set()
-
-
-async def _read_capped(answer: aiohttp.ClientResponse) -> bytes:
-    """The body, or its first MAX_BODY + 1 bytes when it is longer (never more in memory)."""
-    length = answer.content_length
-    if length is not None and length <= MAX_BODY:
-        return await answer.read()
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in answer.content.iter_any():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > MAX_BODY:
-            break
-    return b"".join(chunks)
 
 
 def _judge(
@@ -362,9 +338,8 @@ def _judge(
         breaker.release()
 
 
-@dataclass(frozen=True, slots=True)
-class _Where:
-    """Which call an error belongs to."""
+class _Where(NamedTuple):
+    """Which call an error belongs to (made for every attempt: a tuple is the cheapest)."""
 
     endpoint: str
     url: str

@@ -53,6 +53,18 @@ class Member:
             self.deadline,
         )
 
+    def with_deadline(self, deadline: float) -> Member:
+        """This member with its scoring deadline set (a time.monotonic())."""
+        return Member(
+            self.member_id,
+            self.features,
+            self.predictions,
+            self.offer,
+            self.latencies_ms,
+            self.attempts,
+            deadline,
+        )
+
     @staticmethod
     def merge(members: Iterable[Member]) -> Member:
         """One member from the states of parallel branches (all of the same member)."""

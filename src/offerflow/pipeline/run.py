@@ -278,7 +278,7 @@ def _summary(
             "offerflow": metadata.version("offerflow"),
             "python": platform.python_version(),
             "polars": pl.__version__,
-            "aiohttp": metadata.version("aiohttp"),
+            "httptools": metadata.version("httptools"),
         },
         "status": state,
         "exit_code": exit_code,

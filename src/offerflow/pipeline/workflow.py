@@ -188,7 +188,6 @@ def client_for(
     ]
     return ModelClient(
         endpoints,
-        connections=sum(e.concurrency for e in config.endpoints),
         connect_timeout_s=config.connect_timeout_s,
         attempts=attempts,
         budget=RetryBudget(ratio=config.retry_budget.ratio, floor=config.retry_budget.floor),
@@ -275,7 +274,7 @@ def _stage(
                     member_id=member.member_id,
                     attempt=0,
                 )
-            member = dataclasses.replace(member, deadline=time.monotonic() + deadline_s)
+            member = member.with_deadline(time.monotonic() + deadline_s)
         return member
 
     async def call(item: Item) -> Member:
