@@ -42,7 +42,7 @@ from offerflow.pipeline import (
     run_pipeline,
     write_transactions,
 )
-from offerflow.pipeline.protocols import render
+from offerflow.pipeline.protocols import compile_template, render
 from offerflow.pipeline.workflow import _stage
 from offerflow.serving import BundledServer
 from tests.local_http import serve_route
@@ -193,6 +193,15 @@ NESTED_ROW = {
 
 def test_render_replaces_references_and_unwraps_literals_at_every_depth() -> None:
     assert render(NESTED, KNOWN[0]) == NESTED_ROW
+
+
+@pytest.mark.parametrize("template", [FLAT, NESTED], ids=["flat", "nested"])
+def test_a_compiled_template_renders_exactly_as_render(template: dict[str, Any]) -> None:
+    compiled = compile_template(template)
+    for known in KNOWN:
+        row = compiled(known)
+        assert row == render(template, known)
+        assert list(row) == list(template)  # the fields keep the template's order
 
 
 @pytest.mark.parametrize(

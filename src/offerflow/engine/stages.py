@@ -230,6 +230,7 @@ class StreamStage(WorkerStage):
             await outlet.emit(key, await self._process(key, value))
 
     async def _process(self, key: Hashable, value: Any) -> Any:
+        # The hot path of every item: one coroutine around the task's function, no more.
         if not self._accepts_failures and isinstance(value, Failure):
             return value
         if self._fast:
@@ -239,9 +240,6 @@ class StreamStage(WorkerStage):
                 if self._fatal(exc):
                     raise
                 return Failure(key, self.name, exc, value)
-        return await self._process_observed(key, value)
-
-    async def _process_observed(self, key: Hashable, value: Any) -> Any:
         hooks, observe = self._hooks, self._hooks.items
         if observe:
             hooks.on_item_start(task=self.name, key=key)
@@ -251,7 +249,8 @@ class StreamStage(WorkerStage):
             # the common case needs none of the policy machinery
             attempts = 1
             try:
-                out, error = (await self._call(value)), None
+                out = (await self._fn(value)) if self._async else self._fn(value)
+                error = None
             except Exception as exc:
                 out, error = None, exc
         else:

@@ -13,15 +13,16 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 import orjson
 
 from offerflow.config import EndpointConfig, template_leaves
 
-__all__ = ["Answer", "Codec", "render"]
+__all__ = ["Answer", "Codec", "compile_template", "render"]
 
 #: what one member's answer became: a finite number, a label, or why it is not usable
 Answer = float | str | ValueError
@@ -40,6 +41,22 @@ def render(template: Mapping[str, Any], known: Mapping[str, Any]) -> dict[str, A
     return out
 
 
+def compile_template(template: Mapping[str, Any]) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
+    """:func:`render` for one template, made once: a flat template (every field a reference or
+    a constant, the common case) becomes one dict comprehension, the hot path of every call."""
+    if not all(isinstance(v, str) or set(v) == {"const"} for v in template.values()):
+        return partial(render, template)
+    fields = tuple(
+        (key, value, None) if isinstance(value, str) else (key, None, value["const"])
+        for key, value in template.items()
+    )
+
+    def flat(known: Mapping[str, Any]) -> dict[str, Any]:
+        return {key: const if ref is None else known[ref] for key, ref, const in fields}
+
+    return flat
+
+
 @dataclass(frozen=True, slots=True)
 class Codec:
     """Builds request bodies for one endpoint and reads its answers."""
@@ -48,6 +65,12 @@ class Codec:
     template: Mapping[str, Any]
     path: str
     answer: Literal["number", "label"]
+    _render: Callable[[Mapping[str, Any]], dict[str, Any]] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_render", compile_template(self.template))
 
     @classmethod
     def for_endpoint(
@@ -64,10 +87,10 @@ class Codec:
 
     def body(self, members: Sequence[Mapping[str, Any]]) -> bytes:
         """The request body for these members' known values (exactly one for ``json``)."""
-        rows = [render(self.template, known) for known in members]
         if self.protocol == "json":
-            (row,) = rows
-            return orjson.dumps(row)
+            (known,) = members
+            return orjson.dumps(self._render(known))
+        rows = [self._render(known) for known in members]
         if self.protocol == "json-batch":
             return orjson.dumps({"instances": rows})
         columns = list(self.template)
