@@ -1,4 +1,8 @@
-"""What a person sees of a run: progress while it runs, a summary table when it ends."""
+"""What a person sees of a run: progress while it runs, a summary table when it ends.
+
+On a terminal both are drawn with rich; elsewhere (a log file, CI) they are plain lines, and
+rich is not even imported: its import costs more than a small run's members.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,12 @@ import logging
 import time
 from collections.abc import Hashable, Mapping
 from pathlib import Path
-from typing import Any, TextIO
-
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from typing import TYPE_CHECKING, Any, TextIO
 
 from offerflow.engine import Hook
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 __all__ = ["ConsoleReport"]
 
@@ -25,8 +28,8 @@ class ConsoleReport(Hook):
     """A progress bar on a terminal, a log line every few seconds elsewhere, and a final table."""
 
     def __init__(self, stream: TextIO, *, every_s: float = 5.0) -> None:
-        self._console = Console(file=stream, stderr=True)
-        self._live = self._console.is_terminal
+        self._stream = stream
+        self._live = stream.isatty()
         self._every_s = every_s
         self._done = 0
         self._started = time.perf_counter()
@@ -37,13 +40,16 @@ class ConsoleReport(Hook):
     def on_run_start(self, *, workflow: str, tasks: tuple[str, ...]) -> None:
         self._started = self._last_line = time.perf_counter()
         if self._live:
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
             self._progress = Progress(
                 TextColumn("[bold]members recorded"),
                 BarColumn(),
                 TextColumn("{task.completed:,.0f}"),
                 TextColumn("{task.fields[rate]}"),
                 TimeElapsedColumn(),
-                console=self._console,
+                console=Console(file=self._stream, stderr=True),
                 transient=True,
             )
             self._bar = self._progress.add_task("members", total=None, rate="")
@@ -73,25 +79,43 @@ class ConsoleReport(Hook):
 
     def final(self, summary: Mapping[str, Any], run_dir: Path) -> None:
         """Print the run's summary table and where its files are."""
-        ledger = summary["ledger"]
-        table = Table(title=f"offerflow run {summary['run_id']} — partner {summary['partner']}")
-        table.add_column("figure")
-        table.add_column("value", justify="right")
-        table.add_row(
+        title = f"offerflow run {summary['run_id']} — partner {summary['partner']}"
+        rows = summary_rows(summary)
+        if self._live:
+            from rich.console import Console
+            from rich.table import Table
+
+            table = Table(title=title)
+            table.add_column("figure")
+            table.add_column("value", justify="right")
+            for row in rows:
+                table.add_row(*row)
+            console = Console(file=self._stream, stderr=True)
+            console.print(table)
+            console.print(f"run directory: {run_dir}", soft_wrap=True)
+            return
+        width = max(len(figure) for figure, _ in rows)
+        lines = [title, *(f"  {figure:<{width}}  {value}" for figure, value in rows)]
+        lines.append(f"run directory: {run_dir}")
+        self._stream.write("\n".join(lines) + "\n")
+
+
+def summary_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The figures of a run's summary table: (figure, value) pairs, in order."""
+    ledger = summary["ledger"]
+    rows = [
+        (
             "rows in / used / rejected",
             f"{ledger['rows_in']:,} / {ledger['rows_used']:,} / {ledger['rows_rejected']:,}",
-        )
-        table.add_row("members", f"{ledger['members_in']:,}")
-        for status, count in ledger["members_by_status"].items():
-            table.add_row(f"  status {status}", f"{count:,}")
-        for offer, count in summary["offers_by_type"].items():
-            table.add_row(f"  offer {offer}", f"{count:,}")
-        table.add_row("wall time", f"{summary['wall_s']:.2f} s")
-        table.add_row("members/s", f"{summary['members_per_s'] or 0:,.0f}")
-        for endpoint, figures in summary["endpoints"].items():
-            table.add_row(
-                f"  {endpoint} p99 latency",
-                f"{figures['p99_ms']:.1f} ms ({figures['requests']:,} requests)",
-            )
-        self._console.print(table)
-        self._console.print(f"run directory: {run_dir}", soft_wrap=True)
+        ),
+        ("members", f"{ledger['members_in']:,}"),
+    ]
+    rows += [(f"  status {status}", f"{n:,}") for status, n in ledger["members_by_status"].items()]
+    rows += [(f"  offer {offer}", f"{n:,}") for offer, n in summary["offers_by_type"].items()]
+    rows.append(("wall time", f"{summary['wall_s']:.2f} s"))
+    rows.append(("members/s", f"{summary['members_per_s'] or 0:,.0f}"))
+    rows += [
+        (f"  {endpoint} p99 latency", f"{e['p99_ms']:.1f} ms ({e['requests']:,} requests)")
+        for endpoint, e in summary["endpoints"].items()
+    ]
+    return rows

@@ -1,0 +1,70 @@
+"""The console report: the summary table as plain lines off a terminal, without importing rich."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from offerflow.pipeline.report import ConsoleReport, summary_rows
+
+SUMMARY: dict[str, Any] = {
+    "run_id": "r1",
+    "partner": "acme",
+    "ledger": {
+        "rows_in": 4335,
+        "rows_used": 4225,
+        "rows_rejected": 110,
+        "members_in": 990,
+        "members_by_status": {"no_transactions": 100, "ok": 890},
+    },
+    "offers_by_type": {"OFFER_1": 647, "OFFER_2": 243},
+    "wall_s": 1.234,
+    "members_per_s": 802.3,
+    "endpoints": {"ats": {"p99_ms": 26.04, "requests": 890}},
+}
+
+
+def test_the_summary_rows_carry_both_ledgers_and_the_latencies() -> None:
+    rows = dict(summary_rows(SUMMARY))
+    assert rows["rows in / used / rejected"] == "4,335 / 4,225 / 110"
+    assert rows["members"] == "990"
+    assert rows["  status ok"] == "890"
+    assert rows["  offer OFFER_2"] == "243"
+    assert rows["wall time"] == "1.23 s"
+    assert rows["  ats p99 latency"] == "26.0 ms (890 requests)"
+
+
+def test_off_a_terminal_the_table_is_plain_aligned_lines(tmp_path: Path) -> None:
+    stream = io.StringIO()
+    ConsoleReport(stream).final(SUMMARY, tmp_path)
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "offerflow run r1 — partner acme"
+    assert lines[-1] == f"run directory: {tmp_path}"
+    rows = summary_rows(SUMMARY)
+    assert len(lines) == len(rows) + 2
+    for line, (figure, value) in zip(lines[1:-1], rows, strict=True):
+        assert line.strip().startswith(figure.strip())
+        assert line.endswith(value)
+    # the values start in one column
+    assert (
+        len({len(line) - len(value) for line, (_, value) in zip(lines[1:-1], rows, strict=False)})
+        == 1
+    )
+
+
+def test_a_report_off_a_terminal_does_not_import_rich(tmp_path: Path) -> None:
+    code = (
+        "import io, sys; from pathlib import Path\n"
+        "from offerflow.pipeline.report import ConsoleReport\n"
+        "from tests.pipeline.test_report import SUMMARY\n"
+        "ConsoleReport(io.StringIO()).final(SUMMARY, Path('.'))\n"
+        "print('rich' in sys.modules)"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
+    )
+    assert out.stdout.strip() == "False"
