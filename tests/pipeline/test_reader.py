@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal, assert_series_equal
 
 from offerflow.errors import InputError
+from offerflow.pipeline import reader, sources
 from offerflow.pipeline.features import compute_features
 from offerflow.pipeline.reader import (
     DEFAULT_COLUMNS,
@@ -366,6 +367,42 @@ def test_columns_the_mapping_does_not_name_are_not_compared(
     path = write_csv(f"{ROW},first", f"{ROW},second", header=f"{HEADER},note")
     result = read_transactions(path, as_of=as_of)
     assert result.rejects_by_reason == {"duplicate_row": 1}
+
+
+def test_duplicates_are_found_across_batches(
+    write_csv: WriteCsv, as_of: datetime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sources, "_BATCH_BYTES", 40)  # about a row a batch
+    other = f"B{ROW[1:]}"
+
+    result = read_transactions(write_csv(ROW, other, ROW, ",,,,", other, ROW), as_of=as_of)
+
+    assert result.transactions["line"].to_list() == [2, 3]
+    assert result.rejects.select("line", "reason").rows() == [
+        (4, "duplicate_row"),
+        (5, "missing_member_id"),
+        (6, "duplicate_row"),
+        (7, "duplicate_row"),
+    ]
+    assert result.rejects.row(0) == (4, *ROW.split(","), "duplicate_row")
+
+
+def test_rows_of_equal_hash_are_duplicates_only_when_their_raw_values_are_equal(
+    write_csv: WriteCsv, as_of: datetime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = f"B{ROW[1:]}"
+    lookalikes = (ROW.replace("1.0", "1.00"), f" {ROW}", ROW.replace("buy", "Buy"))
+    path = write_csv(ROW, other, ROW, *lookalikes, ",,,,", other, ",,,,", ROW)
+    expected = read_transactions(path, as_of=as_of)
+    monkeypatch.setattr(reader, "_row_hash", lambda: pl.lit(0, pl.UInt64))  # all rows collide
+
+    result = read_transactions(path, as_of=as_of)
+
+    assert_frame_equal(result.transactions, expected.transactions)
+    assert_frame_equal(result.rejects, expected.rejects)
+    assert_series_equal(result.members, expected.members)
+    assert result.transactions["line"].to_list() == [2, 3, 5, 6, 7]
+    assert result.rejects_by_reason == {"duplicate_row": 3, "missing_member_id": 2}
 
 
 def test_duplicate_is_the_last_reason_checked() -> None:

@@ -14,6 +14,13 @@ the same verdict from the other checks, so a duplicate of a usable row is reject
 ``duplicate_row`` (the first occurrence is used), and a duplicate of a rejected row is rejected
 for the same reason as that row.
 
+The file is read in batches (:mod:`~offerflow.pipeline.sources`), and of each row only what the
+result needs is kept: the parsed values of a usable row, the raw text of a rejected one. So
+duplicates are found after the last batch, and among usable rows only (a duplicate of a rejected
+row has its reason already): on a 64-bit hash of each row's raw values, after which the rows
+whose hash repeats are read again from the file and their raw text compared, so that a hash
+collision can cost time, never a row.
+
 ``line`` numbers rows the way a person counts lines in the file: the header is line 1 (or later,
 after blank lines before it) and the first data row the next. In a CSV file it is the *record*
 number + the header's line, which is the physical line number unless a quoted field spans
@@ -24,7 +31,7 @@ from __future__ import annotations
 
 import glob
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -35,7 +42,7 @@ import polars as pl
 
 from offerflow.config import DEFAULT_COLUMNS as _DEFAULT_COLUMNS
 from offerflow.errors import InputError
-from offerflow.pipeline.sources import Format, read_text_columns
+from offerflow.pipeline.sources import Format, TextBatches, read_text_columns
 
 __all__ = [
     "CANONICAL",
@@ -185,10 +192,13 @@ def read_transactions(
     types = _type_mapping(type_aliases)
     moment = _utc(as_of)
     parse_ts = _timestamp if timestamp_format is None else _timestamp_as(timestamp_format)
-    parsed = read_text_columns(
-        path, source, fmt=fmt, then=lambda raw: _parsed(raw, moment, types, parse_ts)
+
+    def parse(raw: pl.LazyFrame) -> pl.LazyFrame:
+        return _parsed(raw, moment, types, parse_ts)
+
+    return read_text_columns(
+        path, source, fmt=fmt, then=lambda batches: _read(batches, parse, source)
     )
-    return _split(parsed, source)
 
 
 def _source_columns(columns: Mapping[str, str]) -> dict[str, str]:
@@ -227,7 +237,10 @@ def _parsed(
     types: Mapping[str, str],
     parse_ts: Callable[[pl.Expr], pl.Expr],
 ) -> pl.LazyFrame:
-    """The raw text columns, their parsed values and the reject reason (null when usable)."""
+    """Each row's parsed values, reject reason, raw values' hash and raw text.
+
+    The reason is null for a usable row; ``duplicate_row`` is left to :func:`_duplicates`.
+    """
     text = {name: pl.col(name).str.strip_chars() for name in CANONICAL}
     parsed = raw.with_columns(
         *(
@@ -242,22 +255,23 @@ def _parsed(
     checks = [pl.col(f"_missing_{name}") for name in CANONICAL]
     checks += [pl.col("_ts").is_null(), pl.col("_ts") > as_of, pl.col("_type").is_null()]
     checks += [pl.col(f"_{name}").is_null() | ~pl.col(f"_{name}").is_finite() for name in _NUMBERS]
-    # Last, so that it only decides between rows that pass every other check.
-    checks.append(~pl.struct(CANONICAL).is_first_distinct())
     # The first failing check wins. A small integer per row is much cheaper than a string:
-    # only the rejects get the reason's name.
+    # only the rejects get the reason's name. `duplicate_row` is decided after the last batch.
     code = pl.coalesce(
         pl.when(check).then(pl.lit(index, pl.UInt8)) for index, check in enumerate(checks)
     )
-    rejected = pl.col("_reason").is_not_null()
-    # What leaves the scan is kept in memory whole: the parsed values, and the raw text only of
-    # the rows that are rejected (a usable row's raw text would double the frame for nothing).
-    return parsed.with_columns(code.alias("_reason")).select(
+    return parsed.select(
         "line",
         *(pl.col(f"_{name}") for name in ("member_id", "ts", "type", *_NUMBERS)),
-        "_reason",
-        *(pl.when(rejected).then(pl.col(name)).alias(name) for name in CANONICAL),
+        code.alias("_reason"),
+        _row_hash().alias("_hash"),
+        *CANONICAL,
     )
+
+
+def _row_hash() -> pl.Expr:
+    """A 64-bit hash of a row's raw values: equal for equal rows, rarely for others."""
+    return pl.struct(CANONICAL).hash()
 
 
 def _timestamp(text: pl.Expr) -> pl.Expr:
@@ -296,18 +310,40 @@ def _timestamp_as(pattern: str) -> Callable[[pl.Expr], pl.Expr]:
     return parse
 
 
-def _split(parsed: pl.DataFrame, source: Mapping[str, str]) -> ReadResult:
-    usable = pl.col("_reason").is_null()
-    transactions = (
-        parsed.lazy()
-        .select("line", *(pl.col(f"_{name}").alias(name) for name in CANONICAL), "_reason")
-        .filter(usable)
-        .drop("_reason")
-    )
-    rejects = (
-        parsed.lazy()
-        .filter(~usable)
-        .select(
+def _read(
+    batches: TextBatches,
+    parse: Callable[[pl.LazyFrame], pl.LazyFrame],
+    source: Mapping[str, str],
+) -> ReadResult:
+    """Parse the file batch by batch into usable rows and rejects, then find the duplicates."""
+    usable: list[pl.DataFrame] = []
+    rejected: list[pl.DataFrame] = []
+    rows = 0
+    for text in batches():
+        parsed = parse(text.lazy()).collect()
+        rows += parsed.height
+        ok = parsed.get_column("_reason").is_null()
+        usable.append(
+            parsed.filter(ok).select(
+                "line", *(pl.col(f"_{name}").alias(name) for name in CANONICAL), "_hash"
+            )
+        )
+        rejected.append(parsed.filter(~ok).select("line", *_own_text(CANONICAL), "_reason"))
+    # No rechunk: it would copy the largest table of the read, for nothing.
+    transactions = pl.concat(usable, rechunk=False)
+    rejects = pl.concat(rejected)
+    del usable, rejected  # the batches' rejects, which concat copied
+    duplicates = _duplicates(transactions, batches)
+    if duplicates.height:
+        transactions = transactions.filter(
+            ~pl.col("line").is_in(duplicates.get_column("line").implode())
+        )
+        reason = pl.lit(REASONS.index("duplicate_row"), pl.UInt8).alias("_reason")
+        rejects = pl.concat([rejects, duplicates.with_columns(reason)]).sort("line")
+    transactions = transactions.drop("_hash")
+    return ReadResult(
+        transactions=transactions,
+        rejects=rejects.select(
             "line",
             *(
                 pl.when(pl.col(name) != "").then(pl.col(name)).alias(source[name])
@@ -316,15 +352,57 @@ def _split(parsed: pl.DataFrame, source: Mapping[str, str]) -> ReadResult:
             pl.col("_reason")
             .replace_strict(dict(enumerate(REASONS)), return_dtype=pl.String)
             .alias("reason"),
-        )
+        ),
+        members=_members(transactions, rejects),
+        rows_in=rows,
     )
-    members = parsed.lazy().select(
-        pl.col("_member_id").drop_nulls().unique().sort().alias("member_id")
+
+
+def _own_text(names: Sequence[str]) -> list[pl.Expr]:
+    """The text columns as strings of their own bytes.
+
+    A column filtered out of a batch still holds the text of the whole batch; the rejects,
+    kept across all batches, would keep the text of the whole file.
+    """
+    return [pl.concat_str(pl.col(name), pl.lit("")).alias(name) for name in names]
+
+
+def _duplicates(transactions: pl.DataFrame, batches: TextBatches) -> pl.DataFrame:
+    """The usable rows whose raw values are exactly those of an earlier row: line, raw values.
+
+    Rows of equal raw values have equal hashes, so only the rows whose hash repeats are read
+    again from the file, and their raw text compared. In a file without duplicates that is
+    none, and nothing is read again.
+    """
+    repeated = _repeated(transactions.get_column("_hash"))
+    if repeated.is_empty():
+        return pl.DataFrame(schema=[("line", pl.Int64), *((name, pl.String) for name in CANONICAL)])
+    suspects = transactions.filter(pl.col("_hash").is_in(repeated.implode())).get_column("line")
+    again = pl.concat(
+        text.filter(pl.col("line").is_in(suspects.implode())).select("line", *_own_text(CANONICAL))
+        for text in batches()
     )
-    transactions_df, rejects_df, members_df = pl.collect_all([transactions, rejects, members])
-    return ReadResult(
-        transactions=transactions_df,
-        rejects=rejects_df,
-        members=members_df.to_series(),
-        rows_in=parsed.height,
-    )
+    return _exact_duplicates(again)
+
+
+def _repeated(hashes: pl.Series) -> pl.Series:
+    """The values that occur more than once in ``hashes``.
+
+    Sorting a copy takes 8 bytes a row where a hash table over 4 million rows takes several
+    times that, at the very moment the whole result is in memory.
+    """
+    ordered = hashes.sort()
+    later = ordered.slice(1)
+    return later.filter(later == ordered.slice(0, later.len())).unique()
+
+
+def _exact_duplicates(rows: pl.DataFrame) -> pl.DataFrame:
+    """The rows whose values are exactly those of an earlier row (by ``line``)."""
+    return rows.sort("line").filter(~pl.struct(CANONICAL).is_first_distinct())
+
+
+def _members(transactions: pl.DataFrame, rejects: pl.DataFrame) -> pl.Series:
+    """Every distinct non-empty member id (stripped), of usable and rejected rows, sorted."""
+    rejected = rejects.get_column("member_id").str.strip_chars()
+    ids = pl.concat([transactions.get_column("member_id").unique(), rejected])
+    return ids.filter(ids != "").unique().sort().alias("member_id")

@@ -7,9 +7,16 @@ and, where they can be found, the line and the column: absent or unreadable, a d
 when the header looks delimited by ``;``, a tab or ``|``), a row with more fields than the
 header, a quoted field never closed.
 
-CSV files are scanned with polars, strictly as UTF-8 first; a stray non-UTF-8 byte then costs a
-second, lossy scan, so that it spoils one value, not the whole file. Only when polars cannot
-parse a CSV file is it read once more, with the csv module, to find the line to blame.
+The rows come in batches, in file order, so that the text of the whole file is never in memory
+at once: the reader keeps of each row only its parsed values, and the text only of the rows it
+rejects. A CSV file is read a few megabytes at a time, cut only where a record ends, and each
+piece is parsed by polars behind the file's own header, so that it parses as the whole file
+would. A record ends at a newline after an even number of quote characters: a quoted field
+holds its quotes doubled, so a newline inside one always follows an odd number.
+
+CSV files are parsed strictly as UTF-8 first; a stray non-UTF-8 byte then costs a second, lossy
+read, so that it spoils one value, not the whole file. Only when polars cannot parse a CSV file
+is it read once more, with the csv module, to find the line to blame.
 
 Like polars, a CSV file may start with a byte-order mark and blank lines before its header.
 """
@@ -17,18 +24,23 @@ Like polars, a CSV file may start with a byte-order mark and blank lines before 
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal, TypeVar
 
 import polars as pl
 
 from offerflow.errors import InputError
 
-__all__ = ["Format", "read_text_columns"]
+__all__ = ["Format", "TextBatches", "read_text_columns"]
 
 #: the file formats the reader takes
 Format = Literal["csv", "parquet"]
+#: reads the file (again) from its start, yielding its rows in batches, in file order
+TextBatches = Callable[[], Iterator[pl.DataFrame]]
+
+_T = TypeVar("_T")
+_Encoding = Literal["utf8", "utf8-lossy"]
 
 _PARQUET_SUFFIXES = frozenset({".parquet", ".pq"})
 _PARQUET_MAGIC = b"PAR1"
@@ -37,6 +49,10 @@ _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 _WHITESPACE = b" \t\r\n\v\f"
 _CHUNK = 1 << 16
 _DELIMITERS = {";": "';'", "\t": "a tab", "|": "'|'"}
+#: the bytes of a CSV file parsed at a time: large enough for polars to parse a batch at full
+#: speed on every core, small enough that a batch's text is little beside the reader's result
+_BATCH_BYTES = 4 << 20
+_QUOTE = b'"'
 
 
 def read_text_columns(
@@ -44,43 +60,40 @@ def read_text_columns(
     columns: Mapping[str, str],
     *,
     fmt: Format | None,
-    then: Callable[[pl.LazyFrame], pl.LazyFrame],
-) -> pl.DataFrame:
-    """The mapped columns of ``path`` as text under their canonical names, then ``then``.
+    then: Callable[[TextBatches], _T],
+    batch_bytes: int | None = None,
+) -> _T:
+    """Hand ``then`` the mapped columns of ``path`` as text batches; return what it returns.
 
-    ``columns`` maps each canonical name to the file's column name. The scanned frame has a
-    ``line`` column (Int64: the header's line + the record number; in a Parquet file the row
-    number + 2) and one String column per canonical name; ``then`` builds the query on it and
-    the result is collected once. ``fmt`` defaults to Parquet for a ``.parquet``/``.pq`` suffix
-    and CSV otherwise. Raises InputError when the file cannot be read as a table.
+    ``columns`` maps each canonical name to the file's column name. ``then`` gets a function
+    that reads the file from its start each time it is called, yielding its rows in file order
+    as DataFrames (at least one, maybe empty) with a ``line`` column (Int64: the header's line +
+    the record number; in a Parquet file the row number + 2) and one String column per
+    canonical name. ``fmt`` defaults to Parquet for a ``.parquet``/``.pq`` suffix and CSV
+    otherwise; ``batch_bytes`` is the size of the pieces a CSV file is parsed in. Raises
+    InputError when the file cannot be read as a table, also when that shows only while
+    ``then`` reads it.
     """
     fmt = fmt or ("parquet" if path.suffix.lower() in _PARQUET_SUFFIXES else "csv")
+    size = batch_bytes or _BATCH_BYTES
     try:
         header_line = _probe(path, fmt)
         schema = _scan(path, fmt, "utf8-lossy").collect_schema()
         _check_schema(
             path, list(columns.values()), schema, line=header_line if fmt == "csv" else None
         )
-
-        def query(encoding: Literal["utf8", "utf8-lossy"]) -> pl.LazyFrame:
-            text = (
-                _scan(path, fmt, encoding)
-                .select(
-                    pl.col(source).cast(pl.String).alias(name) for name, source in columns.items()
-                )
-                .with_row_index("line", offset=header_line + 1)
-                .with_columns(pl.col("line").cast(pl.Int64))
-            )
-            return then(text)
-
         if fmt == "parquet":
-            return query("utf8").collect()
+            return then(lambda: _parquet_batches(path, columns))
+
+        def batches(encoding: _Encoding) -> TextBatches:
+            return lambda: _csv_batches(path, columns, header_line, encoding, size)
+
         try:
-            return query("utf8").collect()
+            return then(batches("utf8"))
         except pl.exceptions.ComputeError:
-            pass  # most likely a non-UTF-8 byte: the lossy scan below tells
+            pass  # most likely a non-UTF-8 byte: the lossy read below tells
         try:
-            return query("utf8-lossy").collect()
+            return then(batches("utf8-lossy"))
         except pl.exceptions.ComputeError as exc:
             raise _locate_csv_error(path, header_line, exc) from exc
     except OSError as exc:
@@ -89,11 +102,106 @@ def read_text_columns(
         raise InputError(f"cannot read the file as {fmt}: {_first_line(exc)}", path=path) from exc
 
 
-def _scan(path: Path, fmt: Format, encoding: Literal["utf8", "utf8-lossy"]) -> pl.LazyFrame:
+def _scan(path: Path | bytes, fmt: Format, encoding: _Encoding) -> pl.LazyFrame:
     # glob=False: a file called `data[1].csv` is that file, not a pattern.
     if fmt == "parquet":
         return pl.scan_parquet(path, glob=False)
     return pl.scan_csv(path, infer_schema=False, encoding=encoding, glob=False)
+
+
+def _text(frame: pl.LazyFrame, columns: Mapping[str, str], first_line: int) -> pl.LazyFrame:
+    """The mapped columns as text under their canonical names, after a ``line`` column."""
+    return (
+        frame.select(pl.col(source).cast(pl.String).alias(name) for name, source in columns.items())
+        .with_row_index("line", offset=first_line)
+        .with_columns(pl.col("line").cast(pl.Int64))
+    )
+
+
+def _parquet_batches(path: Path, columns: Mapping[str, str]) -> Iterator[pl.DataFrame]:
+    # polars' streaming engine reads a Parquet file a row group at a time. Never an empty
+    # iterator: a file without rows yields one empty batch, which has the schema.
+    empty = True
+    for batch in _text(_scan(path, "parquet", "utf8"), columns, 2).collect_batches():
+        empty = False
+        yield batch
+    if empty:
+        yield _text(_scan(path, "parquet", "utf8"), columns, 2).collect()
+
+
+def _csv_batches(
+    path: Path, columns: Mapping[str, str], header_line: int, encoding: _Encoding, size: int
+) -> Iterator[pl.DataFrame]:
+    # Each piece is parsed on its own: the records before it are only counted, for `line`.
+    records = 0
+    with path.open("rb") as handle:
+        for piece in _csv_pieces(handle, size):
+            batch = _text(_scan(piece, "csv", encoding), columns, header_line + 1 + records)
+            frame = batch.collect()
+            records += frame.height
+            yield frame
+
+
+def _csv_pieces(handle: BinaryIO, size: int) -> Iterator[bytes]:
+    """The CSV file as pieces of about ``size`` bytes, each a CSV text of whole records.
+
+    The first piece is the start of the file; every other one starts with the file's header
+    (whatever precedes its first record: byte-order mark, blank lines, header), so that polars
+    reads each the way it reads that part of the whole file. At least one piece is yielded.
+    """
+    data = handle.read(size)
+    # Whatever precedes the first record must be read whole first.
+    while (start := _first_record_end(data, _header_start(data))) < 0:
+        more = handle.read(size)
+        if not more:
+            yield data  # the header and nothing after it (or not even a whole header)
+            return
+        data += more
+    header, first = data[:start], True
+    while True:
+        more = handle.read(size)
+        end = _last_record_end(data, start) if more else len(data)
+        if end > start or (first and not more):
+            yield data[:end]
+            data, first = header + data[end:], False
+        if not more:
+            return
+        data += more  # when no record ended: one longer than a piece is read on to its end
+
+
+def _header_start(data: bytes) -> int:
+    """Where the header starts: after a byte-order mark and blank lines, as polars skips them."""
+    start = len(_BOM) if data.startswith(_BOM) else 0
+    while data.startswith((b"\n", b"\r\n"), start):
+        start += 1 if data.startswith(b"\n", start) else 2
+    return start
+
+
+def _first_record_end(data: bytes, start: int) -> int:
+    """The end (past its newline) of the record that starts at ``start``, or -1 if not in data."""
+    end = data.find(b"\n", start)
+    quotes = data.count(_QUOTE, start, end) if end >= 0 else 0
+    while end >= 0 and quotes % 2:
+        following = data.find(b"\n", end + 1)
+        if following >= 0:
+            quotes += data.count(_QUOTE, end, following)
+        end = following
+    return end + 1 if end >= 0 else -1
+
+
+def _last_record_end(data: bytes, start: int) -> int:
+    """The end (past its newline) of the last whole record after ``start``, or -1 if none.
+
+    ``start`` must be where a record starts; each step back counts only the quotes it passes.
+    """
+    end = data.rfind(b"\n", start)
+    quotes = data.count(_QUOTE, start, end) if end >= 0 else 0
+    while end >= 0 and quotes % 2:
+        previous = data.rfind(b"\n", start, end)
+        if previous >= 0:
+            quotes -= data.count(_QUOTE, previous, end)
+        end = previous
+    return end + 1 if end >= 0 else -1
 
 
 def _probe(path: Path, fmt: Format) -> int:
@@ -116,12 +224,7 @@ def _probe(path: Path, fmt: Format) -> int:
         if not chunk:
             raise InputError("empty file: no header, no rows", path=path)
     # polars skips blank lines before the header; line numbers count them.
-    body = head.removeprefix(_BOM)
-    line = 1
-    while body.startswith((b"\n", b"\r\n")):
-        body = body[1 if body.startswith(b"\n") else 2 :]
-        line += 1
-    return line
+    return 1 + head[: _header_start(head)].count(b"\n")
 
 
 def _check_schema(

@@ -1,0 +1,143 @@
+"""Input sources: a file read in batches reads exactly as the whole file would."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
+
+from offerflow.errors import InputError
+from offerflow.pipeline.sources import TextBatches, read_text_columns
+
+COLUMNS = {"member_id": "id", "ts": "when"}
+#: larger than any file here: the whole file in one batch
+WHOLE = 1 << 20
+
+
+def read(path: Path, batch_bytes: int) -> pl.DataFrame:
+    """The text columns of ``path``, its batches (each checked to be whole) put together."""
+
+    def concat(batches: TextBatches) -> pl.DataFrame:
+        return pl.concat(list(batches()))
+
+    return read_text_columns(path, COLUMNS, fmt="csv", then=concat, batch_bytes=batch_bytes)
+
+
+def write(tmp_path: Path, content: bytes) -> Path:
+    path = tmp_path / "partner.csv"
+    path.write_bytes(content)
+    return path
+
+
+TEXTS = {
+    "plain": b"id,when\nA,1\nB,2\nC,3\n",
+    "no final newline": b"id,when\nA,1\nB,2",
+    "CRLF, blank lines before the header and between rows": (
+        b"\r\n\nid,when\r\nA,1\r\n\r\nB,2\r\n\n"
+    ),
+    "byte-order mark": b"\xef\xbb\xbfid,when\nA,1\nB,2\n",
+    "quoted newlines, commas and quotes": (
+        b'id,when\n"A\nB","1,""2""\n3"\n"",""\n"C\r\n",4\nD,"""\n"""\n'
+    ),
+    "quoted newline in the header": b'"i\nd",x,id,when\n1,2,A,1\n3,4,B,2\n',
+    "other columns": b"x,id,y,when,z\n1,A,2,3,4\n5,B,6,7,8\n",
+    "header only": b"id,when\n",
+    "header only, no newline": b"id,when",
+}
+
+
+@pytest.mark.parametrize("content", TEXTS.values(), ids=TEXTS.keys())
+@pytest.mark.parametrize("batch_bytes", [1, 2, 3, 5, 8, 13, 40])
+def test_batches_read_like_the_whole_file(tmp_path: Path, content: bytes, batch_bytes: int) -> None:
+    path = write(tmp_path, content)
+    whole = pl.read_csv(content, infer_schema=False).select(
+        pl.col(source).alias(name) for name, source in COLUMNS.items()
+    )
+
+    batched = read(path, batch_bytes)
+
+    assert_frame_equal(read(path, WHOLE), batched)
+    assert_frame_equal(batched.drop("line"), whole)
+
+
+def test_line_numbers_run_on_across_batches(tmp_path: Path) -> None:
+    path = write(tmp_path, b'\nid,when\nA,1\n"B\nB",2\n\nC,3\n')
+    assert read(path, 1)["line"].to_list() == [3, 4, 5, 6]
+
+
+def test_a_record_longer_than_a_batch_is_read_whole(tmp_path: Path) -> None:
+    long = "x" * 1000
+    path = write(tmp_path, f'id,when\nA,1\n"{long}\n{long}",2\nC,3\n'.encode())
+
+    batched = read(path, 64)
+
+    assert batched["member_id"].to_list() == ["A", f"{long}\n{long}", "C"]
+
+
+def test_a_file_without_rows_is_one_empty_batch(tmp_path: Path) -> None:
+    path = write(tmp_path, b"id,when\n")
+    batches = read_text_columns(path, COLUMNS, fmt="csv", then=lambda batches: list(batches()))
+
+    assert len(batches) == 1
+    assert batches[0].schema == pl.Schema(
+        {"line": pl.Int64, "member_id": pl.String, "ts": pl.String}
+    )
+
+
+def test_the_file_can_be_read_again(tmp_path: Path) -> None:
+    path = write(tmp_path, b"id,when\nA,1\nB,2\nC,3\n")
+
+    def twice(batches: TextBatches) -> tuple[pl.DataFrame, pl.DataFrame]:
+        return pl.concat(list(batches())), pl.concat(list(batches()))
+
+    first, second = read_text_columns(path, COLUMNS, fmt="csv", then=twice, batch_bytes=5)
+
+    assert_frame_equal(first, second)
+
+
+def test_a_row_with_too_many_fields_in_a_later_batch_is_located(tmp_path: Path) -> None:
+    path = write(tmp_path, b"id,when\nA,1\nB,2\nC,3\nD,4,5\nE,6\n")
+    with pytest.raises(InputError, match="this row has 3 fields, the header 2") as raised:
+        read(path, 4)
+    assert raised.value.line == 5
+
+
+def test_a_non_utf8_byte_in_a_later_batch_spoils_only_its_value(tmp_path: Path) -> None:
+    path = write(tmp_path, b"id,when\nA,1\nB,2\nC\xff,3\nD,4\n")
+    assert read(path, 4)["member_id"].to_list() == ["A", "B", "C\ufffd", "D"]
+
+
+# --- properties ------------------------------------------------------------------------------
+
+_VALUE = st.text(st.sampled_from('ab ,"\n\r\t\u00e9'), max_size=6)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    rows=st.lists(st.tuples(_VALUE, _VALUE, _VALUE), max_size=12),
+    quote_all=st.booleans(),
+    line_end=st.sampled_from(["\n", "\r\n"]),
+    batch_bytes=st.integers(min_value=1, max_value=48),
+)
+def test_any_csv_text_reads_the_same_in_batches_of_any_size(
+    tmp_path_factory: pytest.TempPathFactory,
+    rows: list[tuple[str, str, str]],
+    quote_all: bool,
+    line_end: str,
+    batch_bytes: int,
+) -> None:
+    text = io.StringIO()
+    writer = csv.writer(
+        text, quoting=csv.QUOTE_ALL if quote_all else csv.QUOTE_MINIMAL, lineterminator=line_end
+    )
+    writer.writerows([("id", "other", "when"), *rows])
+    path = tmp_path_factory.mktemp("batches") / "partner.csv"
+    path.write_text(text.getvalue(), encoding="utf-8")
+
+    assert_frame_equal(read(path, batch_bytes), read(path, WHOLE))
