@@ -16,6 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
+import offerflow.pipeline.features as features_module
+from offerflow.pipeline import generate_transactions, write_transactions
 from offerflow.pipeline.features import (
     CANONICAL_SCHEMA,
     DEFAULT_FEATURES,
@@ -700,3 +702,18 @@ def test_real_file_feature_frame_is_reproducible(member_data: Path) -> None:
 def test_context_date_is_the_utc_date_of_the_as_of() -> None:
     as_of = datetime(2024, 1, 10, 0, 30, tzinfo=timezone(timedelta(hours=2)))
     assert FeatureContext(as_of=as_of).as_of_date == date(2024, 1, 9)
+
+
+def test_a_large_input_is_aggregated_in_parts_with_exactly_the_same_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "members.csv"
+    write_transactions(generate_transactions(300, seed=5), path)
+    as_of = parse_as_of("2024-01-10")
+    transactions = read_transactions(path, as_of=as_of).transactions
+    names = (*DEFAULT_FEATURES, "TRANSACTION_COUNT", "PCT_GIFT_TRANSACTIONS_LAST_30_DAYS")
+    whole = compute_features(transactions, names, as_of=as_of)
+    monkeypatch.setattr(features_module, "PART_ROWS", 97)  # some 14 parts
+    parts = compute_features(transactions, names, as_of=as_of)
+    assert transactions.height > 10 * features_module.PART_ROWS
+    assert_frame_equal(parts, whole)
