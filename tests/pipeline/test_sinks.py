@@ -39,6 +39,17 @@ def test_finish_merges_every_chunk_sorted_and_discard_removes_the_parts(tmp_path
     assert not (tmp_path / ".parts").exists()
 
 
+def test_finish_keeps_the_latest_committed_row_of_a_key(tmp_path: Path) -> None:
+    table = ChunkedTable(tmp_path, "offers", SCHEMA, chunk_rows=2)
+    rows = [("b", 1.0), ("a", 1.0), ("b", 2.0), ("c", 1.0), ("a", 2.0), ("b", 3.0), ("d", 1.0)]
+    for member_id, value in rows:
+        table.append({"member_id": member_id, "value": value})
+    table.finish(("parquet", "csv"), sort_by="member_id", unique_by="member_id")
+    expected = [("a", 2.0), ("b", 3.0), ("c", 1.0), ("d", 1.0)]
+    assert pl.read_parquet(tmp_path / "offers.parquet").rows() == expected
+    assert pl.read_csv(tmp_path / "offers.csv").rows() == expected
+
+
 def test_an_empty_table_still_has_its_schema(tmp_path: Path) -> None:
     ChunkedTable(tmp_path, "offers", SCHEMA, chunk_rows=10).finish(("parquet",))
     assert pl.read_parquet(tmp_path / "offers.parquet").schema == pl.Schema(SCHEMA)

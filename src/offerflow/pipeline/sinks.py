@@ -122,13 +122,8 @@ class ChunkedTable:
         self.flush()
         table = self.committed()
         if unique_by is not None:
-            table = (
-                table.with_row_index("_order")
-                .sort(unique_by, "_order")
-                .unique(subset=unique_by, keep="last", maintain_order=True)
-                .drop("_order")
-            )
-        if sort_by is not None and sort_by != unique_by:  # sorting by the unique key sorted it
+            table = _latest_rows(table, unique_by)
+        if sort_by is not None:
             table = table.sort(sort_by, maintain_order=True)
         parquet = self.directory / f"{self.name}.parquet"
         if "parquet" in formats:
@@ -156,6 +151,20 @@ class ChunkedTable:
     def _final(self, table: pl.LazyFrame) -> pl.LazyFrame:
         """The committed rows as they go into the final file; subclasses may convert columns."""
         return table
+
+
+def _latest_rows(table: pl.LazyFrame, key: str) -> pl.LazyFrame:
+    """``table`` without the rows whose key comes again later (the latest row of a key stays).
+
+    The rows to drop are found from the key column alone: a polars ``unique`` over the whole
+    table would hold it several times over (1M offers rows: 1 GB above the table), and a run
+    that was never resumed has no such rows at all.
+    """
+    keys = table.select(key).collect()
+    stale = keys.with_row_index("_row").filter(~pl.col(key).is_last_distinct()).get_column("_row")
+    if stale.is_empty():
+        return table
+    return table.with_row_index("_row").filter(~pl.col("_row").is_in(stale.implode())).drop("_row")
 
 
 class RequestLog(ChunkedTable):
