@@ -72,8 +72,7 @@ class Endpoint:
         return self.codec or Codec("json", {}, self.response_field, self.answer)
 
 
-@dataclass(frozen=True, slots=True)
-class CallResult:
+class CallResult(NamedTuple):
     """The answers of one call (one per member sent), with its attempts and latency."""
 
     answers: list[Answer]
@@ -286,7 +285,10 @@ class ModelClient:
             error = EndpointConnectionError(f"{type(exc).__name__}: {exc}", **where.kwargs())
             raise error from exc
         finally:
-            _judge(breaker, spec, status, error)
+            if status == 200 and error is None:
+                breaker.record_success()  # the common case, without the questions of _judge
+            else:
+                _judge(breaker, spec, status, error)
             if self._attempts is not None:
                 self._attempts.add(
                     member_id=where.member_id,

@@ -106,19 +106,33 @@ class MemberRows:
         self._slice_rows = slice_rows
         self._stop = stop
         self._taken = 0  # members given out by the furthest iteration so far
+        # The members of the slices most recently built: parallel branches iterate in step,
+        # so the one behind takes the same Member objects instead of building its own.
+        self._built: dict[int, list[Member]] = {}
 
     def __len__(self) -> int:
         return self.table.height
 
     def __iter__(self) -> Iterator[Member]:
-        names = [c for c in self.table.columns if c != "member_id"]
         position = 0
-        for chunk in self.table.iter_slices(self._slice_rows):
-            ids = chunk.get_column("member_id").to_list()
-            values = chunk.select(names).rows()
-            for member_id, row in zip(ids, values, strict=True):
+        for start in range(0, self.table.height, self._slice_rows):
+            for member in self._slice(start):
                 if position >= self._taken and self._stop():
                     return
                 position += 1
                 self._taken = max(self._taken, position)
-                yield Member(member_id, dict(zip(names, row, strict=True)))
+                yield member
+
+    def _slice(self, start: int) -> list[Member]:
+        members = self._built.get(start)
+        if members is None:
+            chunk = self.table.slice(start, self._slice_rows)
+            names = [c for c in chunk.columns if c != "member_id"]
+            ids = chunk.get_column("member_id").to_list()
+            members = [
+                Member(member_id, dict(zip(names, row, strict=True)))
+                for member_id, row in zip(ids, chunk.select(names).rows(), strict=True)
+            ]
+            self._built = {s: m for s, m in self._built.items() if s > start - 2 * self._slice_rows}
+            self._built[start] = members
+        return members

@@ -111,6 +111,11 @@ class Codec:
     def read(self, document: Any, members: int) -> list[Answer]:
         """One answer per member from a decoded body; ValueError when the body as a whole is
         unusable, a ValueError in the list when only that member's answer is."""
+        if self.protocol == "json" and "." not in self.path and isinstance(document, dict):
+            # the common answer, {"prediction": 1.5}: one lookup, no path to walk
+            value = document.get(self.path, _ABSENT)
+            if value is not _ABSENT:
+                return [self._one(value)]
         if self.protocol == "json":
             return [self._one(_at(document, self.path))]
         if self.protocol == "kserve-v2":
@@ -143,6 +148,9 @@ class Codec:
         ):
             raise ValueError(f"{self.path!r} is not a finite number: {_short(value)}")
         return float(value)
+
+
+_ABSENT: Any = object()
 
 
 def _at(document: Any, path: str) -> Any:
