@@ -50,6 +50,19 @@ def test_finish_keeps_the_latest_committed_row_of_a_key(tmp_path: Path) -> None:
     assert pl.read_csv(tmp_path / "offers.csv").rows() == expected
 
 
+def test_a_frame_is_committed_after_the_rows_so_far_with_the_other_columns_null(
+    tmp_path: Path,
+) -> None:
+    table = ChunkedTable(tmp_path, "offers", SCHEMA, chunk_rows=2)
+    table.append({"member_id": "a", "value": 1.0})
+    table.append_frame(pl.DataFrame({"member_id": ["b", "c", "d"]}))
+    assert table.rows == 4
+    table.finish(("parquet",))
+    rows = pl.read_parquet(tmp_path / "offers.parquet").rows()
+    assert rows == [("a", 1.0), ("b", None), ("c", None), ("d", None)]
+    assert len(list((tmp_path / ".parts").iterdir())) == 3  # the row, then 2 + 1
+
+
 def test_an_empty_table_still_has_its_schema(tmp_path: Path) -> None:
     ChunkedTable(tmp_path, "offers", SCHEMA, chunk_rows=10).finish(("parquet",))
     assert pl.read_parquet(tmp_path / "offers.parquet").schema == pl.Schema(SCHEMA)

@@ -80,6 +80,18 @@ class ChunkedTable:
             append(get(column))
         self._appended()
 
+    def append_frame(self, frame: pl.DataFrame) -> None:
+        """Commit ``frame``'s rows as chunks of their own (its columns are a subset of the
+        table's, the rest null), after the rows appended so far."""
+        self.flush()
+        full = frame.select(
+            pl.col(name).cast(dtype) if name in frame.columns else pl.lit(None, dtype).alias(name)
+            for name, dtype in self.schema.items()
+        )
+        for chunk in full.iter_slices(self.chunk_rows):
+            self._commit(chunk.write_parquet)
+        self.rows += frame.height
+
     def _appended(self) -> None:
         self.rows += 1
         if len(self._first) >= self.chunk_rows or (

@@ -117,8 +117,11 @@ def build_workflow(
             .join(features.table.select("member_id"), on="member_id", how="anti")
             .join(done, on="member_id", how="anti")
         )
-        for member_id in idle.get_column("member_id"):
-            recorder.record(Member(member_id, {}), Status.NO_TRANSACTIONS)
+        recorder.table.append_frame(
+            idle.with_columns(
+                pl.lit(str(Status.NO_TRANSACTIONS)).alias("status"), pl.lit(0).alias("attempts")
+            )
+        )
         return idle.height
 
     wf.batch("read", read)
