@@ -11,10 +11,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @contextlib.asynccontextmanager
-async def serve_route(path: str, handler: Handler) -> AsyncIterator[str]:
-    """Serve ``POST path`` with ``handler`` on a free port; yields the route's URL."""
+async def serve_route(path: str, handler: Handler, *, method: str = "POST") -> AsyncIterator[str]:
+    """Serve ``method path`` with ``handler`` on a free port; yields the route's URL."""
     app = web.Application()
-    app.router.add_post(path, handler)
+    app.router.add_route(method, path, handler)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -21,7 +21,7 @@ from multidict import CIMultiDict
 
 from offerflow.pipeline import http
 from offerflow.pipeline.http import HttpClient, Response, header_lines, header_value
-from tests.local_http import Handler, serve_route
+from tests.local_http import serve_route
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(10)]
 
@@ -133,22 +133,6 @@ class Seen:
     @property
     def connections(self) -> int:
         return len({id(transport) for transport in self.transports})
-
-
-@contextlib.asynccontextmanager
-async def serve_get(path: str, handler: Handler) -> AsyncIterator[str]:
-    """Serve ``GET path`` with ``handler`` on a free port; yields the route's URL."""
-    app = web.Application()
-    app.router.add_get(path, handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}{path}"
-    finally:
-        await runner.cleanup()
 
 
 def _unused_port() -> int:
@@ -407,7 +391,7 @@ async def test_get_sends_a_bodiless_get_and_route_refuses_urls_that_are_not_http
         await seen.record(request)
         return web.Response(body=b"status: fine")
 
-    async with serve_get("/status", handle) as url, HttpClient() as client:
+    async with serve_route("/status", handle, method="GET") as url, HttpClient() as client:
         assert await client.get(url, timeout_s=2) == Response(200, b"status: fine")
         assert await client.get(url + "?full=1", timeout_s=2) == Response(200, b"status: fine")
         for bad in ("ftp://127.0.0.1/status", "/status", "http:///status", "127.0.0.1:80"):
