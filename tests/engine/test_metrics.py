@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from offerflow.engine import MetricsHook, TaskMetrics, Workflow
+from offerflow.engine import MetricsHook, TaskMetrics, Workflow, metrics
 
 from .shapes import Shape
 
@@ -104,6 +104,30 @@ def test_percentiles_are_nearest_rank_in_milliseconds() -> None:
     m = hook.snapshot()["t"]
 
     assert (m.p50_ms, m.p90_ms, m.p99_ms, m.max_ms) == pytest.approx((50, 90, 99, 100))
+
+
+def test_a_long_run_keeps_a_fixed_sample_of_latencies_and_the_exact_maximum(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(metrics, "SAMPLE", 1000)
+    hook = MetricsHook(clock=Clock())
+    hook.bind({"t": "stream"})
+    hook.on_run_start(workflow="w", tasks=("t",))
+    hook.on_task_start(task="t")
+    latencies = [(i * 7919 % 100_000 + 1) / 1000 for i in range(100_000)]  # 1..100000 ms
+    for key, latency in enumerate(latencies):
+        hook.on_item_start(task="t", key=key)
+        hook.on_item_done(task="t", key=key, latency=latency)
+
+    m = hook.snapshot()["t"]
+
+    assert len(hook._tallies["t"].latencies) == 1000  # memory does not grow with the run
+    assert m.items_out == 100_000
+    assert m.max_ms == pytest.approx(100_000)
+    # a uniform sample of 1000: each percentile within a few percent of the exact one
+    assert m.p50_ms == pytest.approx(50_000, rel=0.06)
+    assert m.p90_ms == pytest.approx(90_000, rel=0.03)
+    assert m.p99_ms == pytest.approx(99_000, rel=0.01)
 
 
 def test_busy_time_counts_only_time_with_an_item_in_flight() -> None:

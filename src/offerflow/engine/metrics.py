@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 from array import array
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -10,6 +11,11 @@ from time import perf_counter
 
 from offerflow.engine.hooks import Hook
 from offerflow.engine.tasks import TaskKind
+
+#: latencies kept per task for its percentiles: all of them up to this many items, a uniform
+#: random sample of this many beyond (percentiles within a fraction of a percent of the exact
+#: ones; the maximum is always exact)
+SAMPLE = 65_536
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,7 +25,8 @@ class TaskMetrics:
     ``items_in`` counts the items the task started on, so ``items_in == items_out +
     items_failed`` once it is done (a batch task counts its one call as one item). ``busy_s`` is
     the time with at least one item in flight; ``throughput`` is ``items_out / wall_s``. The
-    latency percentiles (nearest rank) cover done and failed items alike.
+    latency percentiles (nearest rank) cover done and failed items alike; beyond
+    :data:`SAMPLE` items of a task they are those of a uniform sample of its latencies.
     """
 
     task: str
@@ -53,6 +60,8 @@ class _Tally:
         "items_out",
         "kind",
         "latencies",
+        "longest",
+        "sampled",
         "started",
     )
 
@@ -66,8 +75,24 @@ class _Tally:
         self.in_flight = 0
         self.busy_since = 0.0
         self.busy = 0.0
-        # a flat array of doubles: 8 bytes per item, where a list of floats costs 32
+        # A uniform sample of the latencies (reservoir): every one of a run of up to SAMPLE
+        # items, a fixed-size random sample of a longer one, so that memory does not grow with
+        # the run. A flat array of doubles: 8 bytes per latency, where a list costs 32.
         self.latencies = array("d")
+        self.sampled = 0  # latencies offered to the sample
+        self.longest = 0.0
+
+    def record(self, latency: float, rng: random.Random) -> None:
+        """Offer one item's latency to the sample (Vitter's algorithm R)."""
+        self.sampled += 1
+        if latency > self.longest:
+            self.longest = latency
+        if len(self.latencies) < SAMPLE:
+            self.latencies.append(latency)
+            return
+        slot = rng.randrange(self.sampled)
+        if slot < SAMPLE:
+            self.latencies[slot] = latency
 
 
 def _percentile(ordered: Sequence[float], q: float) -> float:
@@ -84,6 +109,7 @@ class MetricsHook(Hook):
 
     def __init__(self, *, clock: Callable[[], float] = perf_counter) -> None:
         self._clock = clock
+        self._rng = random.Random(0)  # which latencies a long run samples: reproducible
         self._kinds: dict[str, TaskKind] = {}
         self._tallies: dict[str, _Tally] = {}
 
@@ -119,7 +145,7 @@ class MetricsHook(Hook):
         """Count an item out and record its latency."""
         tally = self._tallies[task]
         tally.items_out += 1
-        tally.latencies.append(latency)
+        tally.record(latency, self._rng)
         self._leave(tally)
 
     def on_item_failed(
@@ -128,7 +154,7 @@ class MetricsHook(Hook):
         """Count a failed item and record its latency."""
         tally = self._tallies[task]
         tally.items_failed += 1
-        tally.latencies.append(latency)
+        tally.record(latency, self._rng)
         self._leave(tally)
 
     def _leave(self, tally: _Tally) -> None:
@@ -161,5 +187,5 @@ class MetricsHook(Hook):
             p50_ms=_percentile(ordered, 0.50) * 1000,
             p90_ms=_percentile(ordered, 0.90) * 1000,
             p99_ms=_percentile(ordered, 0.99) * 1000,
-            max_ms=ordered[-1] * 1000 if ordered else 0.0,
+            max_ms=tally.longest * 1000,
         )
