@@ -126,3 +126,70 @@ async def test_items_leaving_a_join_keep_their_key() -> None:
     result = await wf.run()
 
     assert sorted(failure.key for failure in result.results["fail"]) == list(range(5))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("max_lead", [None, 8])
+async def test_a_join_with_max_lead_keeps_a_fast_upstream_in_step(max_lead: int | None) -> None:
+    # `fast` answers at once, `slow` yields to the loop a few times per item: without a bound
+    # `fast` finishes long before `slow`, with one it is never far ahead of it
+    emitted = 0
+    leads: list[int] = []
+
+    def fast(x: int) -> int:
+        nonlocal emitted
+        emitted += 1
+        return x
+
+    async def slow(x: int) -> int:
+        for _ in range(5):
+            await anyio.lowlevel.checkpoint()
+        leads.append(emitted - x)
+        return x
+
+    async def items() -> range:
+        return range(500)
+
+    wf = Workflow("w", channel_size=2).batch("items", items)
+    wf.stream("fast", fast, after="items").stream("slow", slow, after="items")
+    wf.join("j", after=["fast", "slow"], max_lead=max_lead)
+
+    with anyio.fail_after(10):
+        result = await wf.run()
+
+    assert sorted(result.results["j"], key=lambda v: v["fast"]) == [
+        {"fast": i, "slow": i} for i in range(500)
+    ]
+    if max_lead is None:
+        assert max(leads) > 100  # the skew the bound is for
+    else:
+        # held at max_lead, plus what its channel and its one worker hold
+        assert max(leads) <= max_lead + 2 + 2
+
+
+@pytest.mark.anyio
+async def test_max_lead_on_an_upstream_that_feeds_another_still_completes() -> None:
+    # b is fed by a: a is held back while b catches up on what a has already sent it
+    async def numbers() -> range:
+        return range(300)
+
+    async def later(x: int) -> int:
+        for _ in range(3):
+            await anyio.lowlevel.checkpoint()
+        return x
+
+    wf = Workflow("w", channel_size=1).batch("numbers", numbers)
+    wf.stream("a", lambda x: x, after="numbers").stream("b", later, after="a")
+    wf.join("j", after=["a", "b"], max_lead=2)
+
+    with anyio.fail_after(10):
+        result = await wf.run()
+
+    assert len(result.results["j"]) == 300
+
+
+def test_max_lead_must_leave_room_to_resume() -> None:
+    wf = Workflow("w").batch("n", lambda: [1]).stream("a", abs, after="n")
+    wf.stream("b", abs, after="n")
+    with pytest.raises(ValueError, match="max_lead"):
+        wf.join("j", after=["a", "b"], max_lead=1)

@@ -277,16 +277,23 @@ class StreamStage(WorkerStage):
 class _Pending:
     """A key some but not all upstreams of a join have delivered."""
 
-    __slots__ = ("arrived", "since", "values")
+    __slots__ = ("arrived", "first", "since", "values")
 
-    def __init__(self, width: int, since: float) -> None:
+    def __init__(self, width: int, since: float, first: int) -> None:
         self.arrived = 0
         self.since = since
+        self.first = first  # the upstream that delivered the key first: it leads by this key
         self.values: list[Any] = [_MISSING] * width
 
 
 class JoinStage(ItemStage):
-    """Runs a join: one reader per upstream, emitting each key once every upstream has it."""
+    """Runs a join: one reader per upstream, emitting each key once every upstream has it.
+
+    With the task's ``max_lead``, an upstream that leads the others by ``max_lead`` keys (keys it
+    delivered first that are not complete yet) is not read until its lead is down to half:
+    it waits on its full channel meanwhile. A reader never waits while every other reader
+    waits (keys in a different order on each upstream could otherwise deadlock the join).
+    """
 
     def __init__(
         self,
@@ -303,6 +310,11 @@ class JoinStage(ItemStage):
         self._sources = tuple(sources)
         self._pending: dict[Hashable, _Pending] = {}
         self._open = len(self._sources)
+        self._max_lead = spec.max_lead
+        self._resume_at = -1 if spec.max_lead is None else spec.max_lead // 2
+        self._lead = [0] * len(self._sources)  # per upstream: pending keys it delivered first
+        self._held = 0  # readers waiting for the others to catch up
+        self._caught_up = anyio.Event()
 
     def workers(self) -> list[Worker]:
         """Return one reader per upstream, so no upstream waits for another."""
@@ -310,7 +322,10 @@ class JoinStage(ItemStage):
 
     async def _read(self, index: int, rx: Receiver) -> None:
         pending, width, observe = self._pending, len(self._names), self._hooks.items
+        lead, max_lead, resume_at = self._lead, self._max_lead, self._resume_at
         while True:
+            if max_lead is not None and lead[index] >= max_lead:
+                await self._wait_for_the_others(index)
             try:
                 key, value = await receive(rx)
             except EndOfStream:
@@ -321,7 +336,8 @@ class JoinStage(ItemStage):
             if entry is None:
                 if observe:
                     self._hooks.on_item_start(task=self.name, key=key)
-                entry = pending[key] = _Pending(width, perf_counter() if observe else 0.0)
+                entry = pending[key] = _Pending(width, perf_counter() if observe else 0.0, index)
+                lead[index] += 1
             elif entry.values[index] is not _MISSING:
                 raise ValueError(
                     f"join {self.name!r}: upstream {self._names[index]!r} delivered key {key!r} "
@@ -332,12 +348,33 @@ class JoinStage(ItemStage):
             if entry.arrived == width:
                 # free the entry as soon as the key is complete: memory stays bounded by skew
                 del pending[key]
+                lead[entry.first] -= 1
+                if self._held and lead[entry.first] == resume_at:
+                    self._wake()
                 await self._outlet.emit(key, self._combine(key, entry))
         self._open -= 1
+        if self._held:
+            self._wake()  # one reader fewer: a waiting one may now be the last one reading
         if self._open == 0:
             if pending:
                 raise LookupError(self._missing())
             self._finish()
+
+    async def _wait_for_the_others(self, index: int) -> None:
+        """Wait while this upstream leads by more than half ``max_lead`` keys and another
+        reader is reading."""
+        while self._lead[index] > self._resume_at and self._held + 1 < self._open:
+            caught_up = self._caught_up
+            self._held += 1
+            try:
+                await caught_up.wait()
+            finally:
+                self._held -= 1
+
+    def _wake(self) -> None:
+        """Wake the waiting readers to look again; later waits wait for the next change."""
+        self._caught_up.set()
+        self._caught_up = anyio.Event()
 
     def _combine(self, key: Hashable, entry: _Pending) -> Any:
         names, values = self._names, entry.values

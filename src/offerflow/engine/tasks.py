@@ -75,6 +75,8 @@ class JoinTask:
     name: str
     after: tuple[str, ...]
     collect: bool
+    #: hold back an upstream that leads the others by this many keys (None: never)
+    max_lead: int | None = None
 
 
 TaskSpec = BatchTask | StreamTask | JoinTask

@@ -131,20 +131,36 @@ class Workflow:
         )
         return self
 
-    def join(self, name: str, *, after: Sequence[str], collect: bool = True) -> Workflow:
+    def join(
+        self,
+        name: str,
+        *,
+        after: Sequence[str],
+        collect: bool = True,
+        max_lead: int | None = None,
+    ) -> Workflow:
         """Add a task emitting, per key, ``{upstream: value}`` once every upstream delivered it.
 
         If an upstream delivered a Failure for the key, the join emits one Failure instead,
         with the other upstreams' values as ``partial``. A key missing from some upstream at
         the end of the streams fails the join.
+
+        With ``max_lead``, an upstream that has delivered that many keys the others have not
+        is not read until they are down to half of it, so parallel branches stay in step and
+        the keys held by the join stay bounded (without it they grow with the skew). An
+        upstream fed by another still catches up (what the leader delivered, it has sent on),
+        but one that waits for another through something outside the graph (an event set when
+        the other is done) would wait forever: leave ``max_lead`` unset there.
         """
+        if max_lead is not None and max_lead < 2:
+            raise ValueError(f"max_lead must be at least 2, got {max_lead}")
         deps = self._names(name, after)
         if len(deps) < 2:
             raise GraphError(
                 f"join task {name!r} needs at least two upstream tasks, got {list(deps)}",
                 tasks=(name, *deps),
             )
-        self._add(JoinTask(name, deps, collect))
+        self._add(JoinTask(name, deps, collect, max_lead))
         return self
 
     def validate(self) -> tuple[str, ...]:

@@ -238,6 +238,10 @@ def _model_sources(model: EndpointConfig, models: Mapping[str, EndpointConfig]) 
     ]
 
 
+#: how far one model may run ahead of the others feeding the same task, in members
+_MAX_LEAD = 1024
+
+
 def _upstream(wf: Workflow, name: str, sources: list[str]) -> str:
     """The task a stage reads from: features, the one model it takes, or a join of several."""
     if not sources:
@@ -245,7 +249,9 @@ def _upstream(wf: Workflow, name: str, sources: list[str]) -> str:
     if len(sources) == 1:
         return sources[0]
     join = f"{name}_inputs"
-    wf.join(join, after=sorted(set(sources)))
+    # the models run side by side on the same members: kept in step, so that the join holds
+    # a bounded number of members and no model runs alone at the end
+    wf.join(join, after=sorted(set(sources)), max_lead=_MAX_LEAD)
     return join
 
 
