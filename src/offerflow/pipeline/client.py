@@ -285,10 +285,7 @@ class ModelClient:
             error = EndpointConnectionError(f"{type(exc).__name__}: {exc}", **where.kwargs())
             raise error from exc
         finally:
-            if status == 200 and error is None:
-                breaker.record_success()  # the common case, without the questions of _judge
-            else:
-                _judge(breaker, spec, status, error)
+            _judge(breaker, spec, status, error)
             if self._attempts is not None:
                 self._attempts.add(
                     member_id=where.member_id,
@@ -330,6 +327,9 @@ def _judge(
     breaker: CircuitBreaker, spec: Endpoint, status: int | None, error: EndpointError | None
 ) -> None:
     """Tell the breaker what an attempt says of the endpoint's health."""
+    if status == 200 and error is None:
+        breaker.record_success()  # the common case first: no questions about failures
+        return
     if isinstance(error, EndpointTimeout | EndpointConnectionError) or (
         status is not None and status in spec.retry_statuses
     ):
