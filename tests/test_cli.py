@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import resource
@@ -17,6 +18,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from offerflow import cli
 from offerflow.cli import main
 from offerflow.config import DEFAULT_CONFIG
 from offerflow.errors import ExitCode
@@ -76,6 +78,30 @@ def test_help_does_not_import_the_heavy_libraries() -> None:
     ).stdout
     for heavy in ("polars", "aiohttp", "fastapi", "uvicorn"):
         assert f"'{heavy}'" not in modules
+
+
+def test_the_command_exits_with_mains_code_and_its_objects_frozen(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(cli, "main", lambda: ExitCode.MEMBER_FAILURES)
+    try:
+        with pytest.raises(SystemExit) as caught:
+            cli.entry()
+        assert caught.value.code == ExitCode.MEMBER_FAILURES
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+
+
+def test_python_m_offerflow_exits_with_the_commands_code(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.yaml"
+    result = subprocess.run(
+        [sys.executable, "-m", "offerflow", "validate", str(missing)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == ExitCode.USAGE
+    assert str(missing) in result.stderr
 
 
 def test_generate_data_is_deterministic(tmp_path: Path) -> None:

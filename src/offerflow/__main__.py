@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
+from offerflow.cli import entry
 
-from offerflow.cli import main
-
-sys.exit(main())
+entry()
