@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 import polars as pl
 
@@ -24,17 +24,25 @@ class Status(StrEnum):
     INTERRUPTED = "interrupted"
 
 
-@dataclass(frozen=True, slots=True)
-class Member:
-    """A member's features and whatever the endpoints have answered for it so far."""
+#: an empty mapping no one can fill: the shared default of a member's answers
+_NONE: Mapping[str, Any] = MappingProxyType({})
+
+
+class Member(NamedTuple):
+    """A member's features and whatever the endpoints have answered for it so far.
+
+    Immutable: the parallel branches of a workflow share one member and each makes its own
+    next state. A tuple, because a member is made several times per call: a frozen dataclass
+    costs three times as much to build (measured: 0.26 µs against 0.79 µs for seven fields).
+    """
 
     member_id: str
     features: Mapping[str, Any]
-    predictions: Mapping[str, float] = field(default_factory=dict)
+    predictions: Mapping[str, float] = _NONE
     offer: str | None = None
     #: per stage (endpoint name): the call's latency including retries, and its attempts
-    latencies_ms: Mapping[str, float] = field(default_factory=dict)
-    attempts: Mapping[str, int] = field(default_factory=dict)
+    latencies_ms: Mapping[str, float] = _NONE
+    attempts: Mapping[str, int] = _NONE
     #: time.monotonic() by which the member's scoring must end; set by its first call
     deadline: float = math.inf
 
@@ -55,15 +63,8 @@ class Member:
 
     def with_deadline(self, deadline: float) -> Member:
         """This member with its scoring deadline set (a time.monotonic())."""
-        return Member(
-            self.member_id,
-            self.features,
-            self.predictions,
-            self.offer,
-            self.latencies_ms,
-            self.attempts,
-            deadline,
-        )
+        member_id, features, predictions, offer, latencies_ms, attempts, _ = self
+        return Member(member_id, features, predictions, offer, latencies_ms, attempts, deadline)
 
     @staticmethod
     def merge(members: Iterable[Member]) -> Member:

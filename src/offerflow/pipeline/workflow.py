@@ -13,7 +13,6 @@ after the models it names, and a cycle among them is a graph error before anythi
 
 from __future__ import annotations
 
-import dataclasses
 import glob
 import math
 import time
@@ -355,9 +354,7 @@ class Recorder:
         states = [p for v in parts for p in (v.values() if isinstance(v, dict) else [v])]
         member = Member.merge(states)
         if isinstance(error, EndpointError):
-            member = dataclasses.replace(
-                member, attempts={**member.attempts, error.endpoint: error.attempt}
-            )
+            member = member._replace(attempts={**member.attempts, error.endpoint: error.attempt})
         self.record(member, status, f"{item.task}: {type(error).__name__}: {error}")
 
     def record(self, member: Member, status: Status, error: str | None = None) -> None:
