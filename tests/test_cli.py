@@ -104,6 +104,28 @@ def test_python_m_offerflow_exits_with_the_commands_code(tmp_path: Path) -> None
     assert str(missing) in result.stderr
 
 
+def test_the_collector_is_paused_within_no_collections_and_restored_after() -> None:
+    assert gc.isenabled()
+    with cli._no_collections():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with cli._no_collections():
+            pass
+        assert not gc.isenabled()  # it was off before: it stays off
+    finally:
+        gc.enable()
+
+
+def test_the_serving_package_leaves_urllib_request_unimported() -> None:
+    code = "import sys, offerflow.serving; print('urllib.request' in sys.modules)"
+    imported = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert imported.strip() == "False"
+
+
 def test_generate_data_is_deterministic(tmp_path: Path) -> None:
     first, second = tmp_path / "a.csv", tmp_path / "b.csv"
     for path in (first, second):
