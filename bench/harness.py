@@ -16,7 +16,7 @@ from typing import Any
 
 import offerflow
 from bench.features import FeatureStage, measure_features
-from bench.report import format_report, machine, write_results
+from bench.report import format_report, machine, speed_probe, write_results
 from bench.runs import Size, measure_size
 from bench.startup import HelpTiming, measure_help
 from bench.workload import REPO, WORK, input_file, write_partner
@@ -139,6 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["help"] = [timing.as_dict() for timing in help_timings]
     # Other work on the machine shows here: compare with machine.load_avg_at_start.
     results["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    facts["speed_probe_s_at_end"] = speed_probe()
     write_results(args.out, results)
 
     print(

@@ -6,6 +6,8 @@ import json
 import math
 import os
 import platform
+import statistics
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib import metadata
@@ -16,9 +18,28 @@ from bench.features import FeatureStage
 from bench.runs import Size
 from bench.startup import HelpTiming
 
-__all__ = ["format_report", "machine", "write_results"]
+__all__ = ["format_report", "machine", "speed_probe", "write_results"]
 
 _PACKAGES = ("offerflow", "polars", "httptools", "orjson", "uvicorn", "fastapi", "anyio")
+_PROBE_LOOPS = 5_000_000
+#: how far the speed probe may move between the start and the end of a clean run
+_PROBE_DRIFT = 0.10
+
+
+def speed_probe() -> float:
+    """Seconds one core takes for a fixed pure-Python loop now (the median of 3 tries).
+
+    Taken at the start and at the end of a run, it shows what the load average cannot: a
+    machine slowed by work outside it, such as another tenant of a virtual machine's host.
+    """
+    tries = []
+    for _ in range(3):
+        started = time.perf_counter()
+        total = 0
+        for number in range(_PROBE_LOOPS):
+            total += number
+        tries.append(time.perf_counter() - started)
+    return round(statistics.median(tries), 3)
 
 
 def machine() -> dict[str, Any]:
@@ -36,6 +57,7 @@ def machine() -> dict[str, Any]:
         "cpu": _cpu_model(),
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "speed_probe_s_at_start": speed_probe(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         # without cached bytecode every child compiles offerflow again: ~50 ms more start-up
@@ -124,6 +146,7 @@ def format_report(
             f"{timing.command}: {timing.median_s:.3f} s "
             f"(median of {len(timing.wall_s)}, min {min(timing.wall_s):.3f} s)"
         )
+    lines += _speed(machine_facts)
     goals = _goals(sizes, features, help_timings)
     if goals:
         lines += ["", "goals"]
@@ -131,6 +154,17 @@ def format_report(
         for goal, measured, met in goals:
             lines.append(f"  {goal:<{width}}  {measured:>10}  {'met' if met else 'MISSED'}")
     return "\n".join(lines)
+
+
+def _speed(machine_facts: dict[str, Any]) -> list[str]:
+    start = machine_facts.get("speed_probe_s_at_start")
+    end = machine_facts.get("speed_probe_s_at_end")
+    if start is None or end is None:
+        return []
+    line = f"speed probe (a fixed CPU loop): {start:.3f} s at the start, {end:.3f} s at the end"
+    if abs(end - start) > _PROBE_DRIFT * min(start, end):
+        line += ": the machine's speed changed during the run, run it again"
+    return [line]
 
 
 def _table(sizes: Sequence[Size]) -> list[str]:
