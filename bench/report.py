@@ -60,7 +60,7 @@ def machine() -> dict[str, Any]:
         "speed_probe_s_at_start": speed_probe(),
         "platform": platform.platform(),
         "python": platform.python_version(),
-        # without cached bytecode every child compiles offerflow again: ~50 ms more start-up
+        # the environment forbids writing byte code: the harness compiles offerflow itself
         "dont_write_bytecode": bool(os.environ.get("PYTHONDONTWRITEBYTECODE")),
         "versions": versions,
     }
