@@ -216,26 +216,30 @@ async def test_a_chunked_answer_is_assembled_into_the_whole_body() -> None:
     assert wire.connections == 1  # a chunked answer ends where it says: the connection is kept
 
 
-async def test_a_close_delimited_answer_gives_the_whole_body_and_is_not_reused() -> None:
-    until_close = Reply(
-        (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the ", b"close"), close=True
-    )
-    async with serve_raw(until_close) as wire, HttpClient() as client:
+@pytest.mark.parametrize(
+    ("reply", "body"),
+    [
+        # the body runs until the server closes the connection
+        (
+            Reply(
+                (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the ", b"close"),
+                close=True,
+            ),
+            b"until the close",
+        ),
+        # the server keeps the connection open: only the header says not to reuse it
+        (Reply((b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",)), b"ok"),
+    ],
+    ids=["close-delimited", "connection-close"],
+)
+async def test_an_answer_that_ends_its_connection_is_whole_and_not_reused(
+    reply: Reply, body: bytes
+) -> None:
+    async with serve_raw(reply) as wire, HttpClient() as client:
         route = client.route(wire.url)
         first = await route.send(b"{}", timeout_s=2)
         second = await route.send(b"{}", timeout_s=2)
-    assert first == second == Response(200, b"until the close")
-    assert wire.connections == 2
-
-
-async def test_an_answer_with_connection_close_is_not_reused() -> None:
-    # the server keeps the connection open: only the header says not to reuse it
-    closing = Reply((b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",))
-    async with serve_raw(closing) as wire, HttpClient() as client:
-        route = client.route(wire.url)
-        first = await route.send(b"{}", timeout_s=2)
-        second = await route.send(b"{}", timeout_s=2)
-    assert first == second == Response(200, b"ok")
+    assert first == second == Response(200, body)
     assert wire.connections == 2
     assert len(wire.requests) == 2
 
