@@ -2,11 +2,11 @@
 
 ``python -m bench.floor --base-url URL --bodies FILE --concurrency K`` loads request bodies
 prepared by the harness (see :mod:`bench.bodies`), then, with the pipeline's HTTP transport
-(:mod:`offerflow.pipeline.http`: the same keep-alive pools, the same headers, the same
-per-request timeout), fires for every member the model requests concurrently, then the offer
-request, with at most K requests in flight per endpoint. No features, no DAG, no validation
-beyond the status code, no files written. It prints one JSON object: the wall and CPU time of
-the request phase only, and what it sent.
+(:mod:`offerflow.pipeline.endpoints.transport`: the same keep-alive pools, the same headers,
+the same per-request timeout), fires for every member the model requests concurrently, then
+the offer request, with at most K requests in flight per endpoint. No features, no DAG, no
+validation beyond the status code, no files written. It prints one JSON object: the wall and
+CPU time of the request phase only, and what it sent.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 import orjson
 
 from bench.bodies import Bodies, read_bodies
-from offerflow.pipeline.http import HttpClient, header_lines, header_value
+from offerflow.pipeline.endpoints.transport import HttpClient, header_lines, header_value
 
 __all__ = ["Tally", "fire", "main"]
 

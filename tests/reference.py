@@ -1,4 +1,6 @@
-"""An independent reference of the job (DESIGN.md §1 and §4) in plain Python, for checking runs.
+"""An independent reference of the job in plain Python, for checking runs.
+
+The job and the bundled models are described in docs/architecture.md.
 
 It shares no code with offerflow: the csv module, datetime and the formulas written out again.
 A row whose five columns hold exactly the text of an earlier usable row is a duplicate: skipped.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-#: the features of a plain member, in DESIGN.md order: ATS 85.0 (volume 170 · weight 0.5)
+#: the features of a plain member, in the job's order: ATS 85.0 (volume 170 · weight 0.5)
 PLAIN_FEATURES: dict[str, float] = {
     "AVG_POINTS_BOUGHT": 100.0,
     "AVG_REVENUE_USD": 10.0,

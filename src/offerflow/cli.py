@@ -32,7 +32,7 @@ log = logging.getLogger("offerflow.cli")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the process exit code (DESIGN.md, "Exit codes")."""
+    """Run the command line; returns the process exit code (README, "Exit codes")."""
     args = _parser().parse_args(argv)
     _configure_console_logging(args.verbose)
     try:

@@ -59,7 +59,7 @@ __all__ = [
 
 
 class ExitCode:
-    """The process exit codes of the ``offerflow`` command (DESIGN.md, "Exit codes")."""
+    """The process exit codes of the ``offerflow`` command (README, "Exit codes")."""
 
     OK = 0
     INTERNAL = 1

@@ -1,4 +1,7 @@
-"""The engine imports only the standard library, anyio and offerflow.errors (DESIGN.md §2)."""
+"""The engine imports only the standard library, anyio and offerflow.errors.
+
+See docs/architecture.md, "Layers".
+"""
 
 from __future__ import annotations
 

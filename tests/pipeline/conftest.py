@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from offerflow.pipeline.reader import DEFAULT_COLUMNS, parse_as_of
+from offerflow.pipeline.inputs.reader import DEFAULT_COLUMNS, parse_as_of
 
 #: the default partner's header line
 HEADER = ",".join(DEFAULT_COLUMNS.values())

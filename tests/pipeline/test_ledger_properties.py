@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from offerflow.pipeline.reader import (
+from offerflow.pipeline.inputs.reader import (
     CANONICAL,
     DEFAULT_COLUMNS,
     REASONS,

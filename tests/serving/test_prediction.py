@@ -1,4 +1,4 @@
-"""The model formulas of DESIGN.md §4 on hand-computed cases, and the bodies' validation."""
+"""The model formulas of the bundled models on hand-computed cases, and the bodies' validation."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import anyio
 
-from offerflow.engine.batches import BatchedStreamStage
+from offerflow.engine.batched import BatchedStreamStage
 from offerflow.engine.channels import Outlet, Receiver, Sender, Slot, channel
 from offerflow.engine.graph import consumers
 from offerflow.engine.hooks import Hook, HookChain

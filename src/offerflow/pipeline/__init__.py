@@ -1,10 +1,25 @@
-"""The offer workflow: readers, features, the model client, sinks, and the DAG that joins them."""
+"""The offer pipeline, grouped by its flow: inputs → features → endpoints → outputs.
+
+- :mod:`~offerflow.pipeline.inputs`: the partner's file read into usable rows and rejects;
+- :mod:`~offerflow.pipeline.features`: per-member features from a registry of expressions;
+- :mod:`~offerflow.pipeline.endpoints`: the model and offer calls (transport, client, codecs);
+- :mod:`~offerflow.pipeline.outputs`: result tables, the run manifest, the console report;
+
+and, joining them, :mod:`~offerflow.pipeline.members` (a member on its way through),
+:mod:`~offerflow.pipeline.workflow` (the DAG built from a partner config) and
+:mod:`~offerflow.pipeline.run` (one run: its directory, files, summary, stop and resume).
+"""
 
 from __future__ import annotations
 
-from offerflow.pipeline.client import CallResult, Endpoint, ModelClient
-from offerflow.pipeline.contract import ContractReport, check_contracts
-from offerflow.pipeline.feature_modules import load_feature_module, registry_with
+from offerflow.pipeline.endpoints import (
+    CallResult,
+    Codec,
+    ContractReport,
+    Endpoint,
+    ModelClient,
+    check_contracts,
+)
 from offerflow.pipeline.features import (
     CANONICAL_SCHEMA,
     DEFAULT_FEATURES,
@@ -13,15 +28,28 @@ from offerflow.pipeline.features import (
     FeatureFamily,
     FeatureRegistry,
     compute_features,
+    load_feature_module,
+    registry_with,
 )
-from offerflow.pipeline.generator import generate_transactions, write_transactions
-from offerflow.pipeline.manifest import RunManifest, read_manifest, write_manifest
+from offerflow.pipeline.inputs import (
+    ReadResult,
+    generate_transactions,
+    parse_as_of,
+    read_transactions,
+    write_transactions,
+)
 from offerflow.pipeline.members import Member, MemberRows, Status
-from offerflow.pipeline.protocols import Codec
-from offerflow.pipeline.reader import ReadResult, parse_as_of, read_transactions
-from offerflow.pipeline.report import ConsoleReport
+from offerflow.pipeline.outputs import (
+    ChunkedTable,
+    ConsoleReport,
+    RequestLog,
+    RunManifest,
+    atomic_write,
+    read_manifest,
+    write_json,
+    write_manifest,
+)
 from offerflow.pipeline.run import RunReport, Shutdown, new_run_dir, run_pipeline
-from offerflow.pipeline.sinks import ChunkedTable, RequestLog, atomic_write, write_json
 from offerflow.pipeline.workflow import (
     Recorder,
     build_workflow,

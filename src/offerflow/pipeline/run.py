@@ -28,9 +28,9 @@ from offerflow.errors import (
     TaskFailedError,
     UsageError,
 )
-from offerflow.pipeline.contract import check_contracts
+from offerflow.pipeline.endpoints import check_contracts
 from offerflow.pipeline.members import Member, Status
-from offerflow.pipeline.sinks import ChunkedTable, RequestLog, atomic_write, write_json
+from offerflow.pipeline.outputs import ChunkedTable, RequestLog, atomic_write, write_json
 from offerflow.pipeline.workflow import (
     Recorder,
     build_workflow,

@@ -32,14 +32,24 @@ from offerflow.errors import (
     InvalidResponseError,
     OutputError,
 )
-from offerflow.pipeline.client import AttemptSink, CallResult, Endpoint, ModelClient
-from offerflow.pipeline.feature_modules import registry_with
-from offerflow.pipeline.features import CANONICAL_SCHEMA, FeatureRegistry, compute_features
+from offerflow.pipeline.endpoints import (
+    Answer,
+    AttemptSink,
+    CallResult,
+    Codec,
+    Endpoint,
+    ModelClient,
+    RetryBudget,
+)
+from offerflow.pipeline.features import (
+    CANONICAL_SCHEMA,
+    FeatureRegistry,
+    compute_features,
+    registry_with,
+)
+from offerflow.pipeline.inputs import ReadResult, read_inputs
 from offerflow.pipeline.members import Member, MemberRows, Status
-from offerflow.pipeline.protocols import Answer, Codec
-from offerflow.pipeline.reader import ReadResult, read_inputs
-from offerflow.pipeline.retry import RetryBudget
-from offerflow.pipeline.sinks import ChunkedTable
+from offerflow.pipeline.outputs import ChunkedTable
 
 __all__ = [
     "RESERVED_TASKS",

@@ -31,7 +31,7 @@ app = FastAPI(
     title="offerflow bundled model endpoints",
     version=__version__,
     description=(
-        "The partner's ATS and RESP models and its offer rule (DESIGN.md §4), one member per "
+        "The partner's ATS and RESP models and its offer rule, one member per "
         "call, and the same models under the json-batch, MLflow scoring-server and KServe v2 "
         "protocols."
     ),

@@ -1,6 +1,7 @@
 """The partner's models: request and response bodies, and the pure formulas behind them.
 
-The formulas are DESIGN.md §4, written term for term in the order given there, so that an
+The formulas are those of the job (``docs/architecture.md``, "The bundled models"), written
+term for term in the order given there, so that an
 independent computation of the same expressions yields equal floats.
 """
 
@@ -75,14 +76,14 @@ class PingResponse(_Body):
 
 
 def predict_ats(f: Features) -> float:
-    """Return the average transaction size prediction x of DESIGN.md §4."""
+    """Return the average transaction size prediction x: |volume · weight|."""
     volume = 0.7 * f.LAST_3_TRANSACTIONS_AVG_POINTS_BOUGHT + 0.3 * f.AVG_POINTS_BOUGHT
     weight = max(0, f.PCT_BUY_TRANSACTIONS + f.PCT_GIFT_TRANSACTIONS - f.PCT_REDEEM_TRANSACTIONS)
     return abs(volume * weight)
 
 
 def predict_resp(f: Features) -> float:
-    """Return the probability-to-respond prediction y of DESIGN.md §4.
+    """Return the probability-to-respond prediction y: min(0.9, 1000 · product · revenue · day).
 
     Raises ZeroDivisionError when DAYS_SINCE_LAST_TRANSACTION is -1, where the formula is undefined.
     """
@@ -94,5 +95,5 @@ def predict_resp(f: Features) -> float:
 
 
 def assign_offer(p: Prediction) -> Offer:
-    """Return the offer DESIGN.md §4 assigns to a member's predictions."""
+    """Return the offer the partner's rule assigns to a member's predictions."""
     return "OFFER_2" if p.ats_prediction * p.resp_prediction >= OFFER_THRESHOLD else "OFFER_1"

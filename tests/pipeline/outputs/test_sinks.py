@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from offerflow.errors import OutputError
-from offerflow.pipeline.sinks import ChunkedTable, RequestLog, atomic_write, write_json
+from offerflow.pipeline.outputs.sinks import ChunkedTable, RequestLog, atomic_write, write_json
 
 SCHEMA = {"member_id": pl.String(), "value": pl.Float64()}
 

@@ -1,4 +1,4 @@
-"""The HTTP/1.1 transport (:mod:`offerflow.pipeline.http`) against real servers on 127.0.0.1.
+"""The HTTP/1.1 transport (:mod:`~offerflow.pipeline.endpoints.transport`) against real servers.
 
 aiohttp servers stand in for ordinary HTTP servers; raw ``asyncio`` servers (:class:`Wire`)
 write exact bytes on the wire (chunked, close-delimited, garbage, a hang, a close after
@@ -19,8 +19,8 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
-from offerflow.pipeline import http
-from offerflow.pipeline.http import HttpClient, Response, header_lines, header_value
+from offerflow.pipeline.endpoints import transport
+from offerflow.pipeline.endpoints.transport import HttpClient, Response, header_lines, header_value
 from tests.local_http import serve_route
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(10)]
@@ -428,7 +428,7 @@ SILENT_CLOSE = Reply(parts=(), close=True)
 async def test_a_rested_connection_closed_as_a_request_went_out_is_retried_on_a_new_one(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(http, "_RESEND_AFTER_IDLE_S", 0.0)  # every idle connection has rested
+    monkeypatch.setattr(transport, "_RESEND_AFTER_IDLE_S", 0.0)  # every idle connection has rested
     async with serve_raw(Reply(), SILENT_CLOSE, Reply()) as wire, HttpClient() as client:
         route = client.route(wire.url)
         assert await route.send(b"{}", timeout_s=2) == Response(200, b"ok")

@@ -35,14 +35,9 @@ from pathlib import Path
 import polars as pl
 
 from offerflow.errors import ConfigError
-from offerflow.pipeline.features import (
-    CANONICAL_SCHEMA,
-    DEFAULT_REGISTRY,
-    FeatureContext,
-    FeatureFn,
-    FeatureRegistry,
-    compute_features,
-)
+from offerflow.pipeline.features.builtin import DEFAULT_REGISTRY
+from offerflow.pipeline.features.compute import CANONICAL_SCHEMA, compute_features
+from offerflow.pipeline.features.registry import FeatureContext, FeatureFn, FeatureRegistry
 
 __all__ = ["load_feature_module", "registry_with"]
 

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from offerflow.config import MEMBER_ID, EndpointConfig, PartnerConfig
 from offerflow.errors import EndpointError
-from offerflow.pipeline.client import ModelClient
+from offerflow.pipeline.endpoints.client import ModelClient
 
 __all__ = ["ContractReport", "check_contracts"]
 

@@ -1,9 +1,9 @@
 """The transaction reader: one input file in, the canonical transaction table and its rejects out.
 
-Every column is read as text (:mod:`offerflow.pipeline.sources` gets it out of the file, or
+Every column is read as text (:mod:`offerflow.pipeline.inputs.sources` gets it out of the file, or
 raises InputError), then parsed with vectorised polars expressions, so that a row that cannot be
 used keeps its raw values for ``rejects.csv``. Each input row ends up in exactly one of the two
-tables (the row ledger, DESIGN.md §1)::
+tables (the row ledger)::
 
     rows_in == rows_used + rows_rejected
 
@@ -14,8 +14,8 @@ the same verdict from the other checks, so a duplicate of a usable row is reject
 ``duplicate_row`` (the first occurrence is used), and a duplicate of a rejected row is rejected
 for the same reason as that row.
 
-The file is read in batches (:mod:`~offerflow.pipeline.sources`), and of each row only what the
-result needs is kept: the parsed values of a usable row, the raw text of a rejected one. So
+The file is read in batches (:mod:`~offerflow.pipeline.inputs.sources`), and of each row only what
+the result needs is kept: the parsed values of a usable row, the raw text of a rejected one. So
 duplicates are found after the last batch, and among usable rows only (a duplicate of a rejected
 row has its reason already): on a 64-bit hash of each row's raw values, after which the rows
 whose hash repeats are read again from the file and their raw text compared, so that a hash
@@ -42,7 +42,7 @@ import polars as pl
 
 from offerflow.config import DEFAULT_COLUMNS as _DEFAULT_COLUMNS
 from offerflow.errors import InputError
-from offerflow.pipeline.sources import Format, TextBatches, read_text_columns
+from offerflow.pipeline.inputs.sources import Format, TextBatches, read_text_columns
 
 __all__ = [
     "CANONICAL",

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal, assert_series_equal
 
 from offerflow.errors import InputError
-from offerflow.pipeline import reader, sources
 from offerflow.pipeline.features import compute_features
-from offerflow.pipeline.reader import (
+from offerflow.pipeline.inputs import reader, sources
+from offerflow.pipeline.inputs.reader import (
     DEFAULT_COLUMNS,
     REASONS,
     ReadResult,

@@ -42,7 +42,7 @@ from offerflow.pipeline import (
     run_pipeline,
     write_transactions,
 )
-from offerflow.pipeline.protocols import compile_template, render
+from offerflow.pipeline.endpoints.codec import compile_template, render
 from offerflow.pipeline.workflow import _stage
 from offerflow.serving import BundledServer
 from tests.local_http import serve_route

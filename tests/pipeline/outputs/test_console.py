@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from offerflow.pipeline.report import ConsoleReport, summary_rows
+from offerflow.pipeline.outputs.console import ConsoleReport, summary_rows
 
 SUMMARY: dict[str, Any] = {
     "run_id": "r1",
@@ -58,12 +58,12 @@ def test_off_a_terminal_the_table_is_plain_aligned_lines(tmp_path: Path) -> None
 def test_a_report_off_a_terminal_does_not_import_rich(tmp_path: Path) -> None:
     code = (
         "import io, sys; from pathlib import Path\n"
-        "from offerflow.pipeline.report import ConsoleReport\n"
-        "from tests.pipeline.test_report import SUMMARY\n"
+        "from offerflow.pipeline.outputs.console import ConsoleReport\n"
+        "from tests.pipeline.outputs.test_console import SUMMARY\n"
         "ConsoleReport(io.StringIO()).final(SUMMARY, Path('.'))\n"
         "print('rich' in sys.modules)"
     )
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
     )

@@ -26,12 +26,12 @@ from offerflow.pipeline.features import (
     FeatureRegistry,
     compute_features,
 )
-from offerflow.pipeline.reader import parse_as_of, read_transactions
+from offerflow.pipeline.inputs.reader import parse_as_of, read_transactions
 
 WriteCsv = Callable[..., Path]
 Features = dict[str, dict[str, object]]
 
-DESIGN_ORDER = (
+JOB_ORDER = (
     "AVG_POINTS_BOUGHT",
     "AVG_REVENUE_USD",
     "LAST_3_TRANSACTIONS_AVG_POINTS_BOUGHT",
@@ -51,7 +51,7 @@ def features_of(path: Path, as_of: datetime, names: tuple[str, ...] = DEFAULT_FE
 
 
 def expected(*values: float) -> dict[str, object]:
-    return dict(zip(DESIGN_ORDER, values, strict=True))
+    return dict(zip(JOB_ORDER, values, strict=True))
 
 
 # --- hand-computed cases -----------------------------------------------------------------------
@@ -381,7 +381,7 @@ def test_result_has_one_row_per_member_with_transactions_sorted_by_id(
     assert result["member_id"].to_list() == ["A", "C", "b"]
     assert result.schema == pl.Schema(
         {"member_id": pl.String}
-        | dict.fromkeys(DESIGN_ORDER[:-1], pl.Float64)
+        | dict.fromkeys(JOB_ORDER[:-1], pl.Float64)
         | {"DAYS_SINCE_LAST_TRANSACTION": pl.Int64}
     )
 
@@ -399,12 +399,12 @@ def test_no_transactions_give_an_empty_result_with_the_schema(as_of: datetime) -
     )
     result = compute_features(empty, as_of=as_of)
     assert result.is_empty()
-    assert result.columns == ["member_id", *DESIGN_ORDER]
+    assert result.columns == ["member_id", *JOB_ORDER]
 
 
 def test_default_features_are_the_design_eight_in_order() -> None:
-    assert DEFAULT_FEATURES == DESIGN_ORDER
-    assert DEFAULT_REGISTRY.names()[: len(DESIGN_ORDER)] == DESIGN_ORDER
+    assert DEFAULT_FEATURES == JOB_ORDER
+    assert DEFAULT_REGISTRY.names()[: len(JOB_ORDER)] == JOB_ORDER
 
 
 def _frame(points: list[float], lines: list[int] | None = None) -> pl.DataFrame:
@@ -593,7 +593,7 @@ def test_unknown_feature_without_close_names_lists_the_known_ones() -> None:
 @pytest.mark.parametrize(
     ("name", "dtype"),
     [
-        *((name, pl.Float64) for name in DESIGN_ORDER[:-1]),
+        *((name, pl.Float64) for name in JOB_ORDER[:-1]),
         ("DAYS_SINCE_LAST_TRANSACTION", pl.Int64),
         ("TRANSACTION_COUNT", pl.Int64),
         ("TOTAL_POINTS_BOUGHT", pl.Float64),
@@ -617,7 +617,7 @@ def test_builtin_dtypes_are_int64_for_counts_and_float64_otherwise(
 
 
 def python_features(path: Path, as_of: datetime) -> dict[str, dict[str, float | int]]:
-    """The default features by the letter of DESIGN.md, in plain Python, for member_data.csv."""
+    """The default features by the letter of the job, in plain Python, for member_data.csv."""
     by_member: dict[str, list[tuple[datetime, int, str, float, float]]] = defaultdict(list)
     with path.open(newline="", encoding="utf-8") as file:
         records = csv.reader(file)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from offerflow.errors import InputError
-from offerflow.pipeline.sources import TextBatches, read_text_columns
+from offerflow.pipeline.inputs.sources import TextBatches, read_text_columns
 
 COLUMNS = {"member_id": "id", "ts": "when"}
 #: larger than any file here: the whole file in one batch

@@ -1,9 +1,10 @@
 """The model client: calls with deadlines, retries and validation over pooled connections.
 
-Requests go through :mod:`offerflow.pipeline.http`; every transport error leaves this module as
-an offerflow error. A call retries what was probably not processed or is transient (connection
-errors, attempt timeouts, the endpoint's retry statuses: 429 and 5xx by default), honours
-``Retry-After`` (clamped), draws retries from a run-wide :class:`RetryBudget`, fails fast while
+Requests go through :mod:`~offerflow.pipeline.endpoints.transport`; every transport error leaves
+this module as an offerflow error. A call retries what was probably not processed or is
+transient (connection errors, attempt timeouts, the endpoint's retry statuses: 429 and 5xx by
+default), honours ``Retry-After`` (clamped), draws retries from a run-wide :class:`RetryBudget`,
+fails fast while
 the endpoint's :class:`CircuitBreaker` is open, and never outlives the member's deadline.
 """
 
@@ -30,9 +31,20 @@ from offerflow.errors import (
     EndpointTimeout,
     InvalidResponseError,
 )
-from offerflow.pipeline.http import HttpClient, Response, Route, header_lines, header_value
-from offerflow.pipeline.protocols import Answer, Codec
-from offerflow.pipeline.retry import CircuitBreaker, RetryBudget, full_jitter, retry_after_s
+from offerflow.pipeline.endpoints.codec import Answer, Codec
+from offerflow.pipeline.endpoints.retry import (
+    CircuitBreaker,
+    RetryBudget,
+    full_jitter,
+    retry_after_s,
+)
+from offerflow.pipeline.endpoints.transport import (
+    HttpClient,
+    Response,
+    Route,
+    header_lines,
+    header_value,
+)
 
 __all__ = ["AttemptSink", "CallResult", "Endpoint", "ModelClient"]
 

@@ -25,9 +25,9 @@ from offerflow.errors import (
     EndpointTimeout,
     InvalidResponseError,
 )
-from offerflow.pipeline.client import MAX_BODY, Endpoint, ModelClient
-from offerflow.pipeline.retry import RetryBudget
-from offerflow.pipeline.sinks import RequestLog
+from offerflow.pipeline.endpoints.client import MAX_BODY, Endpoint, ModelClient
+from offerflow.pipeline.endpoints.retry import RetryBudget
+from offerflow.pipeline.outputs.sinks import RequestLog
 from offerflow.serving import BundledServer
 from tests.local_http import serve_route
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import polars as pl
 
-from offerflow.pipeline.reader import CANONICAL, DEFAULT_COLUMNS, TYPES
+from offerflow.pipeline.inputs.reader import CANONICAL, DEFAULT_COLUMNS, TYPES
 
 __all__ = ["generate_transactions", "write_transactions"]
 

@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from offerflow.pipeline.generator import generate_transactions, write_transactions
-from offerflow.pipeline.reader import DEFAULT_COLUMNS, parse_as_of, read_transactions
+from offerflow.pipeline.inputs.generator import generate_transactions, write_transactions
+from offerflow.pipeline.inputs.reader import DEFAULT_COLUMNS, parse_as_of, read_transactions
 
 MEMBERS = 4000
 ID, TS, TYPE, POINTS, REVENUE = DEFAULT_COLUMNS.values()

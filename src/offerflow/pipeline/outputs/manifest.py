@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from offerflow import __version__
 from offerflow.config import PartnerConfig, load_config
 from offerflow.errors import UsageError
-from offerflow.pipeline.sinks import atomic_write
+from offerflow.pipeline.outputs.sinks import atomic_write
 
 __all__ = ["MANIFEST", "RunManifest", "read_manifest", "write_manifest"]
 

@@ -12,14 +12,14 @@ import polars as pl
 import pytest
 
 from offerflow.errors import ConfigError
-from offerflow.pipeline.feature_modules import load_feature_module, registry_with
 from offerflow.pipeline.features import DEFAULT_REGISTRY, FeatureRegistry, compute_features
-from offerflow.pipeline.reader import read_transactions
+from offerflow.pipeline.features.modules import load_feature_module, registry_with
+from offerflow.pipeline.inputs.reader import read_transactions
 
 WriteCsv = Callable[..., Path]
 WriteModule = Callable[..., Path]
 
-LOYALTY = Path(__file__).parent / "feature_modules" / "loyalty.py"
+LOYALTY = Path(__file__).parent / "modules" / "loyalty.py"
 LOYALTY_FEATURES = ("MAX_POINTS_BOUGHT", "SHARE_OF_REVENUE_FROM_GIFTS", "REVENUE_LAST_30_DAYS")
 
 
@@ -271,7 +271,7 @@ def test_name_of_another_modules_feature_is_a_config_error(write_module: WriteMo
 
 
 def test_module_listed_twice_is_a_config_error() -> None:
-    again = LOYALTY.parent / ".." / "feature_modules" / "loyalty.py"
+    again = LOYALTY.parent / ".." / "modules" / "loyalty.py"
     with pytest.raises(ConfigError) as raised:
         registry_with([LOYALTY, again])
     assert (raised.value.path, raised.value.key) == (again, None)

@@ -1,0 +1,30 @@
+"""Calling the partner's endpoints: the HTTP transport, the model client, codecs, contracts.
+
+- :mod:`~offerflow.pipeline.endpoints.transport`: keep-alive HTTP/1.1 over asyncio;
+- :mod:`~offerflow.pipeline.endpoints.client`: calls with deadlines, retries and validation;
+- :mod:`~offerflow.pipeline.endpoints.retry`: Retry-After, the retry budget, the breaker;
+- :mod:`~offerflow.pipeline.endpoints.codec`: request bodies and answers of each protocol;
+- :mod:`~offerflow.pipeline.endpoints.contract`: endpoints' published schemas against the config.
+
+It imports nothing else of the pipeline.
+"""
+
+from __future__ import annotations
+
+from offerflow.pipeline.endpoints.client import AttemptSink, CallResult, Endpoint, ModelClient
+from offerflow.pipeline.endpoints.codec import Answer, Codec
+from offerflow.pipeline.endpoints.contract import ContractReport, check_contracts
+from offerflow.pipeline.endpoints.retry import CircuitBreaker, RetryBudget
+
+__all__ = [
+    "Answer",
+    "AttemptSink",
+    "CallResult",
+    "CircuitBreaker",
+    "Codec",
+    "ContractReport",
+    "Endpoint",
+    "ModelClient",
+    "RetryBudget",
+    "check_contracts",
+]

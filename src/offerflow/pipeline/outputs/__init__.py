@@ -1,0 +1,24 @@
+"""What a run leaves behind: result tables, the run manifest, and what a person sees.
+
+- :mod:`~offerflow.pipeline.outputs.sinks`: tables committed in chunks, files written atomically;
+- :mod:`~offerflow.pipeline.outputs.manifest`: ``run.json``, what ``--resume`` needs;
+- :mod:`~offerflow.pipeline.outputs.console`: the progress bar and the summary table.
+"""
+
+from __future__ import annotations
+
+from offerflow.pipeline.outputs.console import ConsoleReport, summary_rows
+from offerflow.pipeline.outputs.manifest import RunManifest, read_manifest, write_manifest
+from offerflow.pipeline.outputs.sinks import ChunkedTable, RequestLog, atomic_write, write_json
+
+__all__ = [
+    "ChunkedTable",
+    "ConsoleReport",
+    "RequestLog",
+    "RunManifest",
+    "atomic_write",
+    "read_manifest",
+    "summary_rows",
+    "write_json",
+    "write_manifest",
+]
