@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from offerflow.config import DEFAULT_CONFIG, Protocol
+from offerflow.config import DEFAULT_CONFIG, ProtocolName
 
 
 def default_document(base_url: str | None = None, input_path: Path | None = None) -> dict[str, Any]:
@@ -27,7 +27,7 @@ def write_partner(path: Path, document: dict[str, Any]) -> Path:
 
 
 #: the bundled routes of each endpoint of the default partner, per protocol
-ROUTES: dict[Protocol, dict[str, str]] = {
+ROUTES: dict[ProtocolName, dict[str, str]] = {
     "json": {"ats": "/ml/ats/predict", "resp": "/ml/resp/predict", "offer": "/offer/assign"},
     "json-batch": {
         "ats": "/ml/ats/predict/batch",

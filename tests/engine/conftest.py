@@ -19,7 +19,7 @@ def recorder() -> Recorder:
 
 @pytest.fixture
 def diamond() -> Shape:
-    """``a -> (b, c) -> d``, all batch tasks; d returns what b and c gave it."""
+    """``a -> (b, c) -> d``, all steps; d returns what b and c gave it."""
     shape = Shape(Workflow("diamond"), edges=(("a", "b"), ("a", "c"), ("b", "d"), ("c", "d")))
 
     def a() -> int:
@@ -38,8 +38,8 @@ def diamond() -> Shape:
         shape.calls.append("d")
         return {"b": b, "c": c}
 
-    shape.wf.batch("a", a).batch("b", b, after=["a"]).batch("c", c, after=["a"])
-    shape.wf.batch("d", d, after=["b", "c"])
+    shape.wf.step("a", a).step("b", b, after=["a"]).step("c", c, after=["a"])
+    shape.wf.step("d", d, after=["b", "c"])
     return shape
 
 
@@ -54,7 +54,7 @@ def fan_out() -> Shape:
     async def numbers() -> list[int]:
         return list(range(10))
 
-    shape.wf.batch("numbers", numbers)
+    shape.wf.step("numbers", numbers)
     shape.wf.stream("double", lambda x: 2 * x, after="numbers")
     shape.wf.stream("plus_one", lambda x: x + 1, after="double")
     shape.wf.stream("minus_one", lambda x: x - 1, after="double", concurrency=3)
@@ -69,9 +69,9 @@ def cycle() -> Shape:
     def free() -> None:
         shape.calls.append("free")
 
-    shape.wf.batch("free", free)
-    shape.wf.batch("a", free, after=["c"]).batch("b", free, after=["a"])
-    shape.wf.batch("c", free, after=["b"])
+    shape.wf.step("free", free)
+    shape.wf.step("a", free, after=["c"]).step("b", free, after=["a"])
+    shape.wf.step("c", free, after=["b"])
     return shape
 
 
@@ -93,6 +93,6 @@ def failing() -> FailingShape:
         await slow_running.wait()
         raise shape.error
 
-    shape.wf.batch("slow", slow).batch("boom", boom)
-    shape.wf.batch("after_boom", lambda boom: shape.calls.append("after_boom"), after=["boom"])
+    shape.wf.step("slow", slow).step("boom", boom)
+    shape.wf.step("after_boom", lambda boom: shape.calls.append("after_boom"), after=["boom"])
     return shape

@@ -40,11 +40,11 @@ class Batches:
 
 
 def feed(wf: Workflow, count: int, fed_by: str) -> str:
-    """Add ``count`` numbers as a batch result, then maybe a stream passing them on.
+    """Add ``count`` numbers as a step's result, then maybe a stream passing them on.
 
-    Returns the task a batched stream goes after: the batch result itself, or the stream.
+    Returns the task a batched stream goes after: the step result itself, or the stream.
     """
-    wf.batch("numbers", lambda: list(range(count)))
+    wf.step("numbers", lambda: list(range(count)))
     if fed_by == "result":
         return "numbers"
     wf.stream("up", lambda x: x, after="numbers")
@@ -89,7 +89,7 @@ async def test_a_partial_batch_goes_to_fn_after_its_linger_when_the_upstream_sta
         got_batch.set()
         return values
 
-    wf = Workflow("w").batch("numbers", lambda: list(range(6)))
+    wf = Workflow("w").step("numbers", lambda: list(range(6)))
     wf.stream("produce", produce, after="numbers")
     wf.stream("b", batched, after="produce", batch_size=4, linger_s=0.01)
 
@@ -112,7 +112,7 @@ async def test_results_keep_their_items_keys_into_a_downstream_join() -> None:
             second_done.set()
         return [value.upper() for value in values]
 
-    wf = Workflow("w").batch("letters", lambda: list("abcdefg"))
+    wf = Workflow("w").step("letters", lambda: list("abcdefg"))
     wf.stream("keyed", lambda x: x, after="letters", key=str.upper)
     wf.stream("upper", upper, after="keyed", batch_size=3, concurrency=2, linger_s=PATIENT)
     wf.stream("plain", lambda x: x, after="keyed")
@@ -129,7 +129,7 @@ async def test_results_keep_their_items_keys_into_a_downstream_join() -> None:
 async def test_an_item_error_makes_exactly_its_item_a_failure_that_reaches_the_sink() -> None:
     error = ValueError("no 3")
     recorded: list[Any] = []
-    wf = Workflow("w").batch("numbers", lambda: list(range(6)))
+    wf = Workflow("w").step("numbers", lambda: list(range(6)))
     wf.stream(
         "check",
         Batches(lambda x: ItemError(error) if x == 3 else x),
@@ -153,7 +153,7 @@ async def test_fn_raising_makes_every_item_of_its_batch_a_failure() -> None:
             raise error
         return values
 
-    wf = Workflow("w").batch("numbers", lambda: list(range(7)))
+    wf = Workflow("w").step("numbers", lambda: list(range(7)))
     wf.stream("check", check, after="numbers", batch_size=3)
 
     result = await wf.run()
@@ -177,7 +177,7 @@ async def test_a_fatal_error_fails_the_task(how: str) -> None:
             raise error
         return [ItemError(error) for _ in values]
 
-    wf = Workflow("w").batch("numbers", lambda: list(range(5)))
+    wf = Workflow("w").step("numbers", lambda: list(range(5)))
     wf.stream(
         "check",
         check,
@@ -202,7 +202,7 @@ async def test_a_fatal_error_fails_the_task(how: str) -> None:
 async def test_results_of_the_wrong_length_fail_the_task_naming_both_lengths(
     results: Callable[[list[int]], list[int]], returned: int
 ) -> None:
-    wf = Workflow("w").batch("numbers", lambda: list(range(8)))
+    wf = Workflow("w").step("numbers", lambda: list(range(8)))
     wf.stream("check", results, after="numbers", batch_size=4)
 
     with pytest.raises(TaskFailedError) as info:
@@ -222,7 +222,7 @@ async def test_results_of_the_wrong_length_fail_the_task_naming_both_lengths(
 async def test_results_that_are_not_a_sequence_fail_the_task(
     results: Callable[[list[int]], Any],
 ) -> None:
-    wf = Workflow("w").batch("numbers", lambda: list(range(4)))
+    wf = Workflow("w").step("numbers", lambda: list(range(4)))
     wf.stream("check", results, after="numbers", batch_size=4)
 
     with pytest.raises(TaskFailedError) as info:
@@ -269,7 +269,7 @@ async def test_idle_workers_fill_one_batch_at_a_time_from_a_trickling_upstream()
         return x
 
     fn = Batches()
-    wf = Workflow("w").batch("numbers", lambda: list(range(6)))
+    wf = Workflow("w").step("numbers", lambda: list(range(6)))
     wf.stream("up", trickle, after="numbers")
     wf.stream("b", fn, after="up", batch_size=2, concurrency=3, linger_s=PATIENT)
 
@@ -282,12 +282,12 @@ async def test_idle_workers_fill_one_batch_at_a_time_from_a_trickling_upstream()
 def odd_failures(wf: Workflow, fed_by: str) -> str:
     """Add 8 numbers whose odd ones are Failures of task ``check``; return the task to follow."""
     if fed_by == "result":
-        wf.batch(
+        wf.step(
             "check",
             lambda: [x if x % 2 == 0 else Failure(x, "check", ValueError(x), x) for x in range(8)],
         )
     else:
-        wf.batch("numbers", lambda: list(range(8)))
+        wf.step("numbers", lambda: list(range(8)))
         wf.stream("check", fail_odd, after="numbers")
     return "check"
 
@@ -328,7 +328,7 @@ def fail_3_and_7(x: int) -> Any:
 
 @pytest.mark.anyio
 async def test_metrics_count_items_not_batches() -> None:
-    wf = Workflow("w").batch("numbers", lambda: list(range(10)))
+    wf = Workflow("w").step("numbers", lambda: list(range(10)))
     wf.stream("b", Batches(fail_3_and_7), after="numbers", batch_size=4)
 
     result = await wf.run(hooks=[MetricsHook()])
@@ -339,7 +339,7 @@ async def test_metrics_count_items_not_batches() -> None:
 
 @pytest.mark.anyio
 async def test_each_item_is_reported_with_its_batchs_latency(recorder: Recorder) -> None:
-    wf = Workflow("w").batch("numbers", lambda: list(range(6)))
+    wf = Workflow("w").step("numbers", lambda: list(range(6)))
     wf.stream("b", Batches(fail_3_and_7), after="numbers", batch_size=3)
 
     await wf.run(hooks=[recorder])
@@ -375,7 +375,7 @@ async def test_a_failed_call_retries_the_whole_batch() -> None:
         return values
 
     policy = Policy(retries=1, retry_on=retry_everything, sleep=no_wait)
-    wf = Workflow("w").batch("numbers", lambda: list(range(3)))
+    wf = Workflow("w").step("numbers", lambda: list(range(3)))
     wf.stream("b", flaky, after="numbers", batch_size=3, policy=policy)
 
     result = await wf.run()
@@ -390,7 +390,7 @@ async def test_a_retried_batch_reports_a_retry_of_each_item(recorder: Recorder) 
         raise ValueError("never")
 
     policy = Policy(retries=2, retry_on=retry_everything, sleep=no_wait)
-    wf = Workflow("w").batch("numbers", lambda: list(range(3)))
+    wf = Workflow("w").step("numbers", lambda: list(range(3)))
     wf.stream("b", always, after="numbers", batch_size=3, policy=policy)
 
     result = await wf.run(hooks=[recorder])
@@ -406,7 +406,7 @@ async def test_the_item_timeout_applies_to_the_whole_batch() -> None:
         await anyio.Event().wait()
         return values
 
-    wf = Workflow("w").batch("numbers", lambda: list(range(3)))
+    wf = Workflow("w").step("numbers", lambda: list(range(3)))
     wf.stream("b", hang, after="numbers", batch_size=2, policy=Policy(item_timeout=0.01))
 
     with anyio.fail_after(5):
@@ -430,7 +430,7 @@ async def test_the_item_timeout_applies_to_the_whole_batch() -> None:
     ids=repr,
 )
 def test_invalid_batching_options_are_refused_naming_the_task(options: dict[str, Any]) -> None:
-    wf = Workflow("w").batch("numbers", list)
+    wf = Workflow("w").step("numbers", list)
 
     with pytest.raises(GraphError) as info:
         wf.stream("b", Batches(), after="numbers", **options)
@@ -495,7 +495,7 @@ def test_every_key_comes_out_of_a_batched_stream_exactly_once(run: dict[str, Any
         ]
 
     wf = Workflow("batched", channel_size=run["channel_size"])
-    wf.batch("items", lambda: [(key, f"v{key}") for key in run["keys"]])
+    wf.step("items", lambda: [(key, f"v{key}") for key in run["keys"]])
     wf.stream("up", upstream, after="items", key=lambda item: item[0], concurrency=2)
     wf.stream(
         "b",

@@ -67,9 +67,9 @@ def bad_key(x: Any) -> Any:
 @pytest.mark.parametrize(
     ("build", "cause"),
     [
-        (lambda wf: wf.batch("src", not_iterable).stream("s", str, after="src"), TypeError),
+        (lambda wf: wf.step("src", not_iterable).stream("s", str, after="src"), TypeError),
         (
-            lambda wf: wf.batch("src", lambda: [1]).stream("s", str, after="src", key=bad_key),
+            lambda wf: wf.step("src", lambda: [1]).stream("s", str, after="src", key=bad_key),
             KeyError,
         ),
     ],
@@ -95,7 +95,7 @@ async def test_cancelling_the_caller_cancels_the_run_without_a_task_error() -> N
         running.set()
         await anyio.sleep_forever()
 
-    wf = Workflow("w").batch("forever", forever)
+    wf = Workflow("w").step("forever", forever)
 
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
@@ -120,9 +120,9 @@ async def test_a_failure_stops_a_stream_that_would_run_forever() -> None:
     async def source() -> Any:
         return forever()
 
-    wf = Workflow("w", channel_size=4).batch("source", source)
+    wf = Workflow("w", channel_size=4).step("source", source)
     wf.stream("count", lambda x: x, after="source", collect=False)
-    wf.batch("boom", lambda: 1 / 0)
+    wf.step("boom", lambda: 1 / 0)
 
     with anyio.fail_after(5), pytest.raises(TaskFailedError) as info:
         await wf.run()
@@ -146,7 +146,7 @@ async def test_a_fatal_item_error_fails_the_task_instead_of_the_item(observed: b
 
     wf = (
         Workflow("fatal")
-        .batch("numbers", lambda: range(100))
+        .step("numbers", lambda: range(100))
         .stream(
             "sink",
             sink,

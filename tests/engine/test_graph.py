@@ -27,7 +27,7 @@ def test_validate_returns_an_order_that_respects_every_edge(diamond: Shape) -> N
 
 
 def test_unknown_dependency_names_the_task_and_the_missing_dependency() -> None:
-    wf = Workflow("w").batch("load", noop).batch("score", noop, after=["load", "ghost"])
+    wf = Workflow("w").step("load", noop).step("score", noop, after=["load", "ghost"])
 
     with pytest.raises(UnknownDependencyError, match=r"'score'.*'ghost'") as info:
         wf.validate()
@@ -37,14 +37,14 @@ def test_unknown_dependency_names_the_task_and_the_missing_dependency() -> None:
 @pytest.mark.parametrize(
     "add_again",
     [
-        lambda wf: wf.batch("a", noop),
+        lambda wf: wf.step("a", noop),
         lambda wf: wf.stream("a", noop, after="src"),
         lambda wf: wf.join("a", after=["s1", "s2"]),
     ],
-    ids=["batch", "stream", "join"],
+    ids=["step", "stream", "join"],
 )
 def test_duplicate_task_name_is_refused_when_added(add_again: Any) -> None:
-    wf = Workflow("w").batch("src", noop).batch("a", noop)
+    wf = Workflow("w").step("src", noop).step("a", noop)
 
     with pytest.raises(DuplicateTaskError, match="'a'") as info:
         add_again(wf)
@@ -62,7 +62,7 @@ def test_cycle_error_names_the_cycle_as_a_path(cycle: Shape) -> None:
 
 
 def test_a_task_depending_on_itself_is_a_cycle() -> None:
-    wf = Workflow("w").batch("a", noop, after=["a"])
+    wf = Workflow("w").step("a", noop, after=["a"])
 
     with pytest.raises(CycleError, match="a -> a"):
         wf.validate()
@@ -71,12 +71,12 @@ def test_a_task_depending_on_itself_is_a_cycle() -> None:
 @pytest.mark.parametrize("name", ["", "1st", "two words", "kebab-case", "class", "None"])
 def test_task_names_must_be_usable_as_keyword_arguments(name: str) -> None:
     with pytest.raises(GraphError, match="identifier") as info:
-        Workflow("w").batch(name, noop)
+        Workflow("w").step(name, noop)
     assert info.value.tasks == (name,)
 
 
 def test_key_on_a_stream_fed_by_a_stream_is_refused() -> None:
-    wf = Workflow("w").batch("src", noop).stream("first", noop, after="src")
+    wf = Workflow("w").step("src", noop).stream("first", noop, after="src")
     wf.stream("second", noop, after="first", key=lambda item: item)
 
     with pytest.raises(GraphError, match=r"'second'.*key=.*'first'") as info:
@@ -91,8 +91,8 @@ def test_key_on_a_stream_fed_by_a_stream_is_refused() -> None:
         (lambda wf: wf.join("j", after=["s1", "src"]), "src"),
         (lambda wf: wf.stream("s", noop, after=["src"]), "s"),
         (lambda wf: wf.stream("s", noop, after="src", concurrency=0), "s"),
-        (lambda wf: wf.batch("b", noop, after="src"), "src"),
-        (lambda wf: wf.batch("b", noop, after=["src", "src"]), "src"),
+        (lambda wf: wf.step("b", noop, after="src"), "src"),
+        (lambda wf: wf.step("b", noop, after=["src", "src"]), "src"),
     ],
     ids=[
         "join-of-one",
@@ -104,7 +104,7 @@ def test_key_on_a_stream_fed_by_a_stream_is_refused() -> None:
     ],
 )
 def test_other_misuse_is_a_graph_error_naming_the_task(build: Any, named: str) -> None:
-    wf = Workflow("w").batch("src", noop).stream("s1", noop, after="src")
+    wf = Workflow("w").step("src", noop).stream("s1", noop, after="src")
     wf.stream("s2", noop, after="src")
 
     with pytest.raises(GraphError, match=f"'{named}'"):
@@ -118,7 +118,7 @@ def test_a_negative_channel_size_is_refused() -> None:
 
 def test_a_task_function_must_be_callable() -> None:
     with pytest.raises(TypeError, match="'a'"):
-        Workflow("w").batch("a", 42)  # type: ignore[arg-type]
+        Workflow("w").step("a", 42)  # type: ignore[arg-type]
 
 
 @pytest.mark.anyio

@@ -21,7 +21,7 @@ def fail_odd(x: int) -> int:
 
 
 def pipeline(items: int = 4) -> Workflow:
-    wf = Workflow("pipe").batch("numbers", lambda: list(range(items)))
+    wf = Workflow("pipe").step("numbers", lambda: list(range(items)))
     wf.stream("check", fail_odd, after="numbers").stream("echo", lambda x: x, after="check")
     return wf
 

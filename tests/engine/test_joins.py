@@ -21,7 +21,7 @@ def by_key(items: list[Any]) -> dict[Any, Any]:
 
 def joined(**branches: Any) -> Workflow:
     """``numbers`` fanned out to one stream per branch, joined as ``j``."""
-    wf = Workflow("w", channel_size=1).batch("numbers", numbers)
+    wf = Workflow("w", channel_size=1).step("numbers", numbers)
     wf.stream("key", lambda x: x, after="numbers")
     for name, fn in branches.items():
         wf.stream(name, fn, after="key")
@@ -61,7 +61,7 @@ async def test_a_key_that_failed_upstream_becomes_one_failure_with_the_partial_v
 
 @pytest.mark.anyio
 async def test_keys_missing_from_an_upstream_fail_the_join_naming_them() -> None:
-    wf = Workflow("w").batch("numbers", numbers).batch("fewer", lambda: [0, 1])
+    wf = Workflow("w").step("numbers", numbers).step("fewer", lambda: [0, 1])
     wf.stream("all", lambda x: x, after="numbers").stream("some", lambda x: x, after="fewer")
     wf.join("j", after=["all", "some"])
 
@@ -95,7 +95,7 @@ async def test_a_join_drains_one_upstream_while_another_has_not_started() -> Non
     async def hundred() -> range:
         return range(100)
 
-    wf = Workflow("w", channel_size=1).batch("hundred", hundred)
+    wf = Workflow("w", channel_size=1).step("hundred", hundred)
     wf.stream("early", early, after="hundred").stream("late", late, after="hundred")
     wf.join("j", after=["early", "late"])
 
@@ -107,7 +107,7 @@ async def test_a_join_drains_one_upstream_while_another_has_not_started() -> Non
 
 @pytest.mark.anyio
 async def test_a_key_delivered_twice_by_one_upstream_fails_the_join() -> None:
-    wf = Workflow("w").batch("letters", lambda: ["a", "a"]).batch("other", lambda: ["a"])
+    wf = Workflow("w").step("letters", lambda: ["a", "a"]).step("other", lambda: ["a"])
     wf.stream("twice", lambda x: x, after="letters", key=str)
     wf.stream("once", lambda x: x, after="other", key=str)
     wf.join("j", after=["twice", "once"])
@@ -150,7 +150,7 @@ async def test_a_join_with_max_lead_keeps_a_fast_upstream_in_step(max_lead: int 
     async def items() -> range:
         return range(500)
 
-    wf = Workflow("w", channel_size=2).batch("items", items)
+    wf = Workflow("w", channel_size=2).step("items", items)
     wf.stream("fast", fast, after="items").stream("slow", slow, after="items")
     wf.join("j", after=["fast", "slow"], max_lead=max_lead)
 
@@ -178,7 +178,7 @@ async def test_max_lead_on_an_upstream_that_feeds_another_still_completes() -> N
             await anyio.lowlevel.checkpoint()
         return x
 
-    wf = Workflow("w", channel_size=1).batch("numbers", numbers)
+    wf = Workflow("w", channel_size=1).step("numbers", numbers)
     wf.stream("a", lambda x: x, after="numbers").stream("b", later, after="a")
     wf.join("j", after=["a", "b"], max_lead=2)
 
@@ -189,7 +189,7 @@ async def test_max_lead_on_an_upstream_that_feeds_another_still_completes() -> N
 
 
 def test_max_lead_must_leave_room_to_resume() -> None:
-    wf = Workflow("w").batch("n", lambda: [1]).stream("a", abs, after="n")
+    wf = Workflow("w").step("n", lambda: [1]).stream("a", abs, after="n")
     wf.stream("b", abs, after="n")
     with pytest.raises(ValueError, match="max_lead"):
         wf.join("j", after=["a", "b"], max_lead=1)

@@ -28,7 +28,7 @@ def fail_multiples_of_three(x: int) -> int:
 @pytest.fixture
 def counted() -> Workflow:
     """10 numbers through a stream failing 4 of them (0, 3, 6, 9), then a sink."""
-    wf = Workflow("counted").batch("numbers", lambda: list(range(10)))
+    wf = Workflow("counted").step("numbers", lambda: list(range(10)))
     wf.stream("check", fail_multiples_of_three, after="numbers", concurrency=2)
     wf.stream("sink", lambda item: item, after="check", accepts_failures=True)
     return wf
@@ -38,7 +38,7 @@ def counted() -> Workflow:
 @pytest.mark.parametrize(
     ("task", "kind", "counts"),
     [
-        ("numbers", "batch", (1, 1, 0)),
+        ("numbers", "step", (1, 1, 0)),
         ("check", "stream", (10, 6, 4)),
         ("sink", "stream", (10, 10, 0)),
     ],
@@ -55,7 +55,7 @@ async def test_items_in_out_and_failed_are_counted_per_task(
 
 @pytest.mark.anyio
 async def test_a_join_counts_a_key_failed_upstream_as_failed() -> None:
-    wf = Workflow("w").batch("numbers", lambda: list(range(6)))
+    wf = Workflow("w").step("numbers", lambda: list(range(6)))
     wf.stream("check", fail_multiples_of_three, after="numbers")
     wf.stream("same", lambda x: x, after="numbers").join("j", after=["check", "same"])
 
@@ -171,11 +171,11 @@ def test_a_running_task_is_measured_up_to_now() -> None:
 
 
 def test_as_dict_gives_every_field_by_name() -> None:
-    m = TaskMetrics("t", "batch", 1, 1, 0, 2.0, 1.0, 0.5, 1.0, 2.0, 3.0, 4.0)
+    m = TaskMetrics("t", "step", 1, 1, 0, 2.0, 1.0, 0.5, 1.0, 2.0, 3.0, 4.0)
 
     assert m.as_dict() == {
         "task": "t",
-        "kind": "batch",
+        "kind": "step",
         "items_in": 1,
         "items_out": 1,
         "items_failed": 0,

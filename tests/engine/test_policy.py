@@ -47,7 +47,7 @@ class Flaky:
 
 
 async def run_one_item(fn: Any, policy: Policy, hooks: list[Any] | None = None) -> Any:
-    wf = Workflow("w").batch("one", lambda: ["x"]).stream("work", fn, after="one", policy=policy)
+    wf = Workflow("w").step("one", lambda: ["x"]).stream("work", fn, after="one", policy=policy)
     result = await wf.run(hooks=hooks or [])
     return result.results["work"][0]
 
@@ -214,7 +214,7 @@ class FlakyLoad:
 @pytest.mark.anyio
 async def test_a_batch_task_is_retried_by_its_policy() -> None:
     load = FlakyLoad(2)
-    wf = Workflow("w").batch("load", load, policy=Policy(retries=2, sleep=Sleeps()))
+    wf = Workflow("w").step("load", load, policy=Policy(retries=2, sleep=Sleeps()))
 
     result = await wf.run()
 
@@ -225,7 +225,7 @@ async def test_a_batch_task_is_retried_by_its_policy() -> None:
 @pytest.mark.anyio
 async def test_a_batch_task_failing_every_attempt_fails_the_run() -> None:
     load = FlakyLoad(2)
-    wf = Workflow("w").batch("load", load, policy=Policy(retries=1, sleep=Sleeps()))
+    wf = Workflow("w").step("load", load, policy=Policy(retries=1, sleep=Sleeps()))
 
     with pytest.raises(TaskFailedError, match="'load'"):
         await wf.run()
@@ -239,7 +239,7 @@ async def test_a_sync_batch_function_overrunning_its_attempt_timeout_fails_the_t
     def stuck() -> None:
         released.wait(5)
 
-    wf = Workflow("w").batch("stuck", stuck, policy=Policy(attempt_timeout=0.01))
+    wf = Workflow("w").step("stuck", stuck, policy=Policy(attempt_timeout=0.01))
 
     try:
         with anyio.fail_after(5), pytest.raises(TaskFailedError) as info:

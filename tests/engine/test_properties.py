@@ -52,7 +52,7 @@ def test_every_batch_task_runs_once_after_its_dependencies_with_their_results(
 
     wf = Workflow("random")
     for (name, after), is_async in zip(deps.items(), asyncs, strict=True):
-        wf.batch(name, task(name, is_async), after=after)
+        wf.step(name, task(name, is_async), after=after)
 
     result = wf.run_sync()
 
@@ -101,7 +101,7 @@ def test_every_key_comes_out_of_a_stream_chain_exactly_once(run: dict[str, Any])
     first, second = stages(run)
     c1, c2 = run["concurrency"]
     wf = Workflow("chain", channel_size=run["channel_size"])
-    wf.batch("items", lambda: [(key, f"v{key}") for key in run["keys"]])
+    wf.step("items", lambda: [(key, f"v{key}") for key in run["keys"]])
     wf.stream("first", first, after="items", key=lambda item: item[0], concurrency=c1)
     wf.stream("second", second, after="first", concurrency=c2)
     wf.stream("sink", lambda item: item, after="second", accepts_failures=True)
@@ -127,7 +127,7 @@ def test_every_key_comes_out_of_a_join_exactly_once(run: dict[str, Any]) -> None
     first, second = stages(run)
     c1, c2 = run["concurrency"]
     wf = Workflow("join", channel_size=run["channel_size"])
-    wf.batch("items", lambda: [(key, f"v{key}") for key in run["keys"]])
+    wf.step("items", lambda: [(key, f"v{key}") for key in run["keys"]])
     wf.stream("keyed", lambda item: item, after="items", key=lambda item: item[0])
     wf.stream("first", first, after="keyed", concurrency=c1)
     wf.stream("second", second, after="keyed", concurrency=c2)

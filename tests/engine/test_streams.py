@@ -39,7 +39,7 @@ async def test_a_downstream_stream_works_on_item_0_while_its_upstream_still_prod
             downstream_got_0.set()
         return x
 
-    wf = Workflow("w").batch("numbers", numbers)
+    wf = Workflow("w").step("numbers", numbers)
     wf.stream("produce", produce, after="numbers").stream("consume", consume, after="produce")
 
     with anyio.fail_after(5):
@@ -68,7 +68,7 @@ async def test_a_producer_gets_no_further_ahead_of_a_blocked_consumer_than_the_c
     async def many() -> range:
         return range(1000)
 
-    wf = Workflow("w", channel_size=channel_size).batch("many", many)
+    wf = Workflow("w", channel_size=channel_size).step("many", many)
     wf.stream("produce", produce, after="many")
     wf.stream("consume", consume, after="produce", concurrency=concurrency, collect=False)
 
@@ -101,7 +101,7 @@ async def test_exactly_concurrency_items_are_in_flight_at_most(concurrency: int)
     async def twenty() -> range:
         return range(20)
 
-    wf = Workflow("w").batch("twenty", twenty)
+    wf = Workflow("w").step("twenty", twenty)
     wf.stream("work", work, after="twenty", concurrency=concurrency)
 
     with anyio.fail_after(5):
@@ -124,7 +124,7 @@ def always_fail(x: Any) -> Any:
 async def test_items_of_a_batch_result_are_keyed_by_index_or_by_key(
     key: Callable[[Any], Hashable] | None, expected: list[Hashable]
 ) -> None:
-    wf = Workflow("w").batch("letters", lambda: ["a", "b", "c"])
+    wf = Workflow("w").step("letters", lambda: ["a", "b", "c"])
     wf.stream("first", lambda x: x, after="letters", key=key)
     wf.stream("second", always_fail, after="first")
 
@@ -142,7 +142,7 @@ async def test_a_failed_item_becomes_a_failure_envelope_and_the_run_goes_on() ->
             raise error
         return x
 
-    wf = Workflow("w").batch("numbers", numbers).stream("check", check, after="numbers")
+    wf = Workflow("w").step("numbers", numbers).stream("check", check, after="numbers")
 
     result = await wf.run()
 
@@ -160,7 +160,7 @@ async def test_failures_pass_untouched_through_a_stream_that_does_not_accept_the
         seen.append(x)
         return x
 
-    wf = Workflow("w").batch("numbers", numbers).stream("check", fail_odd, after="numbers")
+    wf = Workflow("w").step("numbers", numbers).stream("check", fail_odd, after="numbers")
     wf.stream("middle", middle, after="check")
 
     result = await wf.run()
@@ -177,7 +177,7 @@ async def test_a_sink_that_accepts_failures_receives_them_from_upstream() -> Non
     def sink(item: Any) -> None:
         recorded.append(item)
 
-    wf = Workflow("w").batch("numbers", numbers).stream("check", fail_odd, after="numbers")
+    wf = Workflow("w").step("numbers", numbers).stream("check", fail_odd, after="numbers")
     wf.stream("middle", lambda x: x, after="check")
     wf.stream("sink", sink, after="middle", accepts_failures=True, collect=False)
 
@@ -198,7 +198,7 @@ async def test_a_stream_feeding_two_streams_sends_every_item_to_both(fan_out: Sh
 @pytest.mark.anyio
 @pytest.mark.parametrize("collect", [True, False])
 async def test_a_stream_without_downstream_is_collected_only_if_asked(collect: bool) -> None:
-    wf = Workflow("w").batch("numbers", numbers)
+    wf = Workflow("w").step("numbers", numbers)
     wf.stream("last", lambda x: x, after="numbers", collect=collect)
 
     result = await wf.run()
@@ -208,7 +208,7 @@ async def test_a_stream_without_downstream_is_collected_only_if_asked(collect: b
 
 @pytest.mark.anyio
 async def test_a_sync_stream_function_is_called_on_the_event_loop() -> None:
-    wf = Workflow("w").batch("numbers", numbers)
+    wf = Workflow("w").step("numbers", numbers)
     wf.stream("where", lambda _: threading.get_ident(), after="numbers")
 
     result = await wf.run()
@@ -222,7 +222,7 @@ async def test_an_object_with_an_async_call_method_is_awaited() -> None:
         async def __call__(self, x: int) -> int:
             return 2 * x
 
-    wf = Workflow("w").batch("numbers", numbers).stream("double", Doubler(), after="numbers")
+    wf = Workflow("w").step("numbers", numbers).stream("double", Doubler(), after="numbers")
 
     result = await wf.run()
 
@@ -231,7 +231,7 @@ async def test_an_object_with_an_async_call_method_is_awaited() -> None:
 
 @pytest.mark.anyio
 async def test_an_empty_batch_result_ends_the_streams_normally() -> None:
-    wf = Workflow("w").batch("nothing", list).stream("first", always_fail, after="nothing")
+    wf = Workflow("w").step("nothing", list).stream("first", always_fail, after="nothing")
     wf.stream("second", always_fail, after="first")
 
     result = await wf.run()

@@ -10,7 +10,7 @@ from offerflow.config.endpoints import (
     EndpointConfig,
     ModelConfig,
     OfferConfig,
-    Protocol,
+    ProtocolName,
     RetryBudgetConfig,
     template_leaves,
 )
@@ -37,7 +37,7 @@ __all__ = [
     "OfferConfig",
     "OutputConfig",
     "PartnerConfig",
-    "Protocol",
+    "ProtocolName",
     "RetryBudgetConfig",
     "load_config",
     "template_leaves",

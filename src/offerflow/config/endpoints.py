@@ -21,7 +21,7 @@ __all__ = [
     "EndpointConfig",
     "ModelConfig",
     "OfferConfig",
-    "Protocol",
+    "ProtocolName",
     "RetryBudgetConfig",
     "template_leaves",
 ]
@@ -32,8 +32,8 @@ BUNDLED_SCHEME = "bundled:"
 #: the reference in a request template to the member's id
 MEMBER_ID = "member_id"
 
-Protocol = Literal["json", "json-batch", "mlflow", "kserve-v2"]
-PROTOCOLS: tuple[Protocol, ...] = ("json", "json-batch", "mlflow", "kserve-v2")
+ProtocolName = Literal["json", "json-batch", "mlflow", "kserve-v2"]
+PROTOCOLS: tuple[ProtocolName, ...] = ("json", "json-batch", "mlflow", "kserve-v2")
 _COLUMNAR = ("mlflow", "kserve-v2")
 
 
@@ -72,7 +72,7 @@ class EndpointConfig(_Strict):
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     url: str
-    protocol: Protocol = "json"
+    protocol: ProtocolName = "json"
     #: members per request for the batched protocols (json-batch, mlflow, kserve-v2)
     batch_size: int = Field(default=64, ge=1, le=10_000)
     #: the request template; None sends every selected feature under its own name

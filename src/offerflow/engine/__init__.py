@@ -1,4 +1,4 @@
-"""The engine: a generic DAG workflow manager of batch, stream and join tasks.
+"""The engine: a generic DAG workflow manager of steps, stream tasks and joins.
 
 Build a :class:`Workflow`, run it with hooks such as :class:`MetricsHook`, get a
 :class:`RunResult`. Items that fail travel on as :class:`Failure` objects (a batched stream's

@@ -1,6 +1,6 @@
 """Batched streams: a stream task whose fn takes a list of items and returns their results.
 
-Not a batch task (``BatchStage``, called once with whole results): a batched stream gathers
+Not a step (``StepStage``, called once with whole results): a batched stream gathers
 up to ``batch_size`` items of its upstream, hands them to fn when the batch is full, when
 ``linger_s`` passed since its first item arrived, or at end of stream, and emits result i
 under the key of item i. Hooks still see items, one by one.
@@ -68,7 +68,7 @@ class BatchedStreamStage(WorkerStage):
                 await checkpoint()
 
     async def _take(self, items: Iterator[Item]) -> list[Item]:
-        """Return the next batch of a batch result's items; empty once they are all taken."""
+        """Return the next batch of a step's result's items; empty once they are all taken."""
         batch: list[Item] = []
         for item in items:
             if not self._accepts_failures and isinstance(item[1], Failure):

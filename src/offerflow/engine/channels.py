@@ -34,7 +34,7 @@ async def receive(rx: Receiver) -> Item:
 
 
 class Slot:
-    """A task's whole result (a batch result or a collected stream), awaited by consumers."""
+    """A task's whole result (a step's result or a collected stream), awaited by consumers."""
 
     __slots__ = ("_ready", "value")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import graphlib
 from collections.abc import Mapping
 
-from offerflow.engine.tasks import BatchTask, JoinTask, StreamTask, TaskSpec
+from offerflow.engine.tasks import JoinTask, StepTask, StreamTask, TaskSpec
 from offerflow.errors import CycleError, GraphError, UnknownDependencyError
 
 
@@ -34,19 +34,19 @@ def validate(tasks: Mapping[str, TaskSpec]) -> tuple[str, ...]:
 def _check_inputs(spec: TaskSpec, tasks: Mapping[str, TaskSpec]) -> None:
     if isinstance(spec, StreamTask):
         upstream = tasks[spec.upstream]
-        if spec.key is not None and not isinstance(upstream, BatchTask):
+        if spec.key is not None and not isinstance(upstream, StepTask):
             raise GraphError(
                 f"stream task {spec.name!r} has key= but its upstream {upstream.name!r} is a "
                 f"{upstream.kind} task whose items already have keys; key= is only for a "
-                "stream fed by a batch task",
+                "stream fed by a step",
                 tasks=(spec.name, upstream.name),
             )
     elif isinstance(spec, JoinTask):
         for dep in spec.after:
-            if isinstance(tasks[dep], BatchTask):
+            if isinstance(tasks[dep], StepTask):
                 raise GraphError(
                     f"join task {spec.name!r} needs stream or join upstreams, "
-                    f"but {dep!r} is a batch task",
+                    f"but {dep!r} is a step",
                     tasks=(spec.name, dep),
                 )
 

@@ -10,7 +10,7 @@ class Hook:
 
     The engine calls hooks on the event loop, in the order they were passed to ``run``, with
     keyword arguments only. A hook must be cheap (item events fire once per item per task) and
-    must not raise: an exception from a hook fails the run. Batch tasks report their one call
+    must not raise: an exception from a hook fails the run. Steps report their one call
     as one item with key ``None``; a batched stream task reports each item of a batch, with
     the batch's latency, and a retry of a batch as a retry of each of its items. Failures
     forwarded untouched by a stream task are not its items and fire no item event there.

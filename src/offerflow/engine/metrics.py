@@ -23,7 +23,7 @@ class TaskMetrics:
     """What one task did in a run: items, times (seconds) and latency percentiles (ms).
 
     ``items_in`` counts the items the task started on, so ``items_in == items_out +
-    items_failed`` once it is done (a batch task counts its one call as one item). ``busy_s`` is
+    items_failed`` once it is done (a step counts its one call as one item). ``busy_s`` is
     the time with at least one item in flight; ``throughput`` is ``items_out / wall_s``. The
     latency percentiles (nearest rank) cover done and failed items alike; beyond
     :data:`SAMPLE` items of a task they are those of a uniform sample of its latencies.
@@ -119,7 +119,7 @@ class MetricsHook(Hook):
 
     def on_run_start(self, *, workflow: str, tasks: tuple[str, ...]) -> None:
         """Start counting afresh for ``tasks``."""
-        self._tallies = {task: _Tally(self._kinds.get(task, "batch")) for task in tasks}
+        self._tallies = {task: _Tally(self._kinds.get(task, "step")) for task in tasks}
 
     def on_task_start(self, *, task: str) -> None:
         """Start the task's wall clock."""

@@ -16,8 +16,8 @@ from offerflow.engine.channels import Outlet, Receiver, Sender, Slot, channel
 from offerflow.engine.graph import consumers
 from offerflow.engine.hooks import Hook, HookChain
 from offerflow.engine.metrics import MetricsHook, TaskMetrics
-from offerflow.engine.stages import BatchStage, JoinStage, Stage, StreamStage
-from offerflow.engine.tasks import BatchTask, StreamTask, TaskSpec
+from offerflow.engine.stages import JoinStage, Stage, StepStage, StreamStage
+from offerflow.engine.tasks import StepTask, StreamTask, TaskSpec
 from offerflow.errors import TaskFailedError
 
 logger = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 class RunResult:
     """What a run produced: results by task, metrics by task, and its wall time in seconds.
 
-    ``results`` holds every batch task's result and, as a list of values and Failures, the
+    ``results`` holds every step's result and, as a list of values and Failures, the
     items of every stream or join task that has no downstream task and ``collect=True``.
     ``metrics`` is the final snapshot of the first MetricsHook passed to the run, else empty.
     """
@@ -111,7 +111,7 @@ class Run:
         return {
             name: slot.value
             for name, slot in slots.items()
-            if isinstance(self._tasks[name], BatchTask) or not downstream[name]
+            if isinstance(self._tasks[name], StepTask) or not downstream[name]
         }
 
     async def _guard(self, task: str, worker: Callable[[], Awaitable[None]]) -> None:
@@ -131,9 +131,9 @@ class Run:
         wf, chain = self._workflow, self._chain
         stages: dict[str, Stage] = {}
         for name, spec in self._tasks.items():
-            if isinstance(spec, BatchTask):
+            if isinstance(spec, StepTask):
                 deps = {dep: slots[dep] for dep in spec.after}
-                stages[name] = BatchStage(
+                stages[name] = StepStage(
                     spec, workflow=wf, hooks=chain, deps=deps, slot=slots[name]
                 )
                 continue
@@ -157,14 +157,14 @@ class Run:
 
     def _slots(self) -> dict[str, Slot]:
         """Return a slot for each whole result the run needs to hold."""
-        # every batch result; a stream's items only when a batch task consumes them or they
+        # every step result; a stream's items only when a step consumes them or they
         # are collected as a run result, so that a long stream is not kept in memory for nothing
         tasks, downstream = self._tasks, consumers(self._tasks)
         slots: dict[str, Slot] = {}
         for name, spec in tasks.items():
             users = downstream[name]
-            batch_user = any(isinstance(tasks[user], BatchTask) for user in users)
-            if isinstance(spec, BatchTask) or batch_user or (not users and spec.collect):
+            step_user = any(isinstance(tasks[user], StepTask) for user in users)
+            if isinstance(spec, StepTask) or step_user or (not users and spec.collect):
                 slots[name] = Slot()
         return slots
 
@@ -174,11 +174,11 @@ class Run:
         senders: dict[str, list[Sender]] = {name: [] for name in tasks}
         receivers: dict[str, dict[str, Receiver]] = {name: {} for name in tasks}
         for name, spec in tasks.items():
-            if isinstance(spec, BatchTask):
+            if isinstance(spec, StepTask):
                 continue
             for dep in spec.after:
-                # a stream fed by a batch task iterates its result: no channel needed
-                if not isinstance(tasks[dep], BatchTask):
+                # a stream fed by a step iterates its result: no channel needed
+                if not isinstance(tasks[dep], StepTask):
                     tx, rx = channel(self._channel_size)
                     self._channels += (tx, rx)
                     senders[dep].append(tx)

@@ -1,4 +1,4 @@
-"""Stages: the coroutines that execute batch, stream and join tasks inside a run.
+"""Stages: the coroutines that execute steps, stream and join tasks inside a run.
 
 A stage is the running form of a task spec. The runner wires its inputs (slots for whole
 results, channels for items) and its outlet, then starts each coroutine ``workers()`` returns
@@ -24,13 +24,13 @@ from offerflow.engine.channels import Item, Outlet, Receiver, Slot, receive
 from offerflow.engine.failures import Failure
 from offerflow.engine.hooks import HookChain
 from offerflow.engine.policy import call_with_policy
-from offerflow.engine.tasks import BatchTask, JoinTask, StreamTask, is_async
+from offerflow.engine.tasks import JoinTask, StepTask, StreamTask, is_async
 
 logger = logging.getLogger(__name__)
 
 Worker = Callable[[], Awaitable[None]]
 
-# A stream fed by a batch result never has to wait for input, so it yields to the event loop
+# A stream fed by a step's result never has to wait for input, so it yields to the event loop
 # every this many items: lets the other tasks run and a cancellation in.
 YIELD_EVERY = 64
 # How many missing keys a join's error names.
@@ -39,7 +39,7 @@ _MISSING: Any = object()
 
 
 def itemize(result: Iterable[Any], key: Callable[[Any], Hashable] | None) -> Iterator[Item]:
-    """Return the items of a batch result: keyed by ``key(element)``, or by index."""
+    """Return the items of a step's result: keyed by ``key(element)``, or by index."""
     if key is None:
         return enumerate(result)
     return ((key(element), element) for element in result)
@@ -78,12 +78,12 @@ class Stage:
         self._hooks.on_task_end(task=self.name, error=None)
 
 
-class BatchStage(Stage):
-    """Runs a batch task once its dependencies' results are ready."""
+class StepStage(Stage):
+    """Runs a step once its dependencies' results are ready."""
 
     def __init__(
         self,
-        spec: BatchTask,
+        spec: StepTask,
         *,
         workflow: str,
         hooks: HookChain,
@@ -101,7 +101,7 @@ class BatchStage(Stage):
         self._slot = slot
 
     def workers(self) -> list[Worker]:
-        """Return the one coroutine of a batch task."""
+        """Return the one coroutine of a step."""
         return [self._run]
 
     async def _run(self) -> None:
@@ -157,7 +157,7 @@ class ItemStage(Stage):
 class WorkerStage(ItemStage):
     """A stream task's stage: ``concurrency`` long-lived workers on one source, items or a result.
 
-    Subclasses say how a worker takes its work from a batch result and from a channel; the last
+    Subclasses say how a worker takes its work from a step's result and from a channel; the last
     worker to finish closes the outlet.
     """
 

@@ -11,15 +11,15 @@ from typing import Any, ClassVar, Literal
 from offerflow.engine.policy import Policy
 from offerflow.errors import GraphError
 
-TaskKind = Literal["batch", "stream", "join"]
+TaskKind = Literal["step", "stream", "join"]
 
 
 def check_name(name: str) -> None:
-    """Raise GraphError unless ``name`` can be a keyword argument (a batch fn receives it so)."""
+    """Raise GraphError unless ``name`` can be a keyword argument (a step fn receives it so)."""
     if not (isinstance(name, str) and name.isidentifier() and not keyword.iskeyword(name)):
         raise GraphError(
             f"task name {name!r} is not a valid Python identifier "
-            "(a dependent batch task receives each result as a keyword argument of that name)",
+            "(a dependent step receives each result as a keyword argument of that name)",
             tasks=(str(name),),
         )
 
@@ -32,10 +32,10 @@ def is_async(fn: Callable[..., Any]) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
-class BatchTask:
+class StepTask:
     """A task called once with its dependencies' whole results, by name."""
 
-    kind: ClassVar[TaskKind] = "batch"
+    kind: ClassVar[TaskKind] = "step"
     name: str
     fn: Callable[..., Any]
     after: tuple[str, ...]
@@ -79,4 +79,4 @@ class JoinTask:
     max_lead: int | None = None
 
 
-TaskSpec = BatchTask | StreamTask | JoinTask
+TaskSpec = StepTask | StreamTask | JoinTask

@@ -12,14 +12,14 @@ from offerflow.engine.graph import validate
 from offerflow.engine.hooks import Hook
 from offerflow.engine.policy import Policy
 from offerflow.engine.runner import Run, RunResult
-from offerflow.engine.tasks import BatchTask, JoinTask, StreamTask, TaskSpec, check_name
+from offerflow.engine.tasks import JoinTask, StepTask, StreamTask, TaskSpec, check_name
 from offerflow.errors import DuplicateTaskError, GraphError
 
 _DEFAULT_POLICY = Policy()
 
 
 class Workflow:
-    """A named DAG of tasks, built with ``batch``, ``stream`` and ``join``, then ``run``.
+    """A named DAG of tasks, built with ``step``, ``stream`` and ``join``, then ``run``.
 
     Every edge between item-producing tasks is a channel holding at most ``channel_size``
     items, so a fast producer waits for a slow consumer instead of filling memory.
@@ -37,7 +37,7 @@ class Workflow:
         """The task names, in the order they were added."""
         return tuple(self._tasks)
 
-    def batch(
+    def step(
         self,
         name: str,
         fn: Callable[..., Any],
@@ -52,7 +52,7 @@ class Workflow:
         """
         deps = self._names(name, after)
         _check_callable(name, fn)
-        self._add(BatchTask(name, fn, deps, policy or _DEFAULT_POLICY))
+        self._add(StepTask(name, fn, deps, policy or _DEFAULT_POLICY))
         return self
 
     def stream(
@@ -71,7 +71,7 @@ class Workflow:
     ) -> Workflow:
         """Add a task called once per item of its one upstream, ``concurrency`` items at a time.
 
-        Fed by a batch task, each element of its result is an item, keyed by ``key(element)``
+        Fed by a step, each element of its result is an item, keyed by ``key(element)``
         or by its index; fed by a stream or join, items keep their keys. An exception from
         ``fn`` (after the policy's retries) emits a Failure in place of the value and the run
         goes on. Failures from upstream pass through untouched unless ``accepts_failures``.

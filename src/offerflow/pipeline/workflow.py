@@ -133,9 +133,9 @@ def build_workflow(
         )
         return idle.height
 
-    wf.batch("read", read)
-    wf.batch("features", features, after=["read"])
-    wf.batch("unscored", unscored, after=["read", "features"])
+    wf.step("read", read)
+    wf.step("features", features, after=["read"])
+    wf.step("unscored", unscored, after=["read", "features"])
 
     models = {m.name: m for m in config.models}
     for model in config.models:

@@ -27,7 +27,7 @@ from offerflow.config import (
     PROTOCOLS,
     ModelConfig,
     OfferConfig,
-    Protocol,
+    ProtocolName,
     load_config,
 )
 from offerflow.engine import ItemError
@@ -49,14 +49,14 @@ from tests.local_http import serve_route
 from tests.partner_files import ROUTES, default_document, write_partner
 
 AS_OF = "2024-01-10"
-BATCHED: tuple[Protocol, ...] = ("json-batch", "mlflow", "kserve-v2")
+BATCHED: tuple[ProtocolName, ...] = ("json-batch", "mlflow", "kserve-v2")
 BATCH_SIZE = 50
 # the columns of offers.parquet a protocol may change: latencies
 _TIMINGS = pl.selectors.ends_with("_ms")
 
 
 def _codec(
-    protocol: Protocol,
+    protocol: ProtocolName,
     template: dict[str, Any] | None = None,
     *,
     response_field: str | None = None,
@@ -72,12 +72,12 @@ def _codec(
     return Codec.for_endpoint(endpoint, features, "number")
 
 
-def _offer_codec(protocol: Protocol) -> Codec:
+def _offer_codec(protocol: ProtocolName) -> Codec:
     endpoint = OfferConfig(url="http://127.0.0.1:9/offer", protocol=protocol, request={"x": "m"})
     return Codec.for_endpoint(endpoint, (), "label")
 
 
-def _answer(protocol: Protocol, values: Any, name: str = "prediction") -> Any:
+def _answer(protocol: ProtocolName, values: Any, name: str = "prediction") -> Any:
     """A decoded answer carrying ``values`` where the protocol's default path puts them."""
     if protocol == "json":
         return {name: values}
@@ -135,14 +135,14 @@ KNOWN = [
     ],
 )
 def test_a_batched_body_carries_every_member_in_the_protocols_shape(
-    protocol: Protocol, expected: dict[str, Any]
+    protocol: ProtocolName, expected: dict[str, Any]
 ) -> None:
     body = orjson.loads(_codec(protocol, FLAT).body(KNOWN))
     assert body == expected
 
 
 @pytest.mark.parametrize("protocol", BATCHED)
-def test_a_batched_body_keeps_the_template_order(protocol: Protocol) -> None:
+def test_a_batched_body_keeps_the_template_order(protocol: ProtocolName) -> None:
     body = orjson.loads(_codec(protocol, FLAT).body(KNOWN))
     if protocol == "json-batch":
         names = [list(instance) for instance in body["instances"]]
@@ -211,18 +211,18 @@ def test_a_compiled_template_renders_exactly_as_render(template: dict[str, Any])
         pytest.param("json-batch", {"instances": [NESTED_ROW]}, id="json-batch"),
     ],
 )
-def test_a_nested_template_sends_nested_json(protocol: Protocol, expected: Any) -> None:
+def test_a_nested_template_sends_nested_json(protocol: ProtocolName, expected: Any) -> None:
     assert orjson.loads(_codec(protocol, NESTED).body(KNOWN[:1])) == expected
 
 
 @pytest.mark.parametrize("protocol", ["mlflow", "kserve-v2"])
-def test_a_columnar_protocol_refuses_a_nested_template(protocol: Protocol) -> None:
+def test_a_columnar_protocol_refuses_a_nested_template(protocol: ProtocolName) -> None:
     with pytest.raises(ValidationError, match=r"sends columns.*features\.a"):
         _codec(protocol, NESTED)
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_without_a_template_the_features_are_sent_by_name(protocol: Protocol) -> None:
+def test_without_a_template_the_features_are_sent_by_name(protocol: ProtocolName) -> None:
     codec = _codec(protocol, None, features=("B", "A"))
     assert codec.template == {"B": "B", "A": "A"}
     assert codec.references == ["B", "A"]
@@ -256,7 +256,7 @@ def test_without_a_template_the_features_are_sent_by_name(protocol: Protocol) ->
     ],
 )
 def test_the_answer_is_read_where_response_field_points(
-    protocol: Protocol, response_field: str, document: Any
+    protocol: ProtocolName, response_field: str, document: Any
 ) -> None:
     codec = _codec(protocol, response_field=response_field)
     members = 1 if protocol == "json" else 2
@@ -276,7 +276,9 @@ def test_the_answer_is_read_where_response_field_points(
         ),
     ],
 )
-def test_the_answer_is_read_at_the_protocols_usual_place(protocol: Protocol, document: Any) -> None:
+def test_the_answer_is_read_at_the_protocols_usual_place(
+    protocol: ProtocolName, document: Any
+) -> None:
     members = 1 if protocol == "json" else 2
     assert _codec(protocol).read(document, members) == [0.5, 2.0][:members]
 
@@ -324,7 +326,7 @@ def test_the_answer_is_read_at_the_protocols_usual_place(protocol: Protocol, doc
     ],
 )
 def test_an_unusable_body_is_a_value_error_for_the_whole_call(
-    protocol: Protocol, document: Any, members: int, message: str
+    protocol: ProtocolName, document: Any, members: int, message: str
 ) -> None:
     with pytest.raises(ValueError, match=message):
         _codec(protocol).read(document, members)
@@ -345,7 +347,7 @@ def test_an_unusable_body_is_a_value_error_for_the_whole_call(
 )
 @pytest.mark.parametrize("protocol", BATCHED)
 def test_an_unusable_element_is_a_value_error_in_that_members_place_only(
-    protocol: Protocol, bad: Any
+    protocol: ProtocolName, bad: Any
 ) -> None:
     answers = _codec(protocol).read(_answer(protocol, [1.0, bad, 3]), 3)
     assert answers[0] == 1.0
@@ -373,14 +375,16 @@ def test_an_unusable_json_answer_is_a_value_error_for_the_call(bad: Any) -> None
         ),
     ],
 )
-def test_the_offer_is_read_as_a_label(protocol: Protocol, document: Any) -> None:
+def test_the_offer_is_read_as_a_label(protocol: ProtocolName, document: Any) -> None:
     members = 1 if protocol == "json" else 2
     assert _offer_codec(protocol).read(document, members) == ["OFFER_2", "OFFER_1"][:members]
 
 
 @pytest.mark.parametrize("bad", ["", 2.0, None, ["OFFER_1"]])
 @pytest.mark.parametrize("protocol", BATCHED)
-def test_an_offer_that_is_not_a_label_fails_that_member_only(protocol: Protocol, bad: Any) -> None:
+def test_an_offer_that_is_not_a_label_fails_that_member_only(
+    protocol: ProtocolName, bad: Any
+) -> None:
     name = {"json-batch": "offers", "mlflow": "predictions", "kserve-v2": "offer"}[protocol]
     values = ["OFFER_1", bad]
     document = (
@@ -395,7 +399,7 @@ def test_an_offer_that_is_not_a_label_fails_that_member_only(protocol: Protocol,
 # --- whole runs ---------------------------------------------------------------------------------
 
 
-def _switch(document: dict[str, Any], base_url: str, protocol: Protocol) -> dict[str, Any]:
+def _switch(document: dict[str, Any], base_url: str, protocol: ProtocolName) -> dict[str, Any]:
     """Every endpoint of the default partner on ``protocol``, its answer at the usual place."""
     for endpoint in [*document["models"], document["offer"]]:
         endpoint["url"] = base_url + ROUTES[protocol][endpoint["name"]]
@@ -438,7 +442,7 @@ def batched_run(
     members_csv: Path,
 ) -> Path:
     """The run directory of the default partner with every endpoint on one batched protocol."""
-    protocol: Protocol = request.param
+    protocol: ProtocolName = request.param
     directory = tmp_path_factory.mktemp(protocol)
     document = _switch(default_document(input_path=members_csv), bundled.base_url, protocol)
     return _run(document, directory)

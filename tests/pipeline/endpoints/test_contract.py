@@ -15,7 +15,7 @@ from typing import Any
 import polars as pl
 import pytest
 
-from offerflow.config import DEFAULT_FEATURES, Protocol, load_config
+from offerflow.config import DEFAULT_FEATURES, ProtocolName, load_config
 from offerflow.errors import ContractError
 from offerflow.pipeline import (
     ContractReport,
@@ -32,7 +32,7 @@ from tests.partner_files import ROUTES, default_document, write_partner
 pytestmark = pytest.mark.anyio
 
 ENDPOINTS = ["ats", "resp", "offer"]
-CHECKED: list[Protocol] = ["json", "json-batch", "kserve-v2"]
+CHECKED: list[ProtocolName] = ["json", "json-batch", "kserve-v2"]
 FEATURES = {name: name for name in DEFAULT_FEATURES}
 
 
@@ -43,7 +43,7 @@ def no_schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultServer]
         yield server
 
 
-def _document(server: BundledServer, protocol: Protocol = "json") -> dict[str, Any]:
+def _document(server: BundledServer, protocol: ProtocolName = "json") -> dict[str, Any]:
     """The default partner with every endpoint on ``protocol`` at the bundled server."""
     document = default_document(server.base_url)
     for endpoint in [*document["models"], document["offer"]]:
@@ -67,7 +67,7 @@ async def _check(document: dict[str, Any], tmp_path: Path) -> ContractReport:
 
 @pytest.mark.parametrize("protocol", CHECKED)
 async def test_the_default_partner_matches_every_endpoint(
-    tmp_path: Path, bundled: BundledServer, protocol: Protocol
+    tmp_path: Path, bundled: BundledServer, protocol: ProtocolName
 ) -> None:
     report = await _check(_document(bundled, protocol), tmp_path)
     assert report.mismatches == []
@@ -113,7 +113,7 @@ MISMATCHES = [
 async def test_a_template_the_endpoint_refuses_is_one_mismatch_naming_endpoint_and_field(
     tmp_path: Path,
     bundled: BundledServer,
-    protocol: Protocol,
+    protocol: ProtocolName,
     endpoint: str,
     template: dict[str, Any],
     field: str,
@@ -173,7 +173,7 @@ def closed_port() -> int:
 
 @pytest.mark.parametrize("protocol", CHECKED)
 async def test_an_endpoint_that_cannot_be_asked_is_unreachable_not_a_mismatch(
-    tmp_path: Path, bundled: BundledServer, closed_port: int, protocol: Protocol
+    tmp_path: Path, bundled: BundledServer, closed_port: int, protocol: ProtocolName
 ) -> None:
     document = _document(bundled, protocol)
     resp = _endpoint(document, "resp")

@@ -372,7 +372,7 @@ def test_columns_the_mapping_does_not_name_are_not_compared(
 def test_duplicates_are_found_across_batches(
     write_csv: WriteCsv, as_of: datetime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sources, "_BATCH_BYTES", 40)  # about a row a batch
+    monkeypatch.setattr(sources, "_CHUNK_BYTES", 40)  # about a row a batch
     other = f"B{ROW[1:]}"
 
     result = read_transactions(write_csv(ROW, other, ROW, ",,,,", other, ROW), as_of=as_of)

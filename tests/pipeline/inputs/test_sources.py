@@ -13,20 +13,20 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from offerflow.errors import InputError
-from offerflow.pipeline.inputs.sources import TextBatches, read_text_columns
+from offerflow.pipeline.inputs.sources import TextChunks, read_text_columns
 
 COLUMNS = {"member_id": "id", "ts": "when"}
 #: larger than any file here: the whole file in one batch
 WHOLE = 1 << 20
 
 
-def read(path: Path, batch_bytes: int) -> pl.DataFrame:
+def read(path: Path, chunk_bytes: int) -> pl.DataFrame:
     """The text columns of ``path``, its batches (each checked to be whole) put together."""
 
-    def concat(batches: TextBatches) -> pl.DataFrame:
+    def concat(batches: TextChunks) -> pl.DataFrame:
         return pl.concat(list(batches()))
 
-    return read_text_columns(path, COLUMNS, fmt="csv", then=concat, batch_bytes=batch_bytes)
+    return read_text_columns(path, COLUMNS, fmt="csv", then=concat, chunk_bytes=chunk_bytes)
 
 
 def write(tmp_path: Path, content: bytes) -> Path:
@@ -53,14 +53,14 @@ TEXTS = {
 
 
 @pytest.mark.parametrize("content", TEXTS.values(), ids=TEXTS.keys())
-@pytest.mark.parametrize("batch_bytes", [1, 2, 3, 5, 8, 13, 40])
-def test_batches_read_like_the_whole_file(tmp_path: Path, content: bytes, batch_bytes: int) -> None:
+@pytest.mark.parametrize("chunk_bytes", [1, 2, 3, 5, 8, 13, 40])
+def test_batches_read_like_the_whole_file(tmp_path: Path, content: bytes, chunk_bytes: int) -> None:
     path = write(tmp_path, content)
     whole = pl.read_csv(content, infer_schema=False).select(
         pl.col(source).alias(name) for name, source in COLUMNS.items()
     )
 
-    batched = read(path, batch_bytes)
+    batched = read(path, chunk_bytes)
 
     assert_frame_equal(read(path, WHOLE), batched)
     assert_frame_equal(batched.drop("line"), whole)
@@ -93,10 +93,10 @@ def test_a_file_without_rows_is_one_empty_batch(tmp_path: Path) -> None:
 def test_the_file_can_be_read_again(tmp_path: Path) -> None:
     path = write(tmp_path, b"id,when\nA,1\nB,2\nC,3\n")
 
-    def twice(batches: TextBatches) -> tuple[pl.DataFrame, pl.DataFrame]:
+    def twice(batches: TextChunks) -> tuple[pl.DataFrame, pl.DataFrame]:
         return pl.concat(list(batches())), pl.concat(list(batches()))
 
-    first, second = read_text_columns(path, COLUMNS, fmt="csv", then=twice, batch_bytes=5)
+    first, second = read_text_columns(path, COLUMNS, fmt="csv", then=twice, chunk_bytes=5)
 
     assert_frame_equal(first, second)
 
@@ -123,14 +123,14 @@ _VALUE = st.text(st.sampled_from('ab ,"\n\r\t\u00e9'), max_size=6)
     rows=st.lists(st.tuples(_VALUE, _VALUE, _VALUE), max_size=12),
     quote_all=st.booleans(),
     line_end=st.sampled_from(["\n", "\r\n"]),
-    batch_bytes=st.integers(min_value=1, max_value=48),
+    chunk_bytes=st.integers(min_value=1, max_value=48),
 )
 def test_any_csv_text_reads_the_same_in_batches_of_any_size(
     tmp_path_factory: pytest.TempPathFactory,
     rows: list[tuple[str, str, str]],
     quote_all: bool,
     line_end: str,
-    batch_bytes: int,
+    chunk_bytes: int,
 ) -> None:
     text = io.StringIO()
     writer = csv.writer(
@@ -140,4 +140,4 @@ def test_any_csv_text_reads_the_same_in_batches_of_any_size(
     path = tmp_path_factory.mktemp("batches") / "partner.csv"
     path.write_text(text.getvalue(), encoding="utf-8")
 
-    assert_frame_equal(read(path, batch_bytes), read(path, WHOLE))
+    assert_frame_equal(read(path, chunk_bytes), read(path, WHOLE))

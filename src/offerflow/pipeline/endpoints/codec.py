@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import orjson
 
-from offerflow.config import EndpointConfig, template_leaves
+from offerflow.config import EndpointConfig, ProtocolName, template_leaves
 
 __all__ = ["Answer", "Codec", "compile_template", "render"]
 
@@ -61,7 +61,7 @@ def compile_template(template: Mapping[str, Any]) -> Callable[[Mapping[str, Any]
 class Codec:
     """Builds request bodies for one endpoint and reads its answers."""
 
-    protocol: str
+    protocol: ProtocolName
     template: Mapping[str, Any]
     path: str
     answer: Literal["number", "label"]

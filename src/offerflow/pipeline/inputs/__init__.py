@@ -1,6 +1,6 @@
 """Reading a partner's input: files opened as text columns, parsed into usable rows and rejects.
 
-- :mod:`~offerflow.pipeline.inputs.sources`: a CSV or Parquet file as batches of text columns;
+- :mod:`~offerflow.pipeline.inputs.sources`: a CSV or Parquet file as chunks of text columns;
 - :mod:`~offerflow.pipeline.inputs.reader`: the canonical transaction table and the rejects;
 - :mod:`~offerflow.pipeline.inputs.generator`: synthetic input files, for samples and benchmarks.
 """

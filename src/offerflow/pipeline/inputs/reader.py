@@ -14,9 +14,9 @@ the same verdict from the other checks, so a duplicate of a usable row is reject
 ``duplicate_row`` (the first occurrence is used), and a duplicate of a rejected row is rejected
 for the same reason as that row.
 
-The file is read in batches (:mod:`~offerflow.pipeline.inputs.sources`), and of each row only what
+The file is read in chunks (:mod:`~offerflow.pipeline.inputs.sources`), and of each row only what
 the result needs is kept: the parsed values of a usable row, the raw text of a rejected one. So
-duplicates are found after the last batch, and among usable rows only (a duplicate of a rejected
+duplicates are found after the last chunk, and among usable rows only (a duplicate of a rejected
 row has its reason already): on a 64-bit hash of each row's raw values, after which the rows
 whose hash repeats are read again from the file and their raw text compared, so that a hash
 collision can cost time, never a row.
@@ -42,7 +42,7 @@ import polars as pl
 
 from offerflow.config import DEFAULT_COLUMNS as _DEFAULT_COLUMNS
 from offerflow.errors import InputError
-from offerflow.pipeline.inputs.sources import Format, TextBatches, read_text_columns
+from offerflow.pipeline.inputs.sources import Format, TextChunks, read_text_columns
 
 __all__ = [
     "CANONICAL",
@@ -197,7 +197,7 @@ def read_transactions(
         return _parsed(raw, moment, types, parse_ts)
 
     return read_text_columns(
-        path, source, fmt=fmt, then=lambda batches: _read(batches, parse, source)
+        path, source, fmt=fmt, then=lambda chunks: _read(chunks, parse, source)
     )
 
 
@@ -256,7 +256,7 @@ def _parsed(
     checks += [pl.col("_ts").is_null(), pl.col("_ts") > as_of, pl.col("_type").is_null()]
     checks += [pl.col(f"_{name}").is_null() | ~pl.col(f"_{name}").is_finite() for name in _NUMBERS]
     # The first failing check wins. A small integer per row is much cheaper than a string:
-    # only the rejects get the reason's name. `duplicate_row` is decided after the last batch.
+    # only the rejects get the reason's name. `duplicate_row` is decided after the last chunk.
     code = pl.coalesce(
         pl.when(check).then(pl.lit(index, pl.UInt8)) for index, check in enumerate(checks)
     )
@@ -311,15 +311,15 @@ def _timestamp_as(pattern: str) -> Callable[[pl.Expr], pl.Expr]:
 
 
 def _read(
-    batches: TextBatches,
+    chunks: TextChunks,
     parse: Callable[[pl.LazyFrame], pl.LazyFrame],
     source: Mapping[str, str],
 ) -> ReadResult:
-    """Parse the file batch by batch into usable rows and rejects, then find the duplicates."""
+    """Parse the file chunk by chunk into usable rows and rejects, then find the duplicates."""
     usable: list[pl.DataFrame] = []
     rejected: list[pl.DataFrame] = []
     rows = 0
-    for text in batches():
+    for text in chunks():
         parsed = parse(text.lazy()).collect()
         rows += parsed.height
         ok = parsed.get_column("_reason").is_null()
@@ -332,8 +332,8 @@ def _read(
     # No rechunk: it would copy the largest table of the read, for nothing.
     transactions = pl.concat(usable, rechunk=False)
     rejects = pl.concat(rejected)
-    del usable, rejected  # the batches' rejects, which concat copied
-    duplicates = _duplicates(transactions, batches)
+    del usable, rejected  # the chunks' rejects, which concat copied
+    duplicates = _duplicates(transactions, chunks)
     if duplicates.height:
         transactions = transactions.filter(
             ~pl.col("line").is_in(duplicates.get_column("line").implode())
@@ -361,13 +361,13 @@ def _read(
 def _own_text(names: Sequence[str]) -> list[pl.Expr]:
     """The text columns as strings of their own bytes.
 
-    A column filtered out of a batch still holds the text of the whole batch; the rejects,
-    kept across all batches, would keep the text of the whole file.
+    A column filtered out of a chunk still holds the text of the whole chunk; the rejects,
+    kept across all chunks, would keep the text of the whole file.
     """
     return [pl.concat_str(pl.col(name), pl.lit("")).alias(name) for name in names]
 
 
-def _duplicates(transactions: pl.DataFrame, batches: TextBatches) -> pl.DataFrame:
+def _duplicates(transactions: pl.DataFrame, chunks: TextChunks) -> pl.DataFrame:
     """The usable rows whose raw values are exactly those of an earlier row: line, raw values.
 
     Rows of equal raw values have equal hashes, so only the rows whose hash repeats are read
@@ -380,7 +380,7 @@ def _duplicates(transactions: pl.DataFrame, batches: TextBatches) -> pl.DataFram
     suspects = transactions.filter(pl.col("_hash").is_in(repeated.implode())).get_column("line")
     again = pl.concat(
         text.filter(pl.col("line").is_in(suspects.implode())).select("line", *_own_text(CANONICAL))
-        for text in batches()
+        for text in chunks()
     )
     return _exact_duplicates(again)
 

@@ -7,7 +7,7 @@ and, where they can be found, the line and the column: absent or unreadable, a d
 when the header looks delimited by ``;``, a tab or ``|``), a row with more fields than the
 header, a quoted field never closed.
 
-The rows come in batches, in file order, so that the text of the whole file is never in memory
+The rows come in chunks, in file order, so that the text of the whole file is never in memory
 at once: the reader keeps of each row only its parsed values, and the text only of the rows it
 rejects. A CSV file is read a few megabytes at a time, cut only where a record ends, and each
 piece is parsed by polars behind the file's own header, so that it parses as the whole file
@@ -32,12 +32,12 @@ import polars as pl
 
 from offerflow.errors import InputError
 
-__all__ = ["Format", "TextBatches", "read_text_columns"]
+__all__ = ["Format", "TextChunks", "read_text_columns"]
 
 #: the file formats the reader takes
 Format = Literal["csv", "parquet"]
-#: reads the file (again) from its start, yielding its rows in batches, in file order
-TextBatches = Callable[[], Iterator[pl.DataFrame]]
+#: reads the file (again) from its start, yielding its rows in chunks, in file order
+TextChunks = Callable[[], Iterator[pl.DataFrame]]
 
 _T = TypeVar("_T")
 _Encoding = Literal["utf8", "utf8-lossy"]
@@ -47,11 +47,11 @@ _PARQUET_MAGIC = b"PAR1"
 _BOM = b"\xef\xbb\xbf"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 _WHITESPACE = b" \t\r\n\v\f"
-_CHUNK = 1 << 16
+_PROBE_BYTES = 1 << 16
 _DELIMITERS = {";": "';'", "\t": "a tab", "|": "'|'"}
-#: the bytes of a CSV file parsed at a time: large enough for polars to parse a batch at full
-#: speed on every core, small enough that a batch's text is little beside the reader's result
-_BATCH_BYTES = 4 << 20
+#: the bytes of a CSV file parsed at a time: large enough for polars to parse a chunk at full
+#: speed on every core, small enough that a chunk's text is little beside the reader's result
+_CHUNK_BYTES = 4 << 20
 _QUOTE = b'"'
 
 
@@ -60,22 +60,22 @@ def read_text_columns(
     columns: Mapping[str, str],
     *,
     fmt: Format | None,
-    then: Callable[[TextBatches], _T],
-    batch_bytes: int | None = None,
+    then: Callable[[TextChunks], _T],
+    chunk_bytes: int | None = None,
 ) -> _T:
-    """Hand ``then`` the mapped columns of ``path`` as text batches; return what it returns.
+    """Hand ``then`` the mapped columns of ``path`` as text chunks; return what it returns.
 
     ``columns`` maps each canonical name to the file's column name. ``then`` gets a function
     that reads the file from its start each time it is called, yielding its rows in file order
     as DataFrames (at least one, maybe empty) with a ``line`` column (Int64: the header's line +
     the record number; in a Parquet file the row number + 2) and one String column per
     canonical name. ``fmt`` defaults to Parquet for a ``.parquet``/``.pq`` suffix and CSV
-    otherwise; ``batch_bytes`` is the size of the pieces a CSV file is parsed in. Raises
+    otherwise; ``chunk_bytes`` is the size of the pieces a CSV file is parsed in. Raises
     InputError when the file cannot be read as a table, also when that shows only while
     ``then`` reads it.
     """
     fmt = fmt or ("parquet" if path.suffix.lower() in _PARQUET_SUFFIXES else "csv")
-    size = batch_bytes or _BATCH_BYTES
+    size = chunk_bytes or _CHUNK_BYTES
     try:
         header_line = _probe(path, fmt)
         schema = _scan(path, fmt, "utf8-lossy").collect_schema()
@@ -83,17 +83,17 @@ def read_text_columns(
             path, list(columns.values()), schema, line=header_line if fmt == "csv" else None
         )
         if fmt == "parquet":
-            return then(lambda: _parquet_batches(path, columns))
+            return then(lambda: _parquet_chunks(path, columns))
 
-        def batches(encoding: _Encoding) -> TextBatches:
-            return lambda: _csv_batches(path, columns, header_line, encoding, size)
+        def chunks(encoding: _Encoding) -> TextChunks:
+            return lambda: _csv_chunks(path, columns, header_line, encoding, size)
 
         try:
-            return then(batches("utf8"))
+            return then(chunks("utf8"))
         except pl.exceptions.ComputeError:
             pass  # most likely a non-UTF-8 byte: the lossy read below tells
         try:
-            return then(batches("utf8-lossy"))
+            return then(chunks("utf8-lossy"))
         except pl.exceptions.ComputeError as exc:
             raise _locate_csv_error(path, header_line, exc) from exc
     except OSError as exc:
@@ -118,26 +118,26 @@ def _text(frame: pl.LazyFrame, columns: Mapping[str, str], first_line: int) -> p
     )
 
 
-def _parquet_batches(path: Path, columns: Mapping[str, str]) -> Iterator[pl.DataFrame]:
+def _parquet_chunks(path: Path, columns: Mapping[str, str]) -> Iterator[pl.DataFrame]:
     # polars' streaming engine reads a Parquet file a row group at a time. Never an empty
-    # iterator: a file without rows yields one empty batch, which has the schema.
+    # iterator: a file without rows yields one empty chunk, which has the schema.
     empty = True
-    for batch in _text(_scan(path, "parquet", "utf8"), columns, 2).collect_batches():
+    for chunk in _text(_scan(path, "parquet", "utf8"), columns, 2).collect_batches():
         empty = False
-        yield batch
+        yield chunk
     if empty:
         yield _text(_scan(path, "parquet", "utf8"), columns, 2).collect()
 
 
-def _csv_batches(
+def _csv_chunks(
     path: Path, columns: Mapping[str, str], header_line: int, encoding: _Encoding, size: int
 ) -> Iterator[pl.DataFrame]:
     # Each piece is parsed on its own: the records before it are only counted, for `line`.
     records = 0
     with path.open("rb") as handle:
         for piece in _csv_pieces(handle, size):
-            batch = _text(_scan(piece, "csv", encoding), columns, header_line + 1 + records)
-            frame = batch.collect()
+            chunk = _text(_scan(piece, "csv", encoding), columns, header_line + 1 + records)
+            frame = chunk.collect()
             records += frame.height
             yield frame
 
@@ -209,7 +209,7 @@ def _probe(path: Path, fmt: Format) -> int:
     if path.is_dir():
         raise InputError("this is a directory, not a file", path=path)
     with path.open("rb") as handle:
-        head = handle.read(_CHUNK)
+        head = handle.read(_PROBE_BYTES)
         if fmt == "parquet":
             if not head:
                 raise InputError("empty file", path=path)
@@ -220,7 +220,7 @@ def _probe(path: Path, fmt: Format) -> int:
             raise InputError("the file is UTF-16 text, not UTF-8: save it as UTF-8", path=path)
         chunk = head.removeprefix(_BOM)
         while chunk and not chunk.strip(_WHITESPACE):
-            chunk = handle.read(_CHUNK)
+            chunk = handle.read(_PROBE_BYTES)
         if not chunk:
             raise InputError("empty file: no header, no rows", path=path)
     # polars skips blank lines before the header; line numbers count them.

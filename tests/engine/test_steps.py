@@ -1,4 +1,4 @@
-"""Batch tasks: called once, after their dependencies, with each result passed by name."""
+"""Steps: called once, after their dependencies, with each result passed by name."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ async def test_results_hold_every_batch_result(diamond: Shape) -> None:
 @pytest.mark.anyio
 async def test_a_sync_function_runs_in_a_worker_thread() -> None:
     loop_thread = threading.get_ident()
-    wf = Workflow("w").batch("where", threading.get_ident)
+    wf = Workflow("w").step("where", threading.get_ident)
 
     result = await wf.run()
 
@@ -50,7 +50,7 @@ async def test_an_async_function_runs_on_the_event_loop() -> None:
     async def where() -> int:
         return threading.get_ident()
 
-    result = await Workflow("w").batch("where", where).run()
+    result = await Workflow("w").step("where", where).run()
 
     assert result.results["where"] == threading.get_ident()
 
@@ -71,7 +71,7 @@ async def test_independent_tasks_run_concurrently() -> None:
         return "b"
 
     with anyio.fail_after(5):
-        result = await Workflow("w").batch("a", a).batch("b", b).run()
+        result = await Workflow("w").step("a", a).step("b", b).run()
 
     assert (result.results["a"], result.results["b"]) == ("a", "b")
 
@@ -83,8 +83,8 @@ async def test_a_stream_dependency_gives_the_list_of_its_items() -> None:
             raise ValueError("two")
         return x * 10
 
-    wf = Workflow("w").batch("numbers", lambda: [1, 2, 3]).stream("check", check, after="numbers")
-    wf.batch("report", lambda check: check, after=["check"])
+    wf = Workflow("w").step("numbers", lambda: [1, 2, 3]).stream("check", check, after="numbers")
+    wf.step("report", lambda check: check, after=["check"])
 
     result = await wf.run()
 
@@ -96,8 +96,8 @@ async def test_a_stream_dependency_gives_the_list_of_its_items() -> None:
 
 @pytest.mark.anyio
 async def test_a_stream_consumed_by_a_batch_task_is_not_a_run_result() -> None:
-    wf = Workflow("w").batch("numbers", lambda: [1, 2]).stream("same", lambda x: x, after="numbers")
-    wf.batch("total", lambda same: sum(same), after=["same"])
+    wf = Workflow("w").step("numbers", lambda: [1, 2]).stream("same", lambda x: x, after="numbers")
+    wf.step("total", lambda same: sum(same), after=["same"])
 
     result = await wf.run()
 
