@@ -193,3 +193,60 @@ def test_max_lead_must_leave_room_to_resume() -> None:
     wf.stream("b", abs, after="n")
     with pytest.raises(ValueError, match="max_lead"):
         wf.join("j", after=["a", "b"], max_lead=1)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("concurrency", [1, 3])
+async def test_upstreams_in_opposite_orders_with_max_lead_still_complete(concurrency: int) -> None:
+    # each upstream leads with keys the other delivers last: holding both back would deadlock
+    async def ascending() -> range:
+        return range(100)
+
+    async def descending() -> list[int]:
+        return list(reversed(range(100)))
+
+    async def later(x: int) -> int:
+        await anyio.lowlevel.checkpoint()
+        return x
+
+    wf = Workflow("w").step("up", ascending).step("down", descending)
+    wf.stream("a", later, after="up", key=lambda x: x, concurrency=concurrency)
+    wf.stream("b", later, after="down", key=lambda x: x, concurrency=concurrency)
+    wf.join("j", after=["a", "b"], max_lead=4)
+
+    with anyio.fail_after(10):
+        result = await wf.run()
+
+    assert sorted(v["a"] for v in result.results["j"]) == list(range(100))
+
+
+@pytest.mark.anyio
+async def test_max_lead_holds_back_an_upstream_with_several_carriers() -> None:
+    # `fast` has three workers: all of them wait while it leads, so it stays near max_lead
+    emitted = 0
+    leads: list[int] = []
+
+    async def fast(x: int) -> int:
+        nonlocal emitted
+        emitted += 1
+        return x
+
+    async def slow(x: int) -> int:
+        for _ in range(5):
+            await anyio.lowlevel.checkpoint()
+        leads.append(emitted - x)
+        return x
+
+    async def items() -> range:
+        return range(300)
+
+    wf = Workflow("w").step("items", items)
+    wf.stream("fast", fast, after="items", concurrency=3).stream("slow", slow, after="items")
+    wf.join("j", after=["fast", "slow"], max_lead=8)
+
+    with anyio.fail_after(10):
+        result = await wf.run()
+
+    assert len(result.results["j"]) == 300
+    # held at max_lead, plus one item in each of its three workers
+    assert max(leads) <= 8 + 3 + 1

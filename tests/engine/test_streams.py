@@ -53,6 +53,7 @@ async def test_a_downstream_stream_works_on_item_0_while_its_upstream_still_prod
 async def test_a_producer_gets_no_further_ahead_of_a_blocked_consumer_than_the_channel_bound(
     channel_size: int, concurrency: int
 ) -> None:
+    # the producer fans out to a second consumer, so its items cross channels
     produced = 0
     release = anyio.Event()
 
@@ -71,6 +72,7 @@ async def test_a_producer_gets_no_further_ahead_of_a_blocked_consumer_than_the_c
     wf = Workflow("w", channel_size=channel_size).step("many", many)
     wf.stream("produce", produce, after="many")
     wf.stream("consume", consume, after="produce", concurrency=concurrency, collect=False)
+    wf.stream("also", lambda x: x, after="produce", collect=False)
 
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:

@@ -22,15 +22,17 @@ from offerflow.engine.channels import Item, Outlet, Receiver, Slot
 from offerflow.engine.failures import Failure, ItemError
 from offerflow.engine.hooks import HookChain
 from offerflow.engine.policy import call_with_policy
-from offerflow.engine.stages import YIELD_EVERY, WorkerStage, itemize
-from offerflow.engine.tasks import StreamTask
+from offerflow.engine.stages import YIELD_EVERY, ItemStage, StageFailed, Worker, itemize
+from offerflow.engine.tasks import StreamTask, is_async
 
 
-class BatchedStreamStage(WorkerStage):
+class BatchedStreamStage(ItemStage):
     """Runs a stream task with a batch size: ``concurrency`` workers, one batch each in flight.
 
     One worker at a time gathers a batch (a lock), so batches fill one after the other instead
-    of sharing the arrivals among idle workers; the others meanwhile run their own batch.
+    of sharing the arrivals among idle workers; the others meanwhile run their own batch. Its
+    items always leave on channels: a fused task after it would run a batch's items one after
+    the other. The last worker to finish ends the task.
     """
 
     def __init__(
@@ -43,15 +45,40 @@ class BatchedStreamStage(WorkerStage):
         outlet: Outlet,
         slot: Slot | None,
     ) -> None:
-        if spec.batch_size is None:
-            raise ValueError(f"stream task {spec.name!r} has no batch size")
-        super().__init__(
-            spec, workflow=workflow, hooks=hooks, source=source, outlet=outlet, slot=slot
-        )
+        if spec.batch_size is None or outlet.inlet is not None:
+            raise ValueError(f"stream task {spec.name!r} is not a batched stream on channels")
+        super().__init__(spec.name, workflow=workflow, hooks=hooks, outlet=outlet, slot=slot)
+        self._spec = spec
+        self._fn = spec.fn
+        self._async = is_async(spec.fn)
+        self._plain = spec.policy.plain
+        self._fatal = spec.policy.fatal
+        self._accepts_failures = spec.accepts_failures
+        self._source = source
+        self._items: Iterator[Item] | None = None
+        self._live = spec.concurrency
         self._size = spec.batch_size
         self._linger = spec.linger_s
         self._gathering = anyio.Lock()
         self._ended = False
+
+    def workers(self) -> list[Worker]:
+        """Return one worker coroutine per batch in flight."""
+        return [self._work] * self._spec.concurrency
+
+    async def _work(self) -> None:
+        try:
+            if isinstance(self._source, Slot):
+                await self._work_on_result(self._source)
+            else:
+                await self._work_on_channel(self._source)
+        except StageFailed:
+            raise
+        except Exception as exc:
+            raise StageFailed(self.name, exc) from exc
+        self._live -= 1
+        if self._live == 0:
+            self._finish()
 
     async def _work_on_result(self, source: Slot) -> None:
         result = await source.wait()

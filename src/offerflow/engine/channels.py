@@ -1,15 +1,24 @@
-"""The edges of a running workflow: bounded item channels, fan-out outlets and result slots."""
+"""The edges of a running workflow: bounded channels, inlets for fused edges, result slots.
+
+An item goes from one task to the next in one of two ways. Across a **channel** (a bounded
+anyio memory stream) when the producer fans out, or either side works in batches: the consumer
+has workers of its own that take items from it. Through an **inlet** when the producer's only
+consumer takes items one at a time (a stream task or a join): the coroutine that produced the
+item carries it on into the consumer's processing, with no hand-off to another task in between
+(a fused edge). Each hand-off across a channel wakes a waiting task, which costs more than a
+small item's whole processing; a chain of fused edges runs one item in one coroutine.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 from anyio import WouldBlock
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-#: What travels on a channel: ``(key, value)``, where the value may be a Failure.
+#: What travels on an edge: ``(key, value)``, where the value may be a Failure.
 Item = tuple[Hashable, Any]
 Sender = MemoryObjectSendStream[Item]
 Receiver = MemoryObjectReceiveStream[Item]
@@ -33,6 +42,28 @@ async def receive(rx: Receiver) -> Item:
         return await rx.receive()
 
 
+class Inlet(Protocol):
+    """Where a fused edge delivers: one input of a stream task or of a join.
+
+    The producer calls ``enter()`` before it lets go of the item (so that the consumer counts
+    it as in flight before the producer may finish), then awaits ``push``, which processes the
+    item and carries it on. ``input_ended()`` is the end of the producer's stream;
+    ``carrier_gone()`` says one coroutine that could deliver here has exited.
+    """
+
+    def enter(self) -> None:
+        """Count one item as arriving."""
+
+    async def push(self, key: Hashable, value: Any) -> None:
+        """Process one entered item and pass it on."""
+
+    def input_ended(self) -> None:
+        """No more items will come this way."""
+
+    def carrier_gone(self) -> None:
+        """One coroutine that could deliver here has exited."""
+
+
 class Slot:
     """A task's whole result (a step's result or a collected stream), awaited by consumers."""
 
@@ -54,13 +85,21 @@ class Slot:
 
 
 class Outlet:
-    """Where a task's items go: each downstream channel (fan-out) and, if wanted, a list."""
+    """Where a task's items go: an inlet (a fused edge), or each downstream channel and a list."""
 
-    __slots__ = ("_senders", "collected")
+    __slots__ = ("_senders", "collected", "inlet")
 
-    def __init__(self, senders: Sequence[Sender], collected: list[Any] | None) -> None:
+    def __init__(
+        self,
+        senders: Sequence[Sender] = (),
+        collected: list[Any] | None = None,
+        inlet: Inlet | None = None,
+    ) -> None:
+        if inlet is not None and (senders or collected is not None):
+            raise ValueError("a fused edge is a task's only consumer")
         self._senders = tuple(senders)
         self.collected = collected
+        self.inlet = inlet
 
     async def emit(self, key: Hashable, value: Any) -> None:
         """Send ``(key, value)`` to every downstream channel, waiting while one is full."""
@@ -88,6 +127,8 @@ class Outlet:
             self.collected.extend(value for _, value in items)
 
     def close(self) -> None:
-        """Close every downstream channel: end of stream for the consumers."""
+        """End the stream for every consumer: close the channels, or end the inlet's input."""
         for tx in self._senders:
             tx.close()
+        if self.inlet is not None:
+            self.inlet.input_ended()

@@ -1,9 +1,14 @@
-"""Stages: the coroutines that execute steps, stream and join tasks inside a run.
+"""Stages: the running form of steps and stream tasks (joins and batched streams have modules
+of their own).
 
-A stage is the running form of a task spec. The runner wires its inputs (slots for whole
-results, channels for items) and its outlet, then starts each coroutine ``workers()`` returns
-in the run's one task group. The last worker of a stage to finish closes its outlet, which is
-end of stream for every consumer.
+A stage is the running form of a task spec. The runner wires its input (a slot for a whole
+result, a channel, or an inlet that the stage before it pushes into) and its outlet, then starts
+each coroutine ``workers()`` returns in the run's one task group. A stage fed through an inlet
+has no workers: the coroutines that deliver its items (its **carriers**) run its processing.
+
+A stage ends (its task-end event, then the end of its outlet) once its input has ended and no
+item it took is still in flight, so that the tasks of a fused chain end one after the other,
+each when its own last item is done, exactly as they would with channels between them.
 """
 
 from __future__ import annotations
@@ -11,20 +16,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from functools import partial
-from itertools import islice
 from time import perf_counter
-from types import MappingProxyType
 from typing import Any
 
 import anyio
 from anyio import EndOfStream
 from anyio.lowlevel import checkpoint
 
-from offerflow.engine.channels import Item, Outlet, Receiver, Slot, receive
+from offerflow.engine.channels import Inlet, Item, Outlet, Receiver, Slot, receive
 from offerflow.engine.failures import Failure
 from offerflow.engine.hooks import HookChain
 from offerflow.engine.policy import call_with_policy
-from offerflow.engine.tasks import JoinTask, StepTask, StreamTask, is_async
+from offerflow.engine.tasks import StepTask, StreamTask, is_async
 
 logger = logging.getLogger(__name__)
 
@@ -33,9 +36,16 @@ Worker = Callable[[], Awaitable[None]]
 # A stream fed by a step's result never has to wait for input, so it yields to the event loop
 # every this many items: lets the other tasks run and a cancellation in.
 YIELD_EVERY = 64
-# How many missing keys a join's error names.
-_KEYS_NAMED = 5
-_MISSING: Any = object()
+
+
+class StageFailed(Exception):
+    """Raised inside a run when a task fails as a whole: carries the task, whichever coroutine
+    (its own worker, or a carrier from upstream) was running it."""
+
+    def __init__(self, task: str, cause: Exception) -> None:
+        super().__init__(task, cause)
+        self.task = task
+        self.cause = cause
 
 
 def itemize(result: Iterable[Any], key: Callable[[Any], Hashable] | None) -> Iterator[Item]:
@@ -138,7 +148,11 @@ class StepStage(Stage):
 
 
 class ItemStage(Stage):
-    """A stage that emits items: it owns an outlet and maybe a slot for its collected items."""
+    """A stage that emits items: it owns an outlet and maybe a slot for its collected items.
+
+    ``reaches`` are the inlets of joins its workers may deliver to through fused edges: a join
+    needs to know when one of them exits (see :mod:`~offerflow.engine.joins`).
+    """
 
     def __init__(
         self, name: str, *, workflow: str, hooks: HookChain, outlet: Outlet, slot: Slot | None
@@ -146,19 +160,31 @@ class ItemStage(Stage):
         super().__init__(name, workflow=workflow, hooks=hooks)
         self._outlet = outlet
         self._slot = slot
+        self.reaches: Sequence[Inlet] = ()
 
     def _finish(self) -> None:
-        self._outlet.close()
+        # the task's own end first: closing a fused outlet may end the tasks after it at once
+        super()._finish()
         if self._slot is not None:
             self._slot.set(self._outlet.collected)
-        super()._finish()
+        self._outlet.close()
+
+    def connect(self, inlet: Inlet) -> None:
+        """Fuse this task's only outgoing edge: its items go to ``inlet``."""
+        self._outlet.inlet = inlet
+
+    def _carrier_exits(self) -> None:
+        for inlet in self.reaches:
+            inlet.carrier_gone()
 
 
-class WorkerStage(ItemStage):
-    """A stream task's stage: ``concurrency`` long-lived workers on one source, items or a result.
+class StreamStage(ItemStage):
+    """Runs a stream task: each item through the task's function, ``concurrency`` at a time.
 
-    Subclasses say how a worker takes its work from a step's result and from a channel; the last
-    worker to finish closes the outlet.
+    Fed by a step's result or a channel, it has ``concurrency`` workers of its own, each taking
+    an item, processing it and carrying it on. Fed through its inlet (a fused edge: the runner
+    fuses only into a task whose function never awaits), it has none: the carriers of the task
+    before it run it, and as it never awaits, no two of them are ever inside it at once.
     """
 
     def __init__(
@@ -167,7 +193,7 @@ class WorkerStage(ItemStage):
         *,
         workflow: str,
         hooks: HookChain,
-        source: Slot | Receiver,
+        source: Slot | Receiver | None,
         outlet: Outlet,
         slot: Slot | None,
     ) -> None:
@@ -177,34 +203,60 @@ class WorkerStage(ItemStage):
         self._async = is_async(spec.fn)
         self._plain = spec.policy.plain
         self._fatal = spec.policy.fatal
-        self._source = source
-        self._items: Iterator[Item] | None = None
-        self._live = spec.concurrency
         self._accepts_failures = spec.accepts_failures
-        self._fast = self._plain and not hooks.items
+        self._source = source
+        self._workers = 0 if source is None else spec.concurrency
+        self._reading = self._workers  # workers that have not seen the end of a channel yet
+        self._items: Iterator[Item] | None = None
+        self._inbound = 0  # items taken and not yet let go of
+        self._input_open = True
+        self._ended = False
+
+    # -- lifecycle --------------------------------------------------------------------------
 
     def workers(self) -> list[Worker]:
-        """Return one worker coroutine per unit of concurrency."""
-        return [self._work] * self._spec.concurrency
+        """Return one worker per unit of concurrency (none when fed through its inlet)."""
+        return [self._work] * self._workers
+
+    def enter(self) -> None:
+        """Count an item delivered through the inlet as in flight."""
+        self._inbound += 1
+
+    def input_ended(self) -> None:
+        """The input ended: the stage ends when its last item is done."""
+        if self._input_open:
+            self._input_open = False
+            if not self._inbound:
+                self._end()
+
+    def carrier_gone(self) -> None:
+        """Nothing to do: a stream task waits for no carrier."""
+
+    def _leave(self) -> None:
+        self._inbound -= 1
+        if not self._inbound and not self._input_open:
+            self._end()
+
+    def _end(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        try:
+            self._finish()
+        except StageFailed:
+            raise
+        except Exception as exc:  # a hook failed
+            raise StageFailed(self.name, exc) from exc
+
+    # -- the workers of a stage fed by a result or a channel --------------------------------
 
     async def _work(self) -> None:
         if isinstance(self._source, Slot):
             await self._work_on_result(self._source)
         else:
+            assert self._source is not None
             await self._work_on_channel(self._source)
-        self._live -= 1
-        if self._live == 0:
-            self._finish()
-
-    async def _work_on_result(self, source: Slot) -> None:
-        raise NotImplementedError
-
-    async def _work_on_channel(self, rx: Receiver) -> None:
-        raise NotImplementedError
-
-
-class StreamStage(WorkerStage):
-    """Runs a stream task: ``concurrency`` long-lived workers pulling items from one source."""
+        self._carrier_exits()
 
     async def _work_on_result(self, source: Slot) -> None:
         result = await source.wait()
@@ -212,38 +264,59 @@ class StreamStage(WorkerStage):
             # the workers share one iterator: next() never awaits, so each item goes to one
             self._items = itemize(result, self._spec.key)
             self._start()
-        outlet = self._outlet
         for count, (key, value) in enumerate(self._items, 1):
-            await outlet.emit(key, await self._process(key, value))
+            self._inbound += 1
+            await self.push(key, value)
             if count % YIELD_EVERY == 0:
                 await checkpoint()
+        self.input_ended()
 
     async def _work_on_channel(self, rx: Receiver) -> None:
-        outlet = self._outlet
         while True:
             try:
                 key, value = await receive(rx)
             except EndOfStream:
-                return
+                break
             if not self._started:
                 self._start()
-            await outlet.emit(key, await self._process(key, value))
+            self._inbound += 1
+            await self.push(key, value)
+        # Not the first worker to see the end: another may have been handed the last item and
+        # not yet have run to count it in.
+        self._reading -= 1
+        if not self._reading:
+            self.input_ended()
+
+    # -- one item ---------------------------------------------------------------------------
+
+    async def push(self, key: Hashable, value: Any) -> None:
+        """Process one entered item and pass it on (also the inlet of a fused edge).
+
+        Failures from upstream pass by untouched, not as items of this task, unless it accepts
+        them.
+        """
+        if not self._started:
+            self._start()
+        if self._accepts_failures or not isinstance(value, Failure):
+            try:
+                value = await self._process(key, value)
+            except Exception as exc:
+                raise StageFailed(self.name, exc) from exc
+        inlet = self._outlet.inlet
+        if inlet is not None:
+            inlet.enter()  # in flight there before it is let go of here
+            self._leave()
+            await inlet.push(key, value)
+        else:
+            await self._outlet.emit(key, value)
+            self._leave()
 
     async def _process(self, key: Hashable, value: Any) -> Any:
-        # The hot path of every item: one coroutine around the task's function, no more.
-        if not self._accepts_failures and isinstance(value, Failure):
-            return value
-        if self._fast:
-            try:
-                return (await self._fn(value)) if self._async else self._fn(value)
-            except Exception as exc:
-                if self._fatal(exc):
-                    raise
-                return Failure(key, self.name, exc, value)
+        """The item's value out of the task's function, or a Failure; raise a fatal error."""
         hooks, observe = self._hooks, self._hooks.items
         if observe:
             hooks.on_item_start(task=self.name, key=key)
-        t0 = perf_counter()
+            t0 = perf_counter()
         error: BaseException | None
         if self._plain:
             # the common case needs none of the policy machinery
@@ -272,147 +345,3 @@ class StreamStage(WorkerStage):
 
     def _on_retry(self, key: Hashable, attempt: int, error: BaseException, delay: float) -> None:
         self._hooks.on_retry(task=self.name, key=key, attempt=attempt, error=error, delay=delay)
-
-
-class _Pending:
-    """A key some but not all upstreams of a join have delivered."""
-
-    __slots__ = ("arrived", "first", "since", "values")
-
-    def __init__(self, width: int, since: float, first: int) -> None:
-        self.arrived = 0
-        self.since = since
-        self.first = first  # the upstream that delivered the key first: it leads by this key
-        self.values: list[Any] = [_MISSING] * width
-
-
-class JoinStage(ItemStage):
-    """Runs a join: one reader per upstream, emitting each key once every upstream has it.
-
-    With the task's ``max_lead``, an upstream that leads the others by ``max_lead`` keys (keys it
-    delivered first that are not complete yet) is not read until its lead is down to half:
-    it waits on its full channel meanwhile. A reader never waits while every other reader
-    waits (keys in a different order on each upstream could otherwise deadlock the join).
-    """
-
-    def __init__(
-        self,
-        spec: JoinTask,
-        *,
-        workflow: str,
-        hooks: HookChain,
-        sources: Sequence[Receiver],
-        outlet: Outlet,
-        slot: Slot | None,
-    ) -> None:
-        super().__init__(spec.name, workflow=workflow, hooks=hooks, outlet=outlet, slot=slot)
-        self._names = spec.after
-        self._sources = tuple(sources)
-        self._pending: dict[Hashable, _Pending] = {}
-        self._open = len(self._sources)
-        self._max_lead = spec.max_lead
-        self._resume_at = -1 if spec.max_lead is None else spec.max_lead // 2
-        self._lead = [0] * len(self._sources)  # per upstream: pending keys it delivered first
-        self._held = 0  # readers waiting for the others to catch up
-        self._caught_up = anyio.Event()
-
-    def workers(self) -> list[Worker]:
-        """Return one reader per upstream, so no upstream waits for another."""
-        return [partial(self._read, index, rx) for index, rx in enumerate(self._sources)]
-
-    async def _read(self, index: int, rx: Receiver) -> None:
-        pending, width, observe = self._pending, len(self._names), self._hooks.items
-        lead, max_lead, resume_at = self._lead, self._max_lead, self._resume_at
-        while True:
-            if max_lead is not None and lead[index] >= max_lead:
-                await self._wait_for_the_others(index)
-            try:
-                key, value = await receive(rx)
-            except EndOfStream:
-                break
-            if not self._started:
-                self._start()
-            entry = pending.get(key)
-            if entry is None:
-                if observe:
-                    self._hooks.on_item_start(task=self.name, key=key)
-                entry = pending[key] = _Pending(width, perf_counter() if observe else 0.0, index)
-                lead[index] += 1
-            elif entry.values[index] is not _MISSING:
-                raise ValueError(
-                    f"join {self.name!r}: upstream {self._names[index]!r} delivered key {key!r} "
-                    "twice; keys must be unique per upstream"
-                )
-            entry.values[index] = value
-            entry.arrived += 1
-            if entry.arrived == width:
-                # free the entry as soon as the key is complete: memory stays bounded by skew
-                del pending[key]
-                lead[entry.first] -= 1
-                if self._held and lead[entry.first] == resume_at:
-                    self._wake()
-                await self._outlet.emit(key, self._combine(key, entry))
-        self._open -= 1
-        if self._held:
-            self._wake()  # one reader fewer: a waiting one may now be the last one reading
-        if self._open == 0:
-            if pending:
-                raise LookupError(self._missing())
-            self._finish()
-
-    async def _wait_for_the_others(self, index: int) -> None:
-        """Wait while this upstream leads by more than half ``max_lead`` keys and another
-        reader is reading."""
-        while self._lead[index] > self._resume_at and self._held + 1 < self._open:
-            caught_up = self._caught_up
-            self._held += 1
-            try:
-                await caught_up.wait()
-            finally:
-                self._held -= 1
-
-    def _wake(self) -> None:
-        """Wake the waiting readers to look again; later waits wait for the next change."""
-        self._caught_up.set()
-        self._caught_up = anyio.Event()
-
-    def _combine(self, key: Hashable, entry: _Pending) -> Any:
-        names, values = self._names, entry.values
-        failed: Failure | None = None
-        for value in values:
-            if isinstance(value, Failure):
-                failed = value
-                break
-        hooks = self._hooks
-        if failed is None:
-            if hooks.items:
-                hooks.on_item_done(task=self.name, key=key, latency=perf_counter() - entry.since)
-            return dict(zip(names, values, strict=True))
-        if hooks.items:
-            latency = perf_counter() - entry.since
-            hooks.on_item_failed(task=self.name, key=key, error=failed.error, latency=latency)
-        partial_values = {
-            name: value
-            for name, value in zip(names, values, strict=True)
-            if not isinstance(value, Failure)
-        }
-        return Failure(
-            key,
-            failed.task,
-            failed.error,
-            failed.value,
-            failed.attempts,
-            MappingProxyType(partial_values),
-        )
-
-    def _missing(self) -> str:
-        named = []
-        for key, entry in islice(self._pending.items(), _KEYS_NAMED):
-            absent = [n for n, v in zip(self._names, entry.values, strict=True) if v is _MISSING]
-            named.append(f"{key!r} (missing from {', '.join(map(repr, absent))})")
-        more = len(self._pending) - len(named)
-        return (
-            f"join {self.name!r}: {len(self._pending)} keys did not arrive from every upstream: "
-            + ", ".join(named)
-            + (f" and {more} more" if more else "")
-        )

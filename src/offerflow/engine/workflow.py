@@ -8,11 +8,10 @@ from typing import Any
 
 import anyio
 
-from offerflow.engine.graph import validate
 from offerflow.engine.hooks import Hook
 from offerflow.engine.policy import Policy
 from offerflow.engine.runner import Run, RunResult
-from offerflow.engine.tasks import JoinTask, StepTask, StreamTask, TaskSpec, check_name
+from offerflow.engine.tasks import JoinTask, StepTask, StreamTask, TaskSpec, check_name, validate
 from offerflow.errors import DuplicateTaskError, GraphError
 
 _DEFAULT_POLICY = Policy()
