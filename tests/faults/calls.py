@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +27,6 @@ __all__ = [
     "client",
     "faulted",
     "logged",
-    "pid_is_gone",
     "raw_exchange",
 ]
 
@@ -106,12 +104,3 @@ async def logged(server: FaultServer, member: str) -> list[dict[str, Any]]:
 def faulted(plan: Plan, calls: list[tuple[str, int]]) -> set[tuple[str, int]]:
     """The (member, attempt) calls on ATS that the plan gives a fault."""
     return {(member, attempt) for member, attempt in calls if plan.choose(ATS, member, attempt)}
-
-
-def pid_is_gone(pid: int) -> bool:
-    """Whether no process has this id."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +13,8 @@ import pydantic
 import pytest
 
 from tests.faults import FaultServer
-from tests.faults.calls import ATS, always, call, client, logged, pid_is_gone
+from tests.faults.calls import ATS, always, call, client, logged
+from tests.processes import busy_port, pid_is_gone
 
 # A server starts in about half a second; pytest-timeout ends a hung start or stop.
 pytestmark = pytest.mark.timeout(30)
@@ -114,10 +114,8 @@ def test_a_forgotten_server_is_killed(tmp_path: Path) -> None:
 
 
 def test_a_busy_port_is_a_clear_error(tmp_path: Path) -> None:
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        server = FaultServer({}, tmp_path, port=busy.getsockname()[1])
+    with busy_port() as port:
+        server = FaultServer({}, tmp_path, port=port)
         with pytest.raises(
             RuntimeError, match=r"exited at start \(exit code 2\)(.|\n)*cannot serve"
         ):

@@ -13,11 +13,13 @@ import aiohttp
 import orjson
 from fastapi import HTTPException
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from hypothesis import strategies as st
 from starlette.responses import Response
 
-from offerflow.serving import Features, Prediction
-from offerflow.serving.app import ats_predict, offer_assign, resp_predict
+from offerflow.serving import batch, mlflow
+from offerflow.serving.app import app
+from offerflow.serving.catalog import MODELS
 from tests.samples import PLAIN_FEATURES
 
 __all__ = [
@@ -25,12 +27,14 @@ __all__ = [
     "MODEL_ROUTES",
     "PREDICTIONS",
     "SINGLE_ROUTES",
+    "RouteFunction",
     "answer_in_process",
     "features",
     "get",
     "members",
     "post",
     "predictions",
+    "route_function",
     "single_answers",
     "single_answers_in_process",
 ]
@@ -124,11 +128,16 @@ async def single_answers(
 
 # --- in-process, for hypothesis ---------------------------------------------------------------
 
-_SINGLE_FUNCTIONS: dict[str, tuple[Callable[[Any], Awaitable[Response]], type[Any], str]] = {
-    "ats": (ats_predict, Features, "prediction"),
-    "resp": (resp_predict, Features, "prediction"),
-    "offer": (offer_assign, Prediction, "offer"),
-}
+#: a route's function: the validated body in, the response out
+RouteFunction = Callable[[Any], Awaitable[Response]]
+
+
+def route_function(path: str) -> RouteFunction:
+    """Return the function the app answers ``POST path`` with (json, json-batch or MLflow)."""
+    routes = [*app.router.routes, *batch.router.routes, *mlflow.router.routes]
+    [route] = [r for r in routes if isinstance(r, APIRoute) and r.path == path]
+    function: RouteFunction = route.endpoint
+    return function
 
 
 async def answer_in_process(call: Awaitable[Response]) -> Any | None:
@@ -145,10 +154,11 @@ async def single_answers_in_process(
     model: str, bodies: Sequence[dict[str, Any]]
 ) -> list[Any] | None:
     """Return each member's answer from the single-member route function; None if one is refused."""
-    route, body_type, field = _SINGLE_FUNCTIONS[model]
+    path, field = SINGLE_ROUTES[model]
+    route, inputs = route_function(path), MODELS[model].inputs
     answers = []
     for body in bodies:
-        answer = await answer_in_process(route(body_type.model_validate(body)))
+        answer = await answer_in_process(route(inputs.model_validate(body)))
         if answer is None:
             return None
         answers.append(answer[field])

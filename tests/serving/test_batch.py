@@ -10,13 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from offerflow.serving.batch import (
-    FeaturesBatch,
-    PredictionBatch,
-    ats_predict_batch,
-    offer_assign_batch,
-    resp_predict_batch,
-)
+from offerflow.serving.batch import FeaturesBatch, PredictionBatch
 from tests.samples import PLAIN_FEATURES
 from tests.serving.calls import (
     FEATURES,
@@ -27,6 +21,7 @@ from tests.serving.calls import (
     members,
     post,
     predictions,
+    route_function,
     single_answers,
     single_answers_in_process,
 )
@@ -189,13 +184,15 @@ async def test_batches_answer_what_the_single_routes_answer(
     bodies: list[dict[str, float]], offers: list[dict[str, float]]
 ) -> None:
     features_batch = FeaturesBatch.model_validate({"instances": bodies})
-    for model, route in [("ats", ats_predict_batch), ("resp", resp_predict_batch)]:
+    for model in ["ats", "resp"]:
+        route = route_function(BATCH_ROUTES[model][0])
         expected = await single_answers_in_process(model, bodies)
         answer = await answer_in_process(route(features_batch))
         assert answer == (None if expected is None else {"predictions": expected})
     expected = await single_answers_in_process("offer", offers)
+    offer_route = route_function(BATCH_ROUTES["offer"][0])
     answer = await answer_in_process(
-        offer_assign_batch(PredictionBatch.model_validate({"instances": offers}))
+        offer_route(PredictionBatch.model_validate({"instances": offers}))
     )
     assert answer == {"offers": expected}
 

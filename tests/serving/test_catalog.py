@@ -1,14 +1,18 @@
-"""The catalog of served models: the names, inputs and outputs every protocol answers with."""
+"""The catalog of served models: what each takes and answers, and where every protocol serves it."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import aiohttp
 import pytest
 
+from offerflow.config import PROTOCOLS, ProtocolName
 from offerflow.serving import Features, Prediction
-from offerflow.serving.catalog import MODELS, RESP, Answer, defined, first_undefined
+from offerflow.serving.catalog import MODELS, RESP, Answer, ServedModel, defined, first_undefined
 from tests.samples import PLAIN_FEATURES
+from tests.serving.calls import members, post
 
 
 def test_the_three_models_are_served_by_name() -> None:
@@ -45,3 +49,47 @@ def test_first_undefined_finds_the_first_answer_json_cannot_carry(
     answers: list[Answer], index: int | None
 ) -> None:
     assert first_undefined(answers) == index
+
+
+def one_member_call(
+    protocol: ProtocolName, model: ServedModel[Any], member: dict[str, float]
+) -> tuple[str, Any]:
+    """Return the path the catalog names for a model under a protocol, and a body of one member."""
+    match protocol:
+        case "json":
+            return model.json_path, member
+        case "json-batch":
+            return model.batch_path, {"instances": [member]}
+        case "mlflow":
+            return model.mlflow_path, {"dataframe_records": [member]}
+        case "kserve-v2":
+            tensors = [
+                {"name": name, "shape": [1], "datatype": "FP64", "data": [value]}
+                for name, value in member.items()
+            ]
+            return model.kserve_path, {"inputs": tensors}
+
+
+def only_answer(protocol: ProtocolName, response: Any) -> Any:
+    """Return the one answer a response to a one-member call carries."""
+    match protocol:
+        case "json":
+            [answer] = response.values()
+        case "json-batch" | "mlflow":
+            [[answer]] = response.values()
+        case "kserve-v2":
+            [output] = response["outputs"]
+            [answer] = output["data"]
+    return answer
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("model", MODELS.values(), ids=list(MODELS))
+async def test_every_model_is_served_under_every_protocol_at_the_path_the_catalog_names(
+    http: aiohttp.ClientSession, model: ServedModel[Any], protocol: ProtocolName
+) -> None:
+    member = members(model.name)[0]
+    status, response = await post(http, *one_member_call(protocol, model, member))
+    assert status == 200, response
+    assert only_answer(protocol, response) == model.answer(model.inputs.model_validate(member))

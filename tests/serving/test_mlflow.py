@@ -10,13 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from offerflow.serving.mlflow import (
-    MlflowFeaturesInput,
-    MlflowPredictionInput,
-    ats_invocations,
-    offer_invocations,
-    resp_invocations,
-)
+from offerflow.serving.mlflow import MlflowFeaturesInput, MlflowPredictionInput
 from tests.samples import PLAIN_FEATURES
 from tests.serving.calls import (
     answer_in_process,
@@ -25,6 +19,7 @@ from tests.serving.calls import (
     members,
     post,
     predictions,
+    route_function,
     single_answers,
     single_answers_in_process,
 )
@@ -304,13 +299,15 @@ async def test_tables_answer_what_the_single_routes_answer(
 ) -> None:
     as_split = MlflowFeaturesInput.model_validate(split(bodies, order))
     as_records = MlflowFeaturesInput.model_validate({"dataframe_records": bodies})
-    for model, route in [("ats", ats_invocations), ("resp", resp_invocations)]:
+    for model in ["ats", "resp"]:
+        route = route_function(path(model))
         expected = await single_answers_in_process(model, bodies)
         wanted = None if expected is None else {"predictions": expected}
         assert await answer_in_process(route(as_split)) == wanted
         assert await answer_in_process(route(as_records)) == wanted
     expected = await single_answers_in_process("offer", offers)
     columns = ["resp_prediction", "ats_prediction"]
+    offer_route = route_function(path("offer"))
     for body in [split(offers, columns), {"dataframe_records": offers}]:
         table = MlflowPredictionInput.model_validate(body)
-        assert await answer_in_process(offer_invocations(table)) == {"predictions": expected}
+        assert await answer_in_process(offer_route(table)) == {"predictions": expected}

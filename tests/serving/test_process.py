@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -16,6 +14,7 @@ import pytest
 
 from offerflow.errors import UsageError, WorldError
 from offerflow.serving import BundledServer
+from tests.processes import busy_port, pid_is_gone
 from tests.samples import PLAIN_FEATURES
 
 # Generous next to a start of about a second; pytest-timeout ends a hung stop() or start().
@@ -48,15 +47,6 @@ def group_is_gone(pgid: int) -> bool:
     return not live_members(pgid)
 
 
-def pid_is_gone(pid: int) -> bool:
-    """Whether no process has this id."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
 async def ats(base_url: str) -> object:
     """Call the ATS endpoint; return the decoded answer."""
     timeout = aiohttp.ClientTimeout(total=10)
@@ -66,15 +56,6 @@ async def ats(base_url: str) -> object:
     ):
         assert response.status == 200
         return await response.json()
-
-
-@pytest.fixture
-def busy_port() -> Iterator[int]:
-    """A port on 127.0.0.1 that another socket listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        yield sock.getsockname()[1]
 
 
 @pytest.mark.anyio
@@ -90,10 +71,11 @@ async def test_serves_on_a_free_port_and_leaves_nothing_behind(workers: int) -> 
 
 
 @pytest.mark.anyio
-async def test_two_workers_are_two_processes_besides_the_supervisor() -> None:
+async def test_a_two_worker_server_is_four_processes() -> None:
     with BundledServer(workers=2) as server:
-        # The supervisor, its two workers, and multiprocessing's resource tracker.
-        assert len(live_members(server.pid)) >= 3
+        # uvicorn's supervisor (server.pid) and, in its process group, its two spawned workers
+        # and the resource tracker that multiprocessing's spawn starts before the first worker.
+        assert len(live_members(server.pid)) == 4
         assert await ats(server.base_url) == {"prediction": 85.0}
 
 
@@ -154,10 +136,11 @@ def test_a_server_that_dies_at_start_is_a_clear_error() -> None:
     assert not server.running
 
 
-def test_a_busy_port_is_a_clear_error(busy_port: int) -> None:
-    server = BundledServer(command=[*SERVE, "--port", str(busy_port)])
-    with pytest.raises(WorldError, match=f"cannot bind 127.0.0.1:{busy_port}"):
-        server.start()
+def test_a_busy_port_is_a_clear_error() -> None:
+    with busy_port() as port:
+        server = BundledServer(command=[*SERVE, "--port", str(port)])
+        with pytest.raises(WorldError, match=f"cannot bind 127.0.0.1:{port}"):
+            server.start()
 
 
 def test_a_server_that_never_announces_times_out_and_is_stopped() -> None:

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import re
 import selectors
-import socket
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
 
 import pytest
 
 from offerflow.errors import UsageError, WorldError
 from offerflow.serving import BundledServer
 from offerflow.serving.server import serve
+from tests.processes import busy_port
 from tests.samples import PLAIN_FEATURES
 
 pytestmark = pytest.mark.timeout(30)
@@ -42,15 +41,6 @@ def read_line(stream: object, timeout: float) -> bytes:
         assert selector.select(timeout), f"no line within {timeout} s"
     line: bytes = stream.readline()  # type: ignore[attr-defined]
     return line
-
-
-@pytest.fixture
-def busy_port() -> Iterator[int]:
-    """A port on 127.0.0.1 that another socket listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        yield sock.getsockname()[1]
 
 
 def test_announces_exactly_one_line_on_stdout() -> None:
@@ -86,9 +76,9 @@ def test_serve_needs_a_worker() -> None:
         serve(port=0, workers=0)
 
 
-def test_serve_on_a_busy_port_is_a_clear_error(busy_port: int) -> None:
-    with pytest.raises(WorldError, match=f"cannot bind 127.0.0.1:{busy_port}"):
-        serve(port=busy_port)
+def test_serve_on_a_busy_port_is_a_clear_error() -> None:
+    with busy_port() as port, pytest.raises(WorldError, match=f"cannot bind 127.0.0.1:{port}"):
+        serve(port=port)
 
 
 def test_the_command_refuses_a_bad_port() -> None:

@@ -1,9 +1,10 @@
 """The bundled model endpoints as a FastAPI app: ``uvicorn offerflow.serving.app:app``.
 
-The single-member routes live here; the same models under the json-batch, MLflow and KServe v2
-protocols come from the routers of :mod:`~offerflow.serving.batch`,
-:mod:`~offerflow.serving.mlflow` and :mod:`~offerflow.serving.kserve`. Every route validates its
-body with pydantic models, answers with orjson, and is documented at ``/openapi.json``.
+The single-member routes live here, one per model of the catalog; the same models under the
+json-batch, MLflow and KServe v2 protocols come from the routers of
+:mod:`~offerflow.serving.batch`, :mod:`~offerflow.serving.mlflow` and
+:mod:`~offerflow.serving.kserve`. Every route validates its body with pydantic models, answers
+with orjson, and is documented at ``/openapi.json``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from starlette.responses import Response
 
 from offerflow import __version__
 from offerflow.serving import batch, kserve, mlflow
-from offerflow.serving.catalog import ATS, OFFER, RESP, UNDEFINED, ServedModel, defined
+from offerflow.serving.catalog import UNDEFINED, Member, ServedModel, defined
 from offerflow.serving.prediction import (
     Features,
     OfferResponse,
@@ -24,6 +25,7 @@ from offerflow.serving.prediction import (
     PredictionResponse,
 )
 from offerflow.serving.responses import JSONResponse, invalid
+from offerflow.serving.routes import serve_each_model
 
 __all__ = ["app"]
 
@@ -46,12 +48,12 @@ async def invalid_body(request: Request, exc: RequestValidationError) -> Respons
     return JSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
 
 
-def _model_answer(model: ServedModel[Features], features: Features) -> Response:
-    """Answer a model call, or refuse features whose prediction is not a finite number."""
-    value = model.answer(features)
+def _model_answer(model: ServedModel[Member], member: Member) -> Response:
+    """Answer a model call, or refuse a member whose answer is not a finite number."""
+    value = model.answer(member)
     if not defined(value):
-        raise invalid((), UNDEFINED, features)
-    return JSONResponse({"prediction": value})
+        raise invalid((), UNDEFINED, member)
+    return JSONResponse({model.output: value})
 
 
 @app.get("/", response_model=PingResponse, summary="Health check")
@@ -60,23 +62,16 @@ async def ping() -> Response:
     return JSONResponse({"msg": "pong"})
 
 
-@app.post("/ml/ats/predict", response_model=PredictionResponse, summary="ATS model")
-async def ats_predict(features: Features) -> Response:
-    """Predict the average transaction size of a member."""
-    return _model_answer(ATS, features)
-
-
-@app.post("/ml/resp/predict", response_model=PredictionResponse, summary="RESP model")
-async def resp_predict(features: Features) -> Response:
-    """Predict the probability that a member responds to an offer."""
-    return _model_answer(RESP, features)
-
-
-@app.post("/offer/assign", response_model=OfferResponse, summary="Offer rule")
-async def offer_assign(prediction: Prediction) -> Response:
-    """Assign an offer to a member's predictions."""
-    return JSONResponse({"offer": OFFER.answer(prediction)})
-
+serve_each_model(
+    app.router,
+    path=lambda model: model.json_path,
+    bodies={Features: Features, Prediction: Prediction},
+    responses={"prediction": PredictionResponse, "offer": OfferResponse},
+    answer=_model_answer,
+    summary="{model}",
+    who="a member",
+    whose="a member's",
+)
 
 # After the single-member routes: a request is matched against the routes in order, and the
 # single-member ones carry most of the traffic.

@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from offerflow.serving.catalog import (
-    ATS,
     MAX_BATCH,
-    OFFER,
-    RESP,
     UNDEFINED,
     Answer,
-    Member,
     ServedModel,
     first_undefined,
 )
 from offerflow.serving.prediction import Features, Offer, Prediction
 from offerflow.serving.responses import JSONResponse, invalid
+from offerflow.serving.routes import serve_each_model
 
 __all__ = ["FeaturesBatch", "OffersResponse", "PredictionBatch", "PredictionsResponse", "router"]
 
@@ -57,32 +55,26 @@ class OffersResponse(BaseModel):
     offers: list[Offer]
 
 
-def _answers(model: ServedModel[Member], instances: Sequence[Member]) -> list[Answer]:
+_FIELDS = {"prediction": "predictions", "offer": "offers"}
+
+
+def _answer_batch(model: ServedModel[Any], batch: FeaturesBatch | PredictionBatch) -> Response:
     """Answer every instance, or refuse the batch naming the first one without a finite answer."""
-    answers = [model.answer(instance) for instance in instances]
+    instances: Sequence[Any] = batch.instances
+    answers: list[Answer] = [model.answer(instance) for instance in instances]
     index = first_undefined(answers)
     if index is not None:
         raise invalid(("instances", index), UNDEFINED, instances[index])
-    return answers
+    return JSONResponse({_FIELDS[model.output]: answers})
 
 
-@router.post(
-    "/ml/ats/predict/batch", response_model=PredictionsResponse, summary="ATS model, batch"
+serve_each_model(
+    router,
+    path=lambda model: model.batch_path,
+    bodies={Features: FeaturesBatch, Prediction: PredictionBatch},
+    responses={"prediction": PredictionsResponse, "offer": OffersResponse},
+    answer=_answer_batch,
+    summary="{model}, batch",
+    who="each member",
+    whose="each member's",
 )
-async def ats_predict_batch(batch: FeaturesBatch) -> Response:
-    """Predict the average transaction size of each member."""
-    return JSONResponse({"predictions": _answers(ATS, batch.instances)})
-
-
-@router.post(
-    "/ml/resp/predict/batch", response_model=PredictionsResponse, summary="RESP model, batch"
-)
-async def resp_predict_batch(batch: FeaturesBatch) -> Response:
-    """Predict the probability that each member responds to an offer."""
-    return JSONResponse({"predictions": _answers(RESP, batch.instances)})
-
-
-@router.post("/offer/assign/batch", response_model=OffersResponse, summary="Offer rule, batch")
-async def offer_assign_batch(batch: PredictionBatch) -> Response:
-    """Assign an offer to each member's predictions."""
-    return JSONResponse({"offers": _answers(OFFER, batch.instances)})

@@ -17,10 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from starlette.responses import Response
 
 from offerflow.serving.catalog import (
-    ATS,
     MAX_BATCH,
-    OFFER,
-    RESP,
     UNDEFINED,
     Answer,
     Member,
@@ -29,6 +26,7 @@ from offerflow.serving.catalog import (
 )
 from offerflow.serving.prediction import Features, Offer, Prediction
 from offerflow.serving.responses import JSONResponse, invalid
+from offerflow.serving.routes import serve_each_model
 
 __all__ = [
     "Cell",
@@ -40,7 +38,7 @@ __all__ = [
     "router",
 ]
 
-router = APIRouter(prefix="/mlflow", tags=["mlflow"])
+router = APIRouter(tags=["mlflow"])
 
 #: a cell of a table: columns the model ignores may hold any JSON scalar
 Cell = float | int | str | bool | None
@@ -157,19 +155,13 @@ def _predictions(model: ServedModel[Member], table: _MlflowInput[Member]) -> Res
     return JSONResponse({"predictions": answers})
 
 
-@router.post("/ats/invocations", response_model=MlflowPredictions, summary="ATS model, MLflow")
-async def ats_invocations(table: MlflowFeaturesInput) -> Response:
-    """Predict the average transaction size of each member (row)."""
-    return _predictions(ATS, table)
-
-
-@router.post("/resp/invocations", response_model=MlflowPredictions, summary="RESP model, MLflow")
-async def resp_invocations(table: MlflowFeaturesInput) -> Response:
-    """Predict the probability that each member (row) responds to an offer."""
-    return _predictions(RESP, table)
-
-
-@router.post("/offer/invocations", response_model=MlflowOffers, summary="Offer rule, MLflow")
-async def offer_invocations(table: MlflowPredictionInput) -> Response:
-    """Assign an offer to each member's (row's) predictions."""
-    return _predictions(OFFER, table)
+serve_each_model(
+    router,
+    path=lambda model: model.mlflow_path,
+    bodies={Features: MlflowFeaturesInput, Prediction: MlflowPredictionInput},
+    responses={"prediction": MlflowPredictions, "offer": MlflowOffers},
+    answer=_predictions,
+    summary="{model}, MLflow",
+    who="each member (row)",
+    whose="each member's (row's)",
+)
