@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from offerflow.engine import Failure, Policy, Workflow
+from offerflow.engine import Failure, Policy, Workflow, backoff_delay
 from offerflow.errors import EndpointTimeout, OutputError, TaskFailedError, WorldError
 
 from .recorder import Recorder
@@ -85,15 +86,49 @@ def test_backoff_doubles_from_the_initial_delay_up_to_the_cap() -> None:
     assert [policy.delay(n) for n in range(1, 6)] == [0.1, 0.2, 0.4, 0.5, 0.5]
 
 
+@pytest.mark.parametrize("seed", [0, 7])
+@pytest.mark.parametrize(
+    ("initial", "maximum", "caps"),
+    [
+        (0.1, 0.5, [0.1, 0.2, 0.4, 0.5, 0.5, 0.5]),
+        (1.0, 100.0, [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]),
+        (0.25, 0.25, [0.25, 0.25, 0.25, 0.25, 0.25, 0.25]),
+    ],
+    ids=["capped", "doubling", "flat"],
+)
+def test_backoff_draws_uniformly_from_zero_to_the_capped_doubling(
+    seed: int, initial: float, maximum: float, caps: list[float]
+) -> None:
+    policy = Policy(
+        backoff_initial=initial, backoff_max=maximum, uniform=random.Random(seed).uniform
+    )
+    expected = random.Random(seed)
+
+    assert [policy.delay(n) for n in range(1, len(caps) + 1)] == [
+        expected.uniform(0.0, cap) for cap in caps
+    ]
+
+
+@pytest.mark.parametrize("attempt", [1024, 1025, 1100, 10**6])
+def test_backoff_after_a_huge_attempt_number_is_a_draw_under_the_cap(attempt: int) -> None:
+    # 2.0 ** 1024 overflows a float: the cap must apply without computing it
+    delay = backoff_delay(attempt, 0.1, 10.0, random.Random(3).uniform)
+
+    assert delay == random.Random(3).uniform(0.0, 10.0)
+
+
 @given(
     attempt=st.integers(min_value=1, max_value=2000),
-    initial=st.floats(min_value=0, max_value=100),
+    initial=st.one_of(st.just(0.0), st.floats(min_value=1e-6, max_value=100)),
     cap=st.floats(min_value=0, max_value=1000),
 )
-def test_backoff_is_full_jitter_within_its_bounds(attempt: int, initial: float, cap: float) -> None:
-    policy = Policy(backoff_initial=initial, backoff_max=cap)
+def test_the_largest_backoff_starts_at_the_initial_delay_and_doubles_up_to_the_cap(
+    attempt: int, initial: float, cap: float
+) -> None:
+    policy = Policy(backoff_initial=initial, backoff_max=cap, uniform=upper_bound)
 
-    assert 0 <= policy.delay(attempt) <= min(cap, initial * 2.0 ** min(attempt - 1, 1023))
+    assert policy.delay(1) == min(cap, initial)
+    assert policy.delay(attempt + 1) == min(cap, 2 * policy.delay(attempt))
 
 
 @pytest.mark.anyio

@@ -2,8 +2,8 @@
 
 Every scenario of ``test_fault_matrix.py`` ends with :func:`assert_whole`: whatever the fault,
 no member is lost or doubled and every output file is there and readable. The figures the
-scenarios measure are reported through :func:`report` (the DEBUG log and :data:`FIGURES`),
-never asserted against the wall clock.
+scenarios measure are reported through :func:`report` (the DEBUG log and :data:`FIGURES`); a
+CLI run's ending is read back from its files and its log (:func:`log_messages`).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ __all__ = [
     "assert_whole",
     "calls",
     "input_members",
+    "log_messages",
     "mark",
     "partner",
     "report",
@@ -189,6 +190,12 @@ def assert_whole(run_dir: Path, input_csv: Path) -> Whole:
     statuses = offers.get_column("status").value_counts()
     assert ledger["members_by_status"] == dict(statuses.iter_rows())
     return Whole(offers, requests, rejects, summary)
+
+
+def log_messages(run_dir: Path) -> list[str]:
+    """The messages of a CLI run's ``run.log``, in the order they were logged."""
+    lines = (run_dir / "run.log").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line)["message"] for line in lines]
 
 
 def wait_until(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import polars as pl
 import pytest
 
 from offerflow.config import DEFAULT_FEATURES, PartnerConfig, load_config
-from offerflow.errors import CycleError, ExitCode, InputError
+from offerflow.errors import CycleError, ExitCode, FailureBudgetExceeded, InputError
 from offerflow.pipeline import (
     RunReport,
     generate_transactions,
@@ -22,6 +23,7 @@ from offerflow.pipeline import (
     write_transactions,
 )
 from offerflow.serving import BundledServer
+from tests.faults import FaultServer, Plan
 from tests.partner_files import default_document, write_partner
 from tests.reference import expected_results
 
@@ -41,6 +43,12 @@ OFFERS_COLUMNS = [
     "offer_ms",
     "attempts",
 ]
+OFFER_ROUTE = "/offer/assign"
+#: every attempt of the offer call of about a fifth of the members, drawn per member, is a 404
+SOME_OFFERS_FAIL = {
+    "seed": 0,
+    "routes": {OFFER_ROUTE: [{"fault": "status", "code": 404, "rate": 0.2, "per": "member"}]},
+}
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +56,13 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("data") / "members.csv"
     write_transactions(generate_transactions(600, seed=11), path)
     return path
+
+
+@pytest.fixture(scope="module")
+def some_offers_fail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultServer]:
+    """The bundled app's routes on 127.0.0.1, with the faults of ``SOME_OFFERS_FAIL``."""
+    with FaultServer(SOME_OFFERS_FAIL, tmp_path_factory.mktemp("faults")) as server:
+        yield server
 
 
 def _config(tmp_path: Path, server: BundledServer, data: Path, **changes: Any) -> PartnerConfig:
@@ -246,3 +261,55 @@ async def test_a_failure_budget_lets_some_failures_pass(
     config = load_config(write_partner(tmp_path / "lenient.yaml", document))
     report = await _run(config, tmp_path)
     assert report.exit_code == ExitCode.OK
+
+
+def _offer_failures(data: Path) -> tuple[int, int]:
+    """``(failed, scored)``: the scored members of ``data`` and those whose offer call the plan
+    fails, from the reference and the plan alone, not from a run."""
+    _rows_in, expected = expected_results(data, date.fromisoformat(AS_OF))
+    scored = [member for member, want in expected.items() if want is not None]
+    plan = Plan.model_validate(SOME_OFFERS_FAIL)
+    failed = sum(plan.choose(OFFER_ROUTE, member, 1) is not None for member in scored)
+    assert 0 < failed < len(scored)
+    return failed, len(scored)
+
+
+async def _run_with_budget(
+    tmp_path: Path, server: FaultServer, data: Path, budget: float
+) -> tuple[RunReport, dict[str, Any]]:
+    document = default_document(server.base_url, data)
+    document["failure_budget"] = budget
+    config = load_config(write_partner(tmp_path / "budget.yaml", document))
+    assert config.failure_budget == budget
+    report = await _run(config, tmp_path)
+    return report, json.loads((report.run_dir / "summary.json").read_text())
+
+
+async def test_failures_exactly_at_the_failure_budget_pass(
+    tmp_path: Path, some_offers_fail: FaultServer, generated: Path
+) -> None:
+    failed, scored = _offer_failures(generated)
+
+    report, summary = await _run_with_budget(tmp_path, some_offers_fail, generated, failed / scored)
+
+    assert summary["ledger"]["members_by_status"]["model_error"] == failed
+    assert (report.exit_code, report.error) == (ExitCode.OK, None)
+    assert (summary["status"], summary["exit_code"], summary["error"]) == ("ok", 0, None)
+
+
+async def test_failures_just_above_the_failure_budget_fail_the_run(
+    tmp_path: Path, some_offers_fail: FaultServer, generated: Path
+) -> None:
+    failed, scored = _offer_failures(generated)
+    budget = math.nextafter(failed / scored, 0.0)
+
+    report, summary = await _run_with_budget(tmp_path, some_offers_fail, generated, budget)
+
+    assert summary["ledger"]["members_by_status"]["model_error"] == failed
+    assert report.exit_code == ExitCode.MEMBER_FAILURES == 3
+    error = report.error
+    assert isinstance(error, FailureBudgetExceeded)
+    assert (error.failed, error.members, error.budget) == (failed, scored, budget)
+    message = f"{failed} of {scored} members failed, above the failure budget of {budget:.2%}"
+    assert str(error) == message
+    assert (summary["status"], summary["exit_code"], summary["error"]) == ("failed", 3, message)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from offerflow.engine.failures import Failure, ItemError
 from offerflow.engine.hooks import Hook
 from offerflow.engine.metrics import MetricsHook, TaskMetrics
-from offerflow.engine.policy import Policy, is_transient
+from offerflow.engine.policy import Policy, backoff_delay, is_transient
 from offerflow.engine.runner import RunResult
 from offerflow.engine.workflow import Workflow
 
@@ -25,5 +25,6 @@ __all__ = [
     "RunResult",
     "TaskMetrics",
     "Workflow",
+    "backoff_delay",
     "is_transient",
 ]

@@ -21,6 +21,21 @@ RetryCallback = Callable[[int, BaseException, float], None]
 _MAX_EXPONENT = 1023
 
 
+def backoff_delay(
+    attempt: int,
+    initial: float,
+    maximum: float,
+    uniform: Callable[[float, float], float] = random.uniform,
+) -> float:
+    """Return the capped full-jitter wait after failed attempt ``attempt`` (counted from 1).
+
+    That is ``uniform(0, min(maximum, initial * 2 ** (attempt - 1)))`` seconds; ``uniform`` is
+    ``random.uniform`` or the bound method of a seeded ``random.Random``.
+    """
+    exponent = min(attempt - 1, _MAX_EXPONENT)
+    return uniform(0.0, min(maximum, initial * 2.0**exponent))
+
+
 def never(exc: BaseException) -> bool:
     """Return False: the default ``Policy.fatal``, no item error fails its task."""
     return False
@@ -37,8 +52,9 @@ class Policy:
 
     ``retries`` counts extra attempts after the first, made only when ``retry_on(error)`` is
     true. The wait after the n-th failed attempt is ``uniform(0, min(backoff_max,
-    backoff_initial * 2 ** (n - 1)))`` seconds. ``attempt_timeout`` cuts each attempt and
-    ``item_timeout`` the whole item including retries and waits; both raise ``TimeoutError``.
+    backoff_initial * 2 ** (n - 1)))`` seconds (:func:`backoff_delay`). ``attempt_timeout``
+    cuts each attempt and ``item_timeout`` the whole item including retries and waits; both
+    raise ``TimeoutError``.
 
     An item error for which ``fatal(error)`` is true (after retries) fails the whole task, and
     with it the run, instead of becoming a Failure: for errors no later item can escape, such
@@ -80,9 +96,7 @@ class Policy:
 
     def delay(self, attempt: int) -> float:
         """Return the jittered wait before retrying after failed attempt number ``attempt``."""
-        exponent = min(attempt - 1, _MAX_EXPONENT)
-        cap = min(self.backoff_max, self.backoff_initial * 2.0**exponent)
-        return self.uniform(0.0, cap)
+        return backoff_delay(attempt, self.backoff_initial, self.backoff_max, self.uniform)
 
 
 async def call_with_policy(

@@ -107,13 +107,19 @@ class Waits:
 
 
 def _client(
-    url: str, *, waits: Waits | None = None, retries: int = 2, timeout_s: float = 5.0, **kw: Any
+    url: str,
+    *,
+    waits: Waits | None = None,
+    retries: int = 2,
+    timeout_s: float = 5.0,
+    seed: int = 0,
+    **kw: Any,
 ) -> ModelClient:
     endpoint_options = {k: kw.pop(k) for k in list(kw) if k in Endpoint.__dataclass_fields__}
     endpoint = Endpoint(
         "ats", url, "prediction", timeout_s=timeout_s, retries=retries, **endpoint_options
     )
-    return ModelClient([endpoint], wait=waits or Waits(), rng=random.Random(0), **kw)
+    return ModelClient([endpoint], wait=waits or Waits(), rng=random.Random(seed), **kw)
 
 
 async def test_a_valid_answer_is_returned_with_one_attempt(fake: tuple[str, Script]) -> None:
@@ -260,19 +266,19 @@ async def test_retry_after_is_honoured_and_clamped(
     assert waits.delays == [expected]
 
 
-async def test_backoff_is_full_jitter_within_the_capped_exponential(
-    fake: tuple[str, Script],
+@pytest.mark.parametrize("seed", [0, 7])
+async def test_backoff_draws_uniformly_from_zero_to_the_capped_doubling(
+    fake: tuple[str, Script], seed: int
 ) -> None:
     url, script = fake
     script.answers = [("status", 503)]
     waits = Waits()
     options = {"backoff_initial_s": 0.1, "backoff_max_s": 0.3}
-    async with _client(url, waits=waits, retries=4, **options) as client:
+    async with _client(url, waits=waits, retries=4, seed=seed, **options) as client:
         with pytest.raises(EndpointStatusError):
             await client.call("ats", "m1", b"{}")
-    caps = [0.1, 0.2, 0.3, 0.3]
-    assert len(waits.delays) == 4
-    assert all(0 <= d <= cap for d, cap in zip(waits.delays, caps, strict=True))
+    expected = random.Random(seed)
+    assert waits.delays == [expected.uniform(0.0, cap) for cap in (0.1, 0.2, 0.3, 0.3)]
 
 
 async def test_a_spent_retry_budget_stops_retries(fake: tuple[str, Script]) -> None:

@@ -22,6 +22,7 @@ from typing import Any, Literal, NamedTuple, Protocol
 import anyio
 import orjson
 
+from offerflow.engine import backoff_delay
 from offerflow.errors import (
     CallInterrupted,
     CircuitOpenError,
@@ -32,12 +33,7 @@ from offerflow.errors import (
     InvalidResponseError,
 )
 from offerflow.pipeline.endpoints.codec import Answer, Codec
-from offerflow.pipeline.endpoints.retry import (
-    CircuitBreaker,
-    RetryBudget,
-    full_jitter,
-    retry_after_s,
-)
+from offerflow.pipeline.endpoints.retry import CircuitBreaker, RetryBudget, retry_after_s
 from offerflow.pipeline.endpoints.transport import (
     HttpClient,
     Response,
@@ -236,7 +232,9 @@ class ModelClient:
             return None
         if attempt > spec.retries:
             return None
-        delay = full_jitter(attempt, spec.backoff_initial_s, spec.backoff_max_s, self._rng)
+        delay = backoff_delay(
+            attempt, spec.backoff_initial_s, spec.backoff_max_s, self._rng.uniform
+        )
         asked = getattr(error, "retry_after_s", None)
         if asked is not None:
             delay = min(asked, spec.retry_after_max_s)

@@ -1,27 +1,22 @@
-"""How the model client waits and gives up: backoff, Retry-After, a retry budget, a breaker.
+"""How the model client gives up and waits: Retry-After, a retry budget, a breaker.
 
-The backoff is a one-line full-jitter formula rather than tenacity's ``AsyncRetrying``: wrapping
-every call in it cost about 27 µs on the success path (measured on the development machine),
-a quarter of the client's whole per-request budget, for a formula this module states in a line.
+The backoff between attempts is the engine's :func:`~offerflow.engine.backoff_delay`, a
+one-line full-jitter formula, rather than tenacity's ``AsyncRetrying``: wrapping every call in
+it cost about 27 µs on the success path (measured on the development machine), a quarter of
+the client's whole per-request budget.
 """
 
 from __future__ import annotations
 
 import email.utils
 import math
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
-__all__ = ["BreakerState", "CircuitBreaker", "RetryBudget", "full_jitter", "retry_after_s"]
-
-
-def full_jitter(attempt: int, initial_s: float, max_s: float, rng: random.Random) -> float:
-    """Seconds to wait before attempt ``attempt + 1``: uniform in [0, min(max, initial·2^(n-1))]."""
-    return rng.uniform(0.0, min(max_s, initial_s * 2 ** (attempt - 1)))
+__all__ = ["BreakerState", "CircuitBreaker", "RetryBudget", "retry_after_s"]
 
 
 def retry_after_s(value: str | None, *, now: datetime | None = None) -> float | None:
