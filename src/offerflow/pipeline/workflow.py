@@ -39,6 +39,7 @@ from offerflow.pipeline.endpoints import (
     Codec,
     Endpoint,
     ModelClient,
+    Reads,
     RetryBudget,
 )
 from offerflow.pipeline.features import (
@@ -140,12 +141,13 @@ def build_workflow(
     models = {m.name: m for m in config.models}
     for model in config.models:
         upstream = _upstream(wf, model.name, _model_sources(model, models))
+        first = upstream == "features"
         wf.stream(
             model.name,
-            _stage(client, model, deadline_s, stop),
+            _stage(client, model, deadline_s, stop if first else _never),
             after=upstream,
             concurrency=model.concurrency,
-            key=_member_key if upstream == "features" else None,
+            key=_member_key if first else None,
             batch_size=model.batch_size if model.batched else None,
         )
     consumed = {s for m in config.models for s in _model_sources(m, models)}
@@ -153,7 +155,7 @@ def build_workflow(
     offer_upstream = _upstream(wf, config.offer.name, leaves)
     wf.stream(
         config.offer.name,
-        _stage(client, config.offer, deadline_s, stop),
+        _stage(client, config.offer, deadline_s, _never),
         after=offer_upstream,
         concurrency=config.offer.concurrency,
         batch_size=config.offer.batch_size if config.offer.batched else None,
@@ -236,6 +238,10 @@ def feature_registry(config: PartnerConfig) -> FeatureRegistry:
     return registry
 
 
+def _never() -> bool:
+    return False
+
+
 def _member_key(member: Member) -> str:
     return member.member_id
 
@@ -270,36 +276,39 @@ Item = Member | dict[str, Member]
 def _stage(
     client: ModelClient, endpoint: EndpointConfig, deadline_s: float, stop: Callable[[], bool]
 ) -> Callable[..., Any]:
-    """The stream function of one endpoint: build the request, call, add the answer.
+    """The stream function of one endpoint: build the request, call, record the answer.
 
-    Once ``stop()`` is true it starts no member that has made no call yet: such a member is
-    interrupted, unsent (a branch that lags another still gets the members the other took).
+    Once ``stop()`` is true it calls for no more members: they are interrupted, unsent. Only the
+    endpoints that take members straight from the features are given a ``stop``: an endpoint
+    after them finishes what they started (and a branch that lags another still gets the
+    members the other took, to interrupt them).
 
     For a batched protocol it takes a list of members and gives one result per member: the
     member with its answer, or an ItemError when only its answer was unusable.
     """
     name = endpoint.name
     codec = client.endpoints[name].reader()
+    known = _KNOWN[codec.reads]
 
     def started(item: Item) -> Member:
-        member = item if isinstance(item, Member) else Member.merge(item.values())
+        member = item if isinstance(item, Member) else Member.of(item.values())
+        if stop():
+            raise CallInterrupted(
+                "run stopping: not called",
+                endpoint=name,
+                url=endpoint.url,
+                member_id=member.member_id,
+                attempt=0,
+            )
         if member.deadline == math.inf:  # the member's first call starts its clock
-            if stop():
-                raise CallInterrupted(
-                    "run stopping: not called",
-                    endpoint=name,
-                    url=endpoint.url,
-                    member_id=member.member_id,
-                    attempt=0,
-                )
-            member = member.with_deadline(time.monotonic() + deadline_s)
+            member.deadline = time.monotonic() + deadline_s
         return member
 
     async def call(item: Item) -> Member:
         member = started(item)
-        body = codec.body([_known(member)])
+        body = codec.body([known(member)])
         result = await client.call(name, member.member_id, body, deadline=member.deadline)
-        return member.with_answer(name, result.value, result.latency_ms, result.attempts)
+        return member.answer(name, result.value, result.latency_ms, result.attempts)
 
     async def call_batch(items: list[Item]) -> list[Member | ItemError]:
         # a member that may not start any more is interrupted alone, not with its batch
@@ -314,7 +323,7 @@ def _stage(
             results.append(members[-1])
         if not members:
             return results
-        body = codec.body([_known(member) for member in members])
+        body = codec.body([known(member) for member in members])
         deadline = min(member.deadline for member in members)
         result = await client.call(
             name, members[0].member_id, body, deadline=deadline, members=len(members)
@@ -337,12 +346,20 @@ def _answered(name: str, member: Member, answer: Answer, result: CallResult) -> 
             str(answer), endpoint=name, member_id=member.member_id, attempt=result.attempts
         )
         return ItemError(error)
-    return member.with_answer(name, answer, result.latency_ms, result.attempts)
+    return member.answer(name, answer, result.latency_ms, result.attempts)
 
 
-def _known(member: Member) -> dict[str, Any]:
-    """What a request template may reference for a member."""
+def _everything(member: Member) -> Mapping[str, Any]:
+    """All a request template may reference for a member."""
     return {**member.features, **member.predictions, MEMBER_ID: member.member_id}
+
+
+#: what a codec's template needs of a member (see ``Codec.reads``): no merge when one will do
+_KNOWN: dict[Reads, Callable[[Member], Mapping[str, Any]]] = {
+    "features": lambda member: member.features,
+    "predictions": lambda member: member.predictions,
+    "any": _everything,
+}
 
 
 class Recorder:
@@ -360,11 +377,10 @@ class Recorder:
             return
         error = item.error
         status = Status(error.status) if isinstance(error, EndpointError) else Status.MODEL_ERROR
-        parts = [v for v in (item.value, *item.partial.values()) if v is not None]
-        states = [p for v in parts for p in (v.values() if isinstance(v, dict) else [v])]
-        member = Member.merge(states)
+        value = item.value
+        member = value if isinstance(value, Member) else Member.of(value.values())
         if isinstance(error, EndpointError):
-            member = member._replace(attempts={**member.attempts, error.endpoint: error.attempt})
+            member.attempts[error.endpoint] = error.attempt
         self.record(member, status, f"{item.task}: {type(error).__name__}: {error}")
 
     def record(self, member: Member, status: Status, error: str | None = None) -> None:

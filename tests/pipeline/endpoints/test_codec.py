@@ -7,6 +7,7 @@ batched protocol and expect exactly what the ``json`` run gives.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import AsyncIterator
@@ -552,19 +553,20 @@ async def test_one_unusable_prediction_in_a_batch_fails_that_member_only(
 
 
 @pytest.mark.anyio
-async def test_a_stopping_run_interrupts_only_the_unstarted_members_of_a_batch(
+async def test_a_stop_interrupts_the_members_of_a_batch_one_by_one(
     tmp_path: Path, bundled: BundledServer
 ) -> None:
+    # the stop comes while the batch is being started: its first member still goes out
     document = _switch(default_document(), bundled.base_url, "json-batch")
     config = load_config(write_partner(tmp_path / "p.yaml", document))
     features = {name: 1.0 for name in DEFAULT_FEATURES}
-    started = Member("started", features, deadline=time.monotonic() + 60)  # called elsewhere
-    fresh = Member("fresh", features)  # not called anywhere yet
+    asked = itertools.count()
     async with client_for(config) as client:
-        stage = _stage(client, config.models[0], 60.0, stop=lambda: True)
-        first, second = await stage([started, fresh])
+        stage = _stage(client, config.models[0], 60.0, stop=lambda: next(asked) > 0)
+        first, second = await stage([Member("before", features), Member("after", features)])
     assert isinstance(first, Member)
     assert "ats" in first.predictions
+    assert first.deadline < time.monotonic() + 60  # its call started its clock
     assert isinstance(second, ItemError)
     assert isinstance(second.error, CallInterrupted)
     assert second.error.status == "interrupted"

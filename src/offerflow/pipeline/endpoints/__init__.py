@@ -12,7 +12,7 @@ It imports nothing else of the pipeline.
 from __future__ import annotations
 
 from offerflow.pipeline.endpoints.client import AttemptSink, CallResult, Endpoint, ModelClient
-from offerflow.pipeline.endpoints.codec import Answer, Codec
+from offerflow.pipeline.endpoints.codec import Answer, Codec, Reads
 from offerflow.pipeline.endpoints.contract import ContractReport, check_contracts
 from offerflow.pipeline.endpoints.retry import CircuitBreaker, RetryBudget
 
@@ -25,6 +25,7 @@ __all__ = [
     "ContractReport",
     "Endpoint",
     "ModelClient",
+    "Reads",
     "RetryBudget",
     "check_contracts",
 ]

@@ -20,9 +20,9 @@ from typing import Any, Literal
 
 import orjson
 
-from offerflow.config import EndpointConfig, ProtocolName, template_leaves
+from offerflow.config import MEMBER_ID, EndpointConfig, ProtocolName, template_leaves
 
-__all__ = ["Answer", "Codec", "compile_template", "render"]
+__all__ = ["Answer", "Codec", "Reads", "compile_template", "render"]
 
 #: what one member's answer became: a finite number, a label, or why it is not usable
 Answer = float | str | ValueError
@@ -57,14 +57,25 @@ def compile_template(template: Mapping[str, Any]) -> Callable[[Mapping[str, Any]
     return flat
 
 
+#: what a template references: only features, only other models' predictions, or anything
+Reads = Literal["features", "predictions", "any"]
+
+
 @dataclass(frozen=True, slots=True)
 class Codec:
-    """Builds request bodies for one endpoint and reads its answers."""
+    """Builds request bodies for one endpoint and reads its answers.
+
+    ``reads`` says what the values given to :meth:`body` must hold, so that a caller can pass a
+    member's features (or predictions) as they are instead of merging them; ``verbatim``: a
+    ``json`` body is those values as given (the features by name, in order), rendered as is.
+    """
 
     protocol: ProtocolName
     template: Mapping[str, Any]
     path: str
     answer: Literal["number", "label"]
+    reads: Reads = "any"
+    verbatim: bool = False
     _render: Callable[[Mapping[str, Any]], dict[str, Any]] = field(
         init=False, repr=False, compare=False
     )
@@ -78,7 +89,14 @@ class Codec:
     ) -> Codec:
         """The codec of an endpoint; without a template it sends the features by name."""
         template = endpoint.request or {name: name for name in features}
-        return cls(endpoint.protocol, template, endpoint.answer_path, answer)
+        references = {leaf for _, leaf in template_leaves(template) if isinstance(leaf, str)}
+        reads: Reads = "any"
+        if references <= set(features):
+            reads = "features"
+        elif not references & {*features, MEMBER_ID}:
+            reads = "predictions"
+        verbatim = endpoint.protocol == "json" and endpoint.request is None
+        return cls(endpoint.protocol, template, endpoint.answer_path, answer, reads, verbatim)
 
     @property
     def references(self) -> list[str]:
@@ -89,7 +107,7 @@ class Codec:
         """The request body for these members' known values (exactly one for ``json``)."""
         if self.protocol == "json":
             (known,) = members
-            return orjson.dumps(self._render(known))
+            return orjson.dumps(known if self.verbatim else self._render(known))
         rows = [self._render(known) for known in members]
         if self.protocol == "json-batch":
             return orjson.dumps({"instances": rows})
