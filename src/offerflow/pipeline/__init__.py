@@ -46,10 +46,12 @@ from offerflow.pipeline.outputs import (
     RunManifest,
     atomic_write,
     read_manifest,
+    run_log,
     write_json,
     write_manifest,
 )
-from offerflow.pipeline.run import RunReport, Shutdown, new_run_dir, run_pipeline
+from offerflow.pipeline.run import Progress, RunReport, new_run_dir, run_pipeline, run_until_done
+from offerflow.pipeline.stopping import Shutdown
 from offerflow.pipeline.workflow import (
     Recorder,
     build_workflow,
@@ -75,6 +77,7 @@ __all__ = [
     "Member",
     "MemberRows",
     "ModelClient",
+    "Progress",
     "ReadResult",
     "Recorder",
     "RequestLog",
@@ -97,7 +100,9 @@ __all__ = [
     "read_manifest",
     "read_transactions",
     "registry_with",
+    "run_log",
     "run_pipeline",
+    "run_until_done",
     "write_json",
     "write_manifest",
     "write_transactions",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -21,17 +21,18 @@ __all__ = ["ConsoleReport"]
 
 log = logging.getLogger(__name__)
 
-_RECORD_TASK = "record"
-
 
 class ConsoleReport(Hook):
-    """A progress bar on a terminal, a log line every few seconds elsewhere, and a final table."""
+    """A progress bar on a terminal, a log line every few seconds elsewhere, and a final table.
+
+    A hook for the run's start and end; the progress comes from :meth:`progress`, which the
+    run calls a few times a second (not from per-item events: they would cost every member).
+    """
 
     def __init__(self, stream: TextIO, *, every_s: float = 5.0) -> None:
         self._stream = stream
         self._live = stream.isatty()
         self._every_s = every_s
-        self._done = 0
         self._started = time.perf_counter()
         self._last_line = self._started
         self._progress: Progress | None = None
@@ -41,14 +42,24 @@ class ConsoleReport(Hook):
         self._started = self._last_line = time.perf_counter()
         if self._live:
             from rich.console import Console
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TaskProgressColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self._progress = Progress(
                 TextColumn("[bold]members recorded"),
                 BarColumn(),
-                TextColumn("{task.completed:,.0f}"),
+                MofNCompleteColumn(),
+                TaskProgressColumn(),
                 TextColumn("{task.fields[rate]}"),
                 TimeElapsedColumn(),
+                TimeRemainingColumn(),
                 console=Console(file=self._stream, stderr=True),
                 transient=True,
             )
@@ -58,19 +69,16 @@ class ConsoleReport(Hook):
     def on_task_end(self, *, task: str, error: BaseException | None) -> None:
         log.info("task %s finished%s", task, "" if error is None else f" with error: {error}")
 
-    def on_item_done(self, *, task: str, key: Hashable, latency: float) -> None:
-        if task != _RECORD_TASK:
-            return
-        self._done += 1
+    def progress(self, done: int, total: int | None) -> None:
+        """Show that ``done`` members of ``total`` (None: not known yet) are recorded."""
         now = time.perf_counter()
+        rate = done / max(now - self._started, 1e-9)
         if self._progress is not None:
-            if self._done % 64 == 0:
-                rate = self._done / max(now - self._started, 1e-9)
-                self._progress.update(self._bar, completed=self._done, rate=f"{rate:,.0f}/s")
+            self._progress.update(self._bar, completed=done, total=total, rate=f"{rate:,.0f}/s")
         elif now - self._last_line >= self._every_s:
             self._last_line = now
-            rate = self._done / max(now - self._started, 1e-9)
-            log.info("progress: %d members recorded, %.0f members/s", self._done, rate)
+            of = "" if total is None else f" of {total:,}"
+            log.info("progress: %d%s members recorded, %.0f members/s", done, of, rate)
 
     def on_run_end(self, *, workflow: str, error: BaseException | None) -> None:
         if self._progress is not None:

@@ -1,0 +1,50 @@
+"""The run's log file: every log record of a run in ``run.log``, one JSON object per line."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+__all__ = ["JsonLines", "run_log"]
+
+
+class JsonLines(logging.Formatter):
+    """One JSON object per record, with the run id and any task/member the record names."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__()
+        self._run_id = run_id
+
+    def format(self, record: logging.LogRecord) -> str:
+        document = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "run_id": self._run_id,
+            "message": record.getMessage(),
+        }
+        for key in ("task", "member_id", "endpoint"):
+            if hasattr(record, key):
+                document[key] = getattr(record, key)
+        if record.exc_info:
+            document["exception"] = self.formatException(record.exc_info)
+        return json.dumps(document, default=str)
+
+
+@contextlib.contextmanager
+def run_log(run_dir: Path) -> Iterator[None]:
+    """Copy every log record of INFO and above into ``run_dir/run.log`` while in the block."""
+    handler = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
+    handler.setFormatter(JsonLines(run_dir.name))
+    handler.setLevel(logging.INFO)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
