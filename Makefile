@@ -2,6 +2,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 PARTNERS := $(basename $(notdir $(wildcard partners/*.yaml)))
 PARTNER ?= default
 AS_OF ?= 2024-01-10
@@ -28,7 +29,12 @@ lint: setup
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-bench: setup
+# the bench extra too: the HTTP clients our transport is compared with
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # one partner: validate its config and contracts, then a smoke run against the bundled endpoints
