@@ -7,7 +7,7 @@ PARTNERS := $(basename $(notdir $(wildcard partners/*.yaml)))
 PARTNER ?= default
 AS_OF ?= 2024-01-10
 
-.PHONY: setup run test lint bench partner-smoke partners dist clean
+.PHONY: setup run test lint bench bench-transport partner-smoke partners dist clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,10 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# our HTTP transport against aiohttp and pyreqwest: same requests, same server
+bench-transport: $(BENCH_STAMP)
+	$(BIN)/python -m bench.transport $(TRANSPORT_ARGS)
 
 # one partner: validate its config and contracts, then a smoke run against the bundled endpoints
 partner-smoke: setup
