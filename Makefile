@@ -2,11 +2,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 PARTNERS := $(basename $(notdir $(wildcard partners/*.yaml)))
 PARTNER ?= default
 AS_OF ?= 2024-01-10
 
-.PHONY: setup run test lint bench partner-smoke partners dist clean
+.PHONY: setup run test lint bench bench-transport partner-smoke partners dist clean
 
 setup: $(STAMP)
 
@@ -28,8 +29,17 @@ lint: setup
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-bench: setup
+# the bench extra too: the HTTP clients our transport is compared with
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# our HTTP transport against aiohttp and pyreqwest: same requests, same server
+bench-transport: $(BENCH_STAMP)
+	$(BIN)/python -m bench.transport $(TRANSPORT_ARGS)
 
 # one partner: validate its config and contracts, then a smoke run against the bundled endpoints
 partner-smoke: setup

@@ -18,7 +18,7 @@ from bench.features import FeatureStage
 from bench.runs import Size
 from bench.startup import HelpTiming
 
-__all__ = ["format_report", "machine", "speed_probe", "write_results"]
+__all__ = ["format_report", "machine", "speed_line", "speed_probe", "write_results"]
 
 _PACKAGES = ("offerflow", "polars", "httptools", "orjson", "uvicorn", "fastapi", "anyio")
 _PROBE_LOOPS = 5_000_000
@@ -146,7 +146,7 @@ def format_report(
             f"{timing.command}: {timing.median_s:.3f} s "
             f"(median of {len(timing.wall_s)}, min {min(timing.wall_s):.3f} s)"
         )
-    lines += _speed(machine_facts)
+    lines += speed_line(machine_facts)
     goals = _goals(sizes, features, help_timings)
     if goals:
         lines += ["", "goals"]
@@ -156,7 +156,8 @@ def format_report(
     return "\n".join(lines)
 
 
-def _speed(machine_facts: dict[str, Any]) -> list[str]:
+def speed_line(machine_facts: dict[str, Any]) -> list[str]:
+    """The speed probes at the start and the end, and a warning when they differ too much."""
     start = machine_facts.get("speed_probe_s_at_start")
     end = machine_facts.get("speed_probe_s_at_end")
     if start is None or end is None:
