@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any
 
 
 class Hook:
@@ -50,76 +51,63 @@ def _overriding(hooks: Sequence[Hook], event: str) -> tuple[Hook, ...]:
     return tuple(hook for hook in hooks if getattr(type(hook), event, base) is not base)
 
 
+def _dispatch(hooks: Sequence[Hook], event: str) -> Callable[..., None]:
+    """One callable for an event: nothing, the one hook's own method, or a loop over them."""
+    listening: list[Callable[..., None]] = [
+        getattr(hook, event) for hook in _overriding(hooks, event)
+    ]
+    if not listening:
+        return _ignore
+    if len(listening) == 1:
+        return listening[0]  # item events fire per item per task: no loop for the usual one
+
+    def every(**fields: Any) -> None:
+        for method in listening:
+            method(**fields)
+
+    return every
+
+
+def _ignore(**fields: Any) -> None:
+    """An event no hook listens to."""
+
+
 class HookChain:
     """The hooks of one run behind one face; an event only calls the hooks that override it.
 
-    ``items`` tells the runner whether anyone listens to item events, so that a run without
-    such hooks skips the per-item clock reads and calls entirely.
+    Each event is one callable, chosen when the chain is made. ``items`` tells the runner
+    whether anyone listens to item events, so that a run without such hooks skips the per-item
+    clock reads and calls entirely.
     """
 
     __slots__ = (
-        "_item_done",
-        "_item_failed",
-        "_item_start",
-        "_retry",
-        "_run_end",
-        "_run_start",
-        "_task_end",
-        "_task_start",
         "items",
+        "on_item_done",
+        "on_item_failed",
+        "on_item_start",
+        "on_retry",
+        "on_run_end",
+        "on_run_start",
+        "on_task_end",
+        "on_task_start",
     )
 
     def __init__(self, hooks: Sequence[Hook]) -> None:
-        self._run_start = _overriding(hooks, "on_run_start")
-        self._run_end = _overriding(hooks, "on_run_end")
-        self._task_start = _overriding(hooks, "on_task_start")
-        self._task_end = _overriding(hooks, "on_task_end")
-        self._item_start = _overriding(hooks, "on_item_start")
-        self._item_done = _overriding(hooks, "on_item_done")
-        self._item_failed = _overriding(hooks, "on_item_failed")
-        self._retry = _overriding(hooks, "on_retry")
-        self.items = bool(self._item_start or self._item_done or self._item_failed)
-
-    def on_run_start(self, *, workflow: str, tasks: tuple[str, ...]) -> None:
-        """Tell every hook the run starts."""
-        for hook in self._run_start:
-            hook.on_run_start(workflow=workflow, tasks=tasks)
-
-    def on_run_end(self, *, workflow: str, error: BaseException | None) -> None:
-        """Tell every hook the run ended."""
-        for hook in self._run_end:
-            hook.on_run_end(workflow=workflow, error=error)
-
-    def on_task_start(self, *, task: str) -> None:
-        """Tell every hook a task started."""
-        for hook in self._task_start:
-            hook.on_task_start(task=task)
-
-    def on_task_end(self, *, task: str, error: BaseException | None) -> None:
-        """Tell every hook a task ended."""
-        for hook in self._task_end:
-            hook.on_task_end(task=task, error=error)
-
-    def on_item_start(self, *, task: str, key: Hashable) -> None:
-        """Tell every hook an item started."""
-        for hook in self._item_start:
-            hook.on_item_start(task=task, key=key)
-
-    def on_item_done(self, *, task: str, key: Hashable, latency: float) -> None:
-        """Tell every hook an item is done."""
-        for hook in self._item_done:
-            hook.on_item_done(task=task, key=key, latency=latency)
-
-    def on_item_failed(
-        self, *, task: str, key: Hashable, error: BaseException, latency: float
-    ) -> None:
-        """Tell every hook an item failed."""
-        for hook in self._item_failed:
-            hook.on_item_failed(task=task, key=key, error=error, latency=latency)
-
-    def on_retry(
-        self, *, task: str, key: Hashable | None, attempt: int, error: BaseException, delay: float
-    ) -> None:
-        """Tell every hook an attempt will be retried."""
-        for hook in self._retry:
-            hook.on_retry(task=task, key=key, attempt=attempt, error=error, delay=delay)
+        #: ``(*, workflow, tasks)``: the run starts
+        self.on_run_start: Callable[..., None] = _dispatch(hooks, "on_run_start")
+        #: ``(*, workflow, error)``: the run ended
+        self.on_run_end: Callable[..., None] = _dispatch(hooks, "on_run_end")
+        #: ``(*, task)``: a task started
+        self.on_task_start: Callable[..., None] = _dispatch(hooks, "on_task_start")
+        #: ``(*, task, error)``: a task ended
+        self.on_task_end: Callable[..., None] = _dispatch(hooks, "on_task_end")
+        #: ``(*, task, key)``: an item started
+        self.on_item_start: Callable[..., None] = _dispatch(hooks, "on_item_start")
+        #: ``(*, task, key, latency)``: an item is done
+        self.on_item_done: Callable[..., None] = _dispatch(hooks, "on_item_done")
+        #: ``(*, task, key, error, latency)``: an item failed
+        self.on_item_failed: Callable[..., None] = _dispatch(hooks, "on_item_failed")
+        #: ``(*, task, key, attempt, error, delay)``: an attempt will be retried
+        self.on_retry: Callable[..., None] = _dispatch(hooks, "on_retry")
+        item_events = ("on_item_start", "on_item_done", "on_item_failed")
+        self.items = any(_overriding(hooks, event) for event in item_events)
