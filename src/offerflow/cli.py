@@ -44,11 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def entry() -> NoReturn:
     """The ``offerflow`` command: :func:`main`, then the process exits with its code.
 
-    Every object is frozen first, so that the interpreter's garbage collections at exit skip
-    them: they would scan every module and the run's leftovers only to free memory the
-    process is about to give back. Measured: 0.1 s less per run, wall and CPU (a 1k-member
-    run, median of 10 pairs). Files are closed by then: outputs are written in ``with`` blocks
-    and atomically renamed, and the logging handlers are flushed by ``atexit`` as usual.
+    Every object is frozen first, so that the interpreter's last garbage collections skip them:
+    they would scan everything only to free memory the process gives back (see
+    ``docs/architecture.md``, "The garbage collector"). Files are closed by then: outputs are
+    written in ``with`` blocks and renamed atomically, and logging is flushed by ``atexit``.
     """
     code = main()
     gc.freeze()
@@ -205,9 +204,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _no_collections() -> Iterator[None]:
     """The cyclic garbage collector paused, e.g. while a run imports its libraries.
 
-    Importing polars, pydantic and the rest leaves some 50,000 objects the collector tracks,
-    none of them garbage, and it runs 127 times over them as they come (38 ms). Measured:
-    the imports of a run take 0.89 times as long without it (median of 20 pairs).
+    Importing polars, pydantic and the rest leaves tens of thousands of tracked objects, none
+    of them garbage, that the collector would scan again and again as they come.
     """
     enabled = gc.isenabled()
     gc.disable()

@@ -11,7 +11,7 @@ small item's whole processing; a chain of fused edges runs one item in one corou
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Awaitable, Hashable, Sequence
 from typing import Any, Protocol
 
 import anyio
@@ -54,8 +54,8 @@ class Inlet(Protocol):
     def enter(self) -> None:
         """Count one item as arriving."""
 
-    async def push(self, key: Hashable, value: Any) -> None:
-        """Process one entered item and pass it on."""
+    def push(self, key: Hashable, value: Any) -> Awaitable[None]:
+        """Process one entered item and pass it on (await it)."""
 
     def input_ended(self) -> None:
         """No more items will come this way."""

@@ -13,7 +13,7 @@ itself: keys in a different order on each upstream could otherwise deadlock the 
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from functools import partial
 from itertools import islice
 from time import perf_counter
@@ -49,21 +49,20 @@ class _Pending:
 class Port:
     """One upstream's way into a join: an inlet for a fused upstream, or for its readers."""
 
-    __slots__ = ("_index", "_join", "carriers")
+    __slots__ = ("_index", "_join", "carriers", "push")
 
     def __init__(self, join: JoinStage, index: int) -> None:
         self._join = join
         self._index = index
         #: the coroutines alive that may still deliver here
         self.carriers = 0
+        #: ``await push(key, value)`` delivers an entered item of this upstream (the join's own
+        #: method, bound to this upstream: no call in between, it runs once per item)
+        self.push: Callable[[Hashable, Any], Awaitable[None]] = partial(join.deliver, index)
 
     def enter(self) -> None:
         """Count an item as arriving."""
         self._join.inbound += 1
-
-    async def push(self, key: Hashable, value: Any) -> None:
-        """Deliver an entered item of this upstream."""
-        await self._join.deliver(self._index, key, value)
 
     def input_ended(self) -> None:
         """This upstream has delivered everything."""

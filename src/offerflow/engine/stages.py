@@ -305,7 +305,9 @@ class StreamStage(ItemStage):
         inlet = self._outlet.inlet
         if inlet is not None:
             inlet.enter()  # in flight there before it is let go of here
-            self._leave()
+            self._inbound -= 1
+            if not self._inbound and not self._input_open:
+                self._end()
             await inlet.push(key, value)
         else:
             await self._outlet.emit(key, value)

@@ -30,7 +30,8 @@ class Member:
     endpoint writes only its own entries (its prediction, latency and attempts; the offer
     endpoint the offer) and the event loop runs one branch at a time, so they never collide and
     nothing is copied on the way. A join then hands on the very object its branches answered.
-    Slotted and built once per member: a call costs three dict stores, not a new member.
+    Slotted and built once per member: an answer costs three dict stores, not a new member
+    (``docs/architecture.md``, "One Member object per member").
     """
 
     __slots__ = (

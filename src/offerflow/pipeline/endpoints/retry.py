@@ -1,9 +1,8 @@
 """How the model client gives up and waits: Retry-After, a retry budget, a breaker.
 
-The backoff between attempts is the engine's :func:`~offerflow.engine.backoff_delay`, a
-one-line full-jitter formula, rather than tenacity's ``AsyncRetrying``: wrapping every call in
-it cost about 27 µs on the success path (measured on the development machine), a quarter of
-the client's whole per-request budget.
+The backoff between attempts is the engine's :func:`~offerflow.engine.backoff_delay`, one
+formula, not a retry library wrapped around every call (``docs/architecture.md``, "Backoff
+without a retry library").
 """
 
 from __future__ import annotations

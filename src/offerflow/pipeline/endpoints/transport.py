@@ -1,11 +1,8 @@
 """The HTTP/1.1 transport of model calls: keep-alive connection pools and pre-encoded requests.
 
-A run sends three small POSTs per member to a handful of URLs, so the client's CPU per request
-decides throughput whenever the client and the model server share cores. aiohttp's
-``ClientSession.post`` costs 110 to 150 µs of CPU per request on a 2-core machine (bench floor,
-uvloop, nothing else in the process), mostly in per-request objects: the request and response
-objects, header multidicts, cookie and URL handling, timer contexts, stream readers. This
-transport sends the same requests for about 50 µs: the request line and the fixed headers of a
+Our own rather than a library client because the client's CPU per request decides a run's
+speed, and this costs a fraction of theirs (``docs/architecture.md``, "The HTTP transport is
+our own"; ``make bench-transport`` re-checks it): the request line and the fixed headers of a
 URL are encoded once (:class:`Route`), a request is one ``transport.write``, answers are parsed
 by httptools (llhttp, the parser of uvicorn), one timer per request covers connect, send and
 receive, and idle connections are reused per origin.

@@ -35,8 +35,8 @@ CANONICAL_SCHEMA = pl.Schema(
 
 #: rows of transactions aggregated at a time: the group-by's working memory is several times its
 #: input (a member's last N rows are gathered per group), so a larger input is aggregated a
-#: hash-partition of members at a time. On 1M members (4.4M rows) the peak above the input falls
-#: from about 890 MB to 350 MB, in the same time.
+#: hash-partition of members at a time (``docs/architecture.md``, "polars for reading and
+#: features")
 PART_ROWS = 500_000
 
 

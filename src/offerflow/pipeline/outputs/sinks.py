@@ -169,8 +169,7 @@ def _latest_rows(table: pl.LazyFrame, key: str) -> pl.LazyFrame:
     """``table`` without the rows whose key comes again later (the latest row of a key stays).
 
     The rows to drop are found from the key column alone: a polars ``unique`` over the whole
-    table would hold it several times over (1M offers rows: 1 GB above the table), and a run
-    that was never resumed has no such rows at all.
+    table would hold it several times over, and a run that was never resumed has none.
     """
     keys = table.select(key).collect()
     stale = keys.with_row_index("_row").filter(~pl.col(key).is_last_distinct()).get_column("_row")
