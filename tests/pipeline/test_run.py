@@ -172,8 +172,26 @@ async def test_summary_holds_per_task_metrics(
         metrics = summary["tasks"][task]
         assert metrics["items_out"] == ok
         assert metrics["p50_ms"] <= metrics["p90_ms"] <= metrics["p99_ms"] <= metrics["max_ms"]
-    assert summary["endpoints"]["ats"]["requests"] == ok
+    assert summary["endpoints"]["ats"] == {"requests": ok, "errors": 0, "retries": 0}
     assert summary["status"] == "ok"
+
+
+async def test_an_endpoint_counts_its_retries_and_its_latency_is_its_tasks_only(
+    tmp_path: Path, generated: Path
+) -> None:
+    # every member's first ATS attempt answers 503: as many retries as members, one error each
+    rule = {"fault": "status", "code": 503, "attempts": [1]}
+    with FaultServer({"routes": {"/ml/ats/predict": [rule]}}, tmp_path) as server:
+        document = default_document(server.base_url, generated)
+        document["models"][0]["breaker"] = {"failures": 10_000}  # a 503 then a 200, every time
+        document["retry_budget"] = {"ratio": 2.0}
+        config = load_config(write_partner(tmp_path / "partner.yaml", document))
+        report = await _run(config, tmp_path)
+    summary = json.loads((report.run_dir / "summary.json").read_text())
+    ok = summary["ledger"]["members_by_status"]["ok"]
+    assert summary["endpoints"]["ats"] == {"requests": 2 * ok, "errors": ok, "retries": ok}
+    assert summary["endpoints"]["resp"] == {"requests": ok, "errors": 0, "retries": 0}
+    assert not {"p50_ms", "p99_ms"} & set(summary["endpoints"]["ats"])
 
 
 async def test_offer_requests_start_while_model_requests_still_run(

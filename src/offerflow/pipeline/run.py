@@ -365,19 +365,19 @@ def _summary(
     }
 
 
-def _endpoint_figures(path: Path) -> dict[str, dict[str, float | int]]:
-    """Per endpoint: requests, errors and latency percentiles, from the requests table."""
+def _endpoint_figures(path: Path) -> dict[str, dict[str, int]]:
+    """Per endpoint, from the requests table: HTTP attempts, those that failed, and retries.
+
+    Its latency is the task's of the same name (``tasks``: a member's time in it, retries
+    included); every attempt's own is in the requests table.
+    """
     table = (
         pl.scan_parquet(path)
         .group_by("endpoint")
         .agg(
             pl.len().alias("requests"),
             pl.col("error").is_not_null().sum().alias("errors"),
-            *(
-                pl.col("latency_ms").quantile(q, "nearest").round(3).alias(f"p{int(q * 100)}_ms")
-                for q in (0.5, 0.9, 0.99)
-            ),
-            pl.col("latency_ms").max().round(3).alias("max_ms"),
+            (pl.col("attempt") > 1).sum().alias("retries"),
         )
         .collect()
     )

@@ -23,7 +23,8 @@ SUMMARY: dict[str, Any] = {
     "offers_by_type": {"OFFER_1": 647, "OFFER_2": 243},
     "wall_s": 1.234,
     "members_per_s": 802.3,
-    "endpoints": {"ats": {"p99_ms": 26.04, "requests": 890}},
+    "tasks": {"ats": {"p99_ms": 26.04}},
+    "endpoints": {"ats": {"requests": 890, "errors": 0, "retries": 0}},
 }
 
 

@@ -122,8 +122,9 @@ def summary_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
     rows += [(f"  offer {offer}", f"{n:,}") for offer, n in summary["offers_by_type"].items()]
     rows.append(("wall time", f"{summary['wall_s']:.2f} s"))
     rows.append(("members/s", f"{summary['members_per_s'] or 0:,.0f}"))
+    tasks = summary["tasks"]
     rows += [
-        (f"  {endpoint} p99 latency", f"{e['p99_ms']:.1f} ms ({e['requests']:,} requests)")
-        for endpoint, e in summary["endpoints"].items()
+        (f"  {name} p99 latency", f"{tasks[name]['p99_ms']:.1f} ms ({e['requests']:,} requests)")
+        for name, e in summary["endpoints"].items()
     ]
     return rows
