@@ -1,0 +1,167 @@
+"""Real parts for the distributed tests, started on 127.0.0.1 and stopped by the tests.
+
+``dask scheduler`` and ``dask worker`` as processes of their own (the way a cluster is run),
+and an S3-compatible server (moto in server mode) with a bucket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+#: how long a cluster process may take to come up
+START_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    """A scheduler's address, and the processes of the cluster."""
+
+    address: str
+    scheduler: subprocess.Popen[bytes]
+    workers: subprocess.Popen[bytes]
+
+
+def _dask() -> list[str]:
+    """The ``dask`` command of this interpreter's environment."""
+    return [str(Path(sys.executable).with_name("dask"))]
+
+
+@contextlib.contextmanager
+def dask_cluster(tmp_path: Path, *, workers: int = 2) -> Iterator[Cluster]:
+    """``dask scheduler`` on 127.0.0.1 (a free port) and one ``dask worker`` with ``workers``
+    worker processes of one thread each; both are stopped (the whole process group) on exit."""
+    scheduler_file = tmp_path / "scheduler.json"
+    logs = tmp_path / "cluster-logs"
+    logs.mkdir(exist_ok=True)
+    quiet = {**os.environ, "DASK_DISTRIBUTED__LOGGING__DISTRIBUTED": "warning"}
+    scheduler = subprocess.Popen(  # noqa: S603 -- our own command line
+        [
+            *_dask(),
+            "scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--no-dashboard",
+            "--scheduler-file",
+            str(scheduler_file),
+        ],
+        stdout=(logs / "scheduler.out").open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env=quiet,
+    )
+    processes = [scheduler]
+    try:
+        address = _wait_for_address(scheduler_file, scheduler)
+        pool = subprocess.Popen(  # noqa: S603 -- our own command line
+            [
+                *_dask(),
+                "worker",
+                address,
+                "--host",
+                "127.0.0.1",
+                "--nworkers",
+                str(workers),
+                "--nthreads",
+                "1",
+                "--no-dashboard",
+            ],
+            stdout=(logs / "workers.out").open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=quiet,
+        )
+        processes.append(pool)
+        _wait_for_workers(address, workers)
+        yield Cluster(address, scheduler, pool)
+    finally:
+        for process in reversed(processes):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in reversed(processes):
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def _wait_for_address(scheduler_file: Path, scheduler: subprocess.Popen[bytes]) -> str:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if scheduler.poll() is not None:
+            raise RuntimeError(f"dask scheduler exited with {scheduler.returncode}")
+        with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
+            address: str = json.loads(scheduler_file.read_text())["address"]
+            return address
+        time.sleep(0.05)
+    raise RuntimeError("dask scheduler did not write its address in time")
+
+
+def _wait_for_workers(address: str, count: int) -> None:
+    from distributed import Client
+
+    with Client(address, timeout=START_TIMEOUT_S) as client:
+        client.wait_for_workers(count, timeout=START_TIMEOUT_S)
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectStore:
+    """An S3-compatible server: its endpoint and a bucket made for the test."""
+
+    endpoint_url: str
+    bucket: str
+
+    def url(self, key: str) -> str:
+        """``s3://bucket/key``."""
+        return f"s3://{self.bucket}/{key.lstrip('/')}"
+
+
+@contextlib.contextmanager
+def object_store(bucket: str = "offerflow-test") -> Iterator[ObjectStore]:
+    """moto's S3 server on 127.0.0.1 (a free port) with one empty bucket.
+
+    The standard AWS environment variables a client reads are the test's to set (see
+    :func:`aws_environment`).
+    """
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
+        s3.create_bucket(Bucket=bucket)
+        yield ObjectStore(endpoint, bucket)
+    finally:
+        server.stop()
+
+
+def aws_environment(store: ObjectStore) -> dict[str, str]:
+    """The standard AWS variables that point every S3 client at ``store``."""
+    return {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": store.endpoint_url,
+        "AWS_ALLOW_HTTP": "true",
+    }
