@@ -43,7 +43,7 @@ def dask_cluster(tmp_path: Path, *, workers: int = 2) -> Iterator[Cluster]:
     logs = tmp_path / "cluster-logs"
     logs.mkdir(exist_ok=True)
     quiet = {**os.environ, "DASK_DISTRIBUTED__LOGGING__DISTRIBUTED": "warning"}
-    scheduler = subprocess.Popen(  # noqa: S603 -- our own command line
+    scheduler = subprocess.Popen(
         [
             *_dask(),
             "scheduler",
@@ -63,7 +63,7 @@ def dask_cluster(tmp_path: Path, *, workers: int = 2) -> Iterator[Cluster]:
     processes = [scheduler]
     try:
         address = _wait_for_address(scheduler_file, scheduler)
-        pool = subprocess.Popen(  # noqa: S603 -- our own command line
+        pool = subprocess.Popen(
             [
                 *_dask(),
                 "worker",

@@ -171,7 +171,7 @@ def test_a_running_task_is_measured_up_to_now() -> None:
 
 
 def test_as_dict_gives_every_field_by_name() -> None:
-    m = TaskMetrics("t", "step", 1, 1, 0, 2.0, 1.0, 0.5, 1.0, 2.0, 3.0, 4.0)
+    m = TaskMetrics("t", "step", 1, 1, 0, 2.0, 1.0, 0.5, 1.0, 2.0, 3.0, 4.0, 0.5, 2.5)
 
     assert m.as_dict() == {
         "task": "t",
@@ -186,4 +186,35 @@ def test_as_dict_gives_every_field_by_name() -> None:
         "p90_ms": 2.0,
         "p99_ms": 3.0,
         "max_ms": 4.0,
+        "started_s": 0.5,
+        "ended_s": 2.5,
     }
+
+
+def test_a_task_is_placed_on_the_runs_timeline() -> None:
+    clock = Clock()
+    hook = MetricsHook(clock=clock)
+    hook.bind({"a": "stream", "b": "stream"})
+    clock.now = 10.0
+    hook.on_run_start(workflow="w", tasks=("a", "b"))
+    clock.now = 11.0
+    hook.on_task_start(task="a")
+    clock.now = 12.5
+    hook.on_task_start(task="b")
+    hook.on_task_end(task="a", error=None)
+
+    snapshot = hook.snapshot()
+
+    assert (snapshot["a"].started_s, snapshot["a"].ended_s) == (1.0, 2.5)
+    assert (snapshot["b"].started_s, snapshot["b"].ended_s) == (2.5, None)
+
+
+def test_the_latencies_behind_the_percentiles_can_be_had() -> None:
+    hook = MetricsHook()
+    hook.bind({"t": "stream"})
+    hook.on_run_start(workflow="w", tasks=("t",))
+    for key, latency in enumerate([0.25, 0.5, 0.125]):
+        hook.on_item_start(task="t", key=key)
+        hook.on_item_done(task="t", key=key, latency=latency)
+
+    assert hook.latencies("t") == [0.25, 0.5, 0.125]

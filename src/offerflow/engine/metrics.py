@@ -27,6 +27,7 @@ class TaskMetrics:
     the time with at least one item in flight; ``throughput`` is ``items_out / wall_s``. The
     latency percentiles (nearest rank) cover done and failed items alike; beyond
     :data:`SAMPLE` items of a task they are those of a uniform sample of its latencies.
+    ``started_s`` and ``ended_s`` place the task on the run's timeline.
     """
 
     task: str
@@ -41,6 +42,9 @@ class TaskMetrics:
     p90_ms: float
     p99_ms: float
     max_ms: float
+    #: when the task started and ended, in seconds since the run started (None: not yet)
+    started_s: float | None = None
+    ended_s: float | None = None
 
     def as_dict(self) -> dict[str, float | int | str]:
         """Return the metrics as a flat dict, e.g. for JSON."""
@@ -112,6 +116,7 @@ class MetricsHook(Hook):
         self._rng = random.Random(0)  # which latencies a long run samples: reproducible
         self._kinds: dict[str, TaskKind] = {}
         self._tallies: dict[str, _Tally] = {}
+        self._run_started = 0.0
 
     def bind(self, kinds: Mapping[str, TaskKind]) -> None:
         """Learn the kind of every task; the engine calls this before ``on_run_start``."""
@@ -120,6 +125,7 @@ class MetricsHook(Hook):
     def on_run_start(self, *, workflow: str, tasks: tuple[str, ...]) -> None:
         """Start counting afresh for ``tasks``."""
         self._tallies = {task: _Tally(self._kinds.get(task, "step")) for task in tasks}
+        self._run_started = self._clock()
 
     def on_task_start(self, *, task: str) -> None:
         """Start the task's wall clock."""
@@ -167,8 +173,12 @@ class MetricsHook(Hook):
         now = self._clock()
         return {task: self._measure(task, tally, now) for task, tally in self._tallies.items()}
 
-    @staticmethod
-    def _measure(task: str, tally: _Tally, now: float) -> TaskMetrics:
+    def latencies(self, task: str) -> list[float]:
+        """The latencies (seconds) the task's percentiles are taken from: all of them, or a
+        uniform sample of :data:`SAMPLE` beyond that many items; e.g. to merge runs."""
+        return list(self._tallies[task].latencies)
+
+    def _measure(self, task: str, tally: _Tally, now: float) -> TaskMetrics:
         if tally.started is None:
             wall = 0.0
         else:
@@ -188,4 +198,6 @@ class MetricsHook(Hook):
             p90_ms=_percentile(ordered, 0.90) * 1000,
             p99_ms=_percentile(ordered, 0.99) * 1000,
             max_ms=tally.longest * 1000,
+            started_s=None if tally.started is None else tally.started - self._run_started,
+            ended_s=None if tally.ended is None else tally.ended - self._run_started,
         )
