@@ -78,7 +78,11 @@ def _parser() -> argparse.ArgumentParser:
         default=2,
         help="uvicorn workers of the bundled model server, when the config uses it (default 2)",
     )
-    run.add_argument("--run-id", help="name of the run directory (default: time + random)")
+    run.add_argument(
+        "--run-id",
+        help="name of the run directory: 1 to 128 letters, digits, '.', '_' or '-', starting "
+        "with a letter or digit (default: time + random)",
+    )
     run.add_argument(
         "--resume",
         type=Path,
@@ -148,6 +152,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from offerflow.config import DEFAULT_CONFIG, load_config
         from offerflow.pipeline import (
             ConsoleReport,
+            check_run_id,
             new_run_dir,
             parse_as_of,
             read_manifest,
@@ -166,6 +171,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         manifest = read_manifest(run_dir)
         config, as_of = manifest.config(), manifest.as_of
     else:
+        if args.run_id is not None:
+            try:
+                check_run_id(args.run_id)
+            except ValueError as exc:
+                raise UsageError(f"--run-id: {exc}") from None
         config = load_config(args.config)
         if args.input is not None:
             config = config.model_copy(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -12,8 +13,9 @@ from typing import Any
 import polars as pl
 import pytest
 
+from offerflow.cli import main
 from offerflow.config import DEFAULT_FEATURES, PartnerConfig, load_config
-from offerflow.errors import CycleError, ExitCode, FailureBudgetExceeded, InputError
+from offerflow.errors import CycleError, ExitCode, FailureBudgetExceeded, InputError, UsageError
 from offerflow.pipeline import (
     RunReport,
     generate_transactions,
@@ -331,3 +333,59 @@ async def test_failures_just_above_the_failure_budget_fail_the_run(
     message = f"{failed} of {scored} members failed, above the failure budget of {budget:.2%}"
     assert str(error) == message
     assert (summary["status"], summary["exit_code"], summary["error"]) == ("failed", 3, message)
+
+
+# Run ids --------------------------------------------------------------------------------------
+
+NOT_RUN_IDS = [
+    "../../x",
+    "..",
+    ".",
+    ".hidden",
+    "a/b",
+    "/abs",
+    "a\\b",
+    "",
+    "-rf",
+    "a b",
+    "é",
+    "x" * 129,
+]
+
+
+@pytest.mark.parametrize("run_id", NOT_RUN_IDS)
+def test_a_run_id_that_is_not_one_safe_path_component_exits_2_naming_the_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], run_id: str
+) -> None:
+    out = tmp_path / "out" / "runs"
+    code = main(["run", f"--run-id={run_id}", "--out", str(out)])
+    assert code == ExitCode.USAGE
+    assert capsys.readouterr().err == (
+        f"offerflow: error: --run-id: {run_id!r} is not a run id: use 1 to 128 letters, "
+        "digits, '.', '_' or '-', starting with a letter or a digit\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("run_id", NOT_RUN_IDS)
+def test_new_run_dir_refuses_a_run_id_that_is_not_one_path_component(
+    tmp_path: Path, run_id: str
+) -> None:
+    with pytest.raises(UsageError, match="is not a run id"):
+        new_run_dir(load_config(), tmp_path / "runs", run_id)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("run_id", ["20261126T071403Z-18314c", "r", "A.b_c-1", "9..9", "x" * 128])
+def test_a_run_id_of_safe_characters_names_a_directory_right_under_the_partners(
+    tmp_path: Path, run_id: str
+) -> None:
+    run_dir = new_run_dir(load_config(), tmp_path / "runs", run_id)
+    assert run_dir.parent == tmp_path / "runs" / "default"
+    assert run_dir.name == run_id
+    assert run_dir.is_dir()
+
+
+def test_the_default_run_id_is_a_valid_one(tmp_path: Path) -> None:
+    run_dir = new_run_dir(load_config(), tmp_path / "runs")
+    assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{6}", run_dir.name)

@@ -6,6 +6,7 @@ import contextlib
 import gc
 import logging
 import platform
+import re
 import resource
 import secrets
 import time
@@ -43,7 +44,15 @@ from offerflow.pipeline.workflow import (
     offers_schema,
 )
 
-__all__ = ["Progress", "RunReport", "new_run_dir", "run_pipeline", "run_until_done"]
+__all__ = [
+    "RUN_ID",
+    "Progress",
+    "RunReport",
+    "check_run_id",
+    "new_run_dir",
+    "run_pipeline",
+    "run_until_done",
+]
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +76,32 @@ class RunReport:
     error: OfferflowError | None = None
 
 
+#: a run id: one path component of 1 to 128 letters, digits, ``.``, ``_`` and ``-``, starting
+#: with a letter or a digit (never ``.``, ``..``, a hidden name or an option-like ``-x``)
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def check_run_id(run_id: str) -> str:
+    """``run_id`` when it matches :data:`RUN_ID`; else a ValueError saying what a run id is."""
+    if not RUN_ID.fullmatch(run_id):
+        raise ValueError(
+            f"{run_id!r} is not a run id: use 1 to 128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or a digit"
+        )
+    return run_id
+
+
 def new_run_dir(config: PartnerConfig, out: Path | None = None, run_id: str | None = None) -> Path:
-    """Create ``<out>/<partner>/<run_id>/``, failing (exit 4) before any work when it can't."""
-    run_id = run_id or (datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3))
+    """Create ``<out>/<partner>/<run_id>/``, failing (exit 4) before any work when it can't.
+
+    A ``run_id`` that is not one safe path component (:data:`RUN_ID`) is a UsageError.
+    """
+    if run_id is None:
+        run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+    try:
+        check_run_id(run_id)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     run_dir = (out or config.output.dir) / config.partner / run_id
     try:
         run_dir.mkdir(parents=True, exist_ok=False)
