@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from offerflow.config import DEFAULT_CONFIG, DEFAULT_FEATURES, PartnerConfig, load_config
+from offerflow.config.loader import MAX_YAML_NODES
 from offerflow.errors import ConfigError, ExitCode
 
 
@@ -146,3 +147,63 @@ def test_fingerprint_changes_with_content() -> None:
     assert isinstance(other, PartnerConfig)
     assert config.fingerprint() == load_config().fingerprint()
     assert config.fingerprint() != other.fingerprint()
+
+
+# YAML: parsed once, safely, with aliases capped ----------------------------------------------
+
+
+def _bomb(levels: int, width: int = 10) -> str:
+    """A "billion laughs": each level a list of ``width`` aliases of the level below."""
+    lines = [f"partner: &l0 [{', '.join(['lol'] * width)}]"]
+    for level in range(1, levels):
+        lines.append(f"l{level}: &l{level} [{', '.join([f'*l{level - 1}'] * width)}]")
+    return "\n".join(lines) + "\n"
+
+
+def test_aliases_expanding_past_the_cap_are_refused_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.yaml"
+    path.write_text(_bomb(6))  # 10**6 values from 300 bytes; ten more levels would be 10**16
+    assert len(path.read_bytes()) < 400
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == (
+        f"{path}: refused: its YAML aliases expand to more than {MAX_YAML_NODES:,} values "
+        "(a partner config has a few hundred)"
+    )
+    assert caught.value.exit_code == ExitCode.USAGE
+
+
+def test_an_alias_inside_the_node_it_names_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "cycle.yaml"
+    path.write_text("partner: &self [*self]\n")
+    with pytest.raises(ConfigError, match="a YAML alias refers to a node that contains it"):
+        load_config(path)
+
+
+def test_yaml_nested_too_deeply_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "deep.yaml"
+    path.write_text("partner: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match="YAML nested too deeply"):
+        load_config(path)
+
+
+def test_aliases_and_merge_keys_within_the_cap_load_and_keep_their_lines(tmp_path: Path) -> None:
+    document = _default_document()
+    text = yaml.safe_dump(document, sort_keys=False)
+    text = text.replace("models:\n- name: ats\n", "models:\n- &first\n  name: ats\n", 1)
+    text = text.replace("- name: resp\n", "- <<: *first\n  name: resp\n  timeout: 3\n", 1)
+    path = tmp_path / "merge.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if t.strip() == "timeout: 3")
+    assert f"line {line}, key 'models.1.timeout': unknown key" in str(caught.value)
+    path.write_text(text.replace("  timeout: 3\n", ""))
+    assert load_config(path).models[1].name == "resp"
+
+
+def test_yaml_tags_that_build_python_objects_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "tag.yaml"
+    path.write_text("partner: !!python/object/apply:os.getcwd []\n")
+    with pytest.raises(ConfigError, match="not valid YAML: could not determine a constructor"):
+        load_config(path)

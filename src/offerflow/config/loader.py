@@ -16,9 +16,12 @@ from pydantic import BaseModel, ValidationError
 from offerflow.config.models import PartnerConfig
 from offerflow.errors import ConfigError
 
-__all__ = ["DEFAULT_CONFIG", "load_config"]
+__all__ = ["DEFAULT_CONFIG", "MAX_YAML_NODES", "load_config"]
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+#: the most values (mappings, sequences and scalars) a config may hold with its aliases expanded
+MAX_YAML_NODES = 100_000
 
 #: the default partner's config, shipped inside the package beside its sample data
 DEFAULT_CONFIG = Path(str(resources.files("offerflow.config").joinpath("default.yaml")))
@@ -40,11 +43,7 @@ def load_config(
         raise ConfigError("config file not found", path=path) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config: {exc}", path=path) from exc
-    try:
-        node = yaml.compose(text)
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"not valid YAML: {exc}", path=path) from exc
+    raw, node = _parse(text, path)
     if not isinstance(raw, dict):
         raise ConfigError("a partner config is a YAML mapping", path=path)
     data = _interpolate(raw, env, path, ())
@@ -59,6 +58,58 @@ def load_config(
             "feature_modules": tuple(path.parent / m for m in config.feature_modules),
         }
     )
+
+
+def _parse(text: str, path: Path) -> tuple[Any, yaml.Node | None]:
+    """The document in ``text`` and its node tree (for line numbers), parsed once, safely.
+
+    Aliases are followed only as far as :data:`MAX_YAML_NODES`: the node tree shares an aliased
+    node, but the data built from it is copied where it is used (interpolated, validated), so a
+    few hundred bytes of nested aliases would otherwise expand to billions of values.
+    """
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, None
+        _check_expansion(node, path)
+        return loader.construct_document(node), node
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"not valid YAML: {exc}", path=path) from exc
+    except RecursionError:
+        raise ConfigError("not a partner config: YAML nested too deeply", path=path) from None
+    finally:
+        loader.dispose()
+
+
+def _check_expansion(root: yaml.Node, path: Path) -> None:
+    """Refuse a node tree that, with every alias (and merge key) expanded, exceeds the cap."""
+    sizes: dict[int, int] = {}  # expanded size of each node seen, by id: each is counted once
+    inside: set[int] = set()  # the nodes being counted: an alias to one of them is a cycle
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in inside:
+            raise ConfigError("a YAML alias refers to a node that contains it", path=path)
+        inside.add(key)
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            total += sum(size(k) + size(v) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total += sum(size(v) for v in node.value)
+        inside.discard(key)
+        if total > MAX_YAML_NODES:
+            raise ConfigError(
+                f"refused: its YAML aliases expand to more than {MAX_YAML_NODES:,} values "
+                "(a partner config has a few hundred)",
+                path=path,
+            )
+        sizes[key] = total
+        return total
+
+    size(root)
 
 
 def _interpolate(value: Any, env: Mapping[str, str], path: Path, loc: tuple[str, ...]) -> Any:
