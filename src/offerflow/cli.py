@@ -188,7 +188,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         run_dir = new_run_dir(config, args.out, args.run_id)
         write_manifest(run_dir, config, args.config or DEFAULT_CONFIG, as_of)
     report = ConsoleReport(sys.stderr)
-    with run_log(run_dir), contextlib.ExitStack() as stack:
+    with run_log(run_dir, mode=config.output.file_mode), contextlib.ExitStack() as stack:
         server = None
         if config.uses_bundled_server:
             server = stack.enter_context(BundledServer(workers=args.server_workers))

@@ -207,3 +207,48 @@ def test_yaml_tags_that_build_python_objects_are_refused(tmp_path: Path) -> None
     path.write_text("partner: !!python/object/apply:os.getcwd []\n")
     with pytest.raises(ConfigError, match="not valid YAML: could not determine a constructor"):
         load_config(path)
+
+
+# Output modes ---------------------------------------------------------------------------------
+
+
+def test_run_files_are_their_owners_only_by_default() -> None:
+    output = load_config().output
+    assert (output.dir_mode, output.file_mode) == (0o700, 0o600)
+
+
+@pytest.mark.parametrize(
+    ("dir_mode", "file_mode"), [("0750", "0640"), ("750", "640"), ("0o700", "0o600")]
+)
+def test_output_modes_are_octal_strings(tmp_path: Path, dir_mode: str, file_mode: str) -> None:
+    document = _default_document()
+    document["output"].update(dir_mode=dir_mode, file_mode=file_mode)  # type: ignore[attr-defined]
+    output = load_config(_write(tmp_path, document)).output
+    assert (output.dir_mode, output.file_mode) == (int(dir_mode[-3:], 8), int(file_mode[-3:], 8))
+    assert output.model_dump(include={"dir_mode", "file_mode"}) == {
+        "dir_mode": f"0{dir_mode[-3:]}",
+        "file_mode": f"0{file_mode[-3:]}",
+    }
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("file_mode", 384, "write a mode as an octal string in quotes, e.g. '0600'"),
+        ("file_mode", 600, "write a mode as an octal string in quotes"),
+        ("file_mode", "rw-------", "is not a permission mode of three octal digits"),
+        ("file_mode", "4600", "is not a permission mode of three octal digits"),
+        ("file_mode", "0400", r"the owner needs rw \(0600\) on a run's files"),
+        ("file_mode", "0700", "a run's files are data, not programs: no x bits"),
+        ("file_mode", "0664", r"only the owner may write \(no 0020 or 0002 bits\)"),
+        ("dir_mode", "0600", r"the owner needs rwx \(0700\) on a run directory"),
+        ("dir_mode", "0777", "only the owner may write"),
+    ],
+)
+def test_an_output_mode_that_is_ambiguous_or_unsafe_is_refused_naming_the_key(
+    tmp_path: Path, key: str, value: object, expected: str
+) -> None:
+    document = _default_document()
+    document["output"][key] = value  # type: ignore[index]
+    with pytest.raises(ConfigError, match=rf"key 'output\.{key}': Value error, .*{expected}"):
+        load_config(_write(tmp_path, document))

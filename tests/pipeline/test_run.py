@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import stat
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -389,3 +391,53 @@ def test_a_run_id_of_safe_characters_names_a_directory_right_under_the_partners(
 def test_the_default_run_id_is_a_valid_one(tmp_path: Path) -> None:
     run_dir = new_run_dir(load_config(), tmp_path / "runs")
     assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{6}", run_dir.name)
+
+
+# Permissions: member data is personal data ------------------------------------------------------
+
+
+@pytest.fixture
+def open_umask() -> Iterator[None]:
+    """A umask that takes nothing away (0): whatever a run's files get, it gives them itself."""
+    before = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(before)
+
+
+@pytest.mark.usefixtures("open_umask")
+@pytest.mark.parametrize(
+    ("output", "dir_mode", "file_mode"),
+    [({}, 0o700, 0o600), ({"dir_mode": "0750", "file_mode": "0640"}, 0o750, 0o640)],
+)
+def test_every_directory_and_file_of_a_run_has_the_output_modes_whatever_the_umask(
+    tmp_path: Path,
+    bundled: BundledServer,
+    generated: Path,
+    output: dict[str, str],
+    dir_mode: int,
+    file_mode: int,
+) -> None:
+    document = default_document(bundled.base_url, generated)
+    document["output"].update(output)
+    config = write_partner(tmp_path / "partner.yaml", document)
+    args = ["run", "--config", str(config), "--out", str(tmp_path / "runs"), "--run-id", "r"]
+    assert main([*args, "--as-of", AS_OF]) == ExitCode.OK
+    run_dir = tmp_path / "runs" / "default" / "r"
+    modes = {p.name: stat.S_IMODE(p.lstat().st_mode) for p in [run_dir, *run_dir.rglob("*")]}
+    assert modes == {
+        "r": dir_mode,
+        **dict.fromkeys(
+            [
+                "offers.csv",
+                "offers.parquet",
+                "rejects.csv",
+                "requests.parquet",
+                "run.json",
+                "run.log",
+                "summary.json",
+            ],
+            file_mode,
+        ),
+    }

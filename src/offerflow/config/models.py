@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    field_validator,
+    model_validator,
+)
 
 from offerflow.config.endpoints import (
     BUNDLED_SCHEME,
@@ -73,13 +82,62 @@ class InputConfig(_Strict):
         return {**DEFAULT_COLUMNS, **columns}
 
 
+def _octal_mode(value: object) -> int:
+    """A permission mode written as an octal string (``"0600"``, ``"600"`` or ``"0o600"``)."""
+    if not isinstance(value, str):
+        # YAML reads an unquoted 0600 as the number 384 and 600 as six hundred: never guess
+        raise ValueError(
+            f"{value!r}: write a mode as an octal string in quotes, e.g. '0600' (unquoted, "
+            "YAML reads 0600 as the number 384 and 600 as six hundred)"
+        )
+    digits = value.strip().lower().removeprefix("0o")
+    if not re.fullmatch(r"0?[0-7]{3}", digits):
+        raise ValueError(f"{value!r} is not a permission mode of three octal digits, e.g. '0600'")
+    return int(digits, 8)
+
+
+#: permission bits, validated from an octal string and written back as one (``"0600"``)
+Mode = Annotated[
+    int, BeforeValidator(_octal_mode), PlainSerializer(lambda mode: f"0{mode:03o}", return_type=str)
+]
+
+
 class OutputConfig(_Strict):
-    """Where runs are written and in which formats offers are kept."""
+    """Where runs are written, in which formats offers are kept, and who may read them."""
 
     dir: Path = Path("runs")
     formats: tuple[Literal["parquet", "csv"], ...] = ("parquet", "csv")
     #: rows per committed chunk of a result table (a chunk is also committed every 2 s)
     chunk_rows: int = Field(default=16384, ge=1)
+    #: permission bits of a run directory and of the directories in it: member data is
+    #: personal data, so only its owner may enter by default
+    dir_mode: Mode = 0o700
+    #: permission bits of every file a run writes, whatever the process's umask
+    file_mode: Mode = 0o600
+
+    @field_validator("dir_mode")
+    @classmethod
+    def _owner_can_use_the_directory(cls, mode: int) -> int:
+        if mode & 0o700 != 0o700:
+            raise ValueError(f"0{mode:03o}: the owner needs rwx (0700) on a run directory")
+        return _no_write_for_others(mode)
+
+    @field_validator("file_mode")
+    @classmethod
+    def _owner_can_rewrite_the_file(cls, mode: int) -> int:
+        if mode & 0o600 != 0o600:
+            raise ValueError(f"0{mode:03o}: the owner needs rw (0600) on a run's files")
+        if mode & 0o111:
+            raise ValueError(f"0{mode:03o}: a run's files are data, not programs: no x bits")
+        return _no_write_for_others(mode)
+
+
+def _no_write_for_others(mode: int) -> int:
+    if mode & 0o022:
+        # whoever may write in a run directory may rewrite its run.json, which says what code
+        # a resumed run imports
+        raise ValueError(f"0{mode:03o}: only the owner may write (no 0020 or 0002 bits)")
+    return mode
 
 
 class PartnerConfig(_Strict):

@@ -34,7 +34,7 @@ from offerflow.errors import (
 )
 from offerflow.pipeline.endpoints import check_contracts
 from offerflow.pipeline.members import Member, Status
-from offerflow.pipeline.outputs import ChunkedTable, RequestLog, atomic_write, write_json
+from offerflow.pipeline.outputs import ChunkedTable, RequestLog, atomic_write, make_dir, write_json
 from offerflow.pipeline.stopping import Shutdown, cancel_after_grace, watch_signals
 from offerflow.pipeline.workflow import (
     Recorder,
@@ -94,7 +94,9 @@ def check_run_id(run_id: str) -> str:
 def new_run_dir(config: PartnerConfig, out: Path | None = None, run_id: str | None = None) -> Path:
     """Create ``<out>/<partner>/<run_id>/``, failing (exit 4) before any work when it can't.
 
-    A ``run_id`` that is not one safe path component (:data:`RUN_ID`) is a UsageError.
+    A ``run_id`` that is not one safe path component (:data:`RUN_ID`) is a UsageError. The run
+    directory gets the config's ``output.dir_mode`` whatever the umask (the directories above it,
+    shared by runs, are made as the umask says).
     """
     if run_id is None:
         run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
@@ -104,7 +106,8 @@ def new_run_dir(config: PartnerConfig, out: Path | None = None, run_id: str | No
         raise UsageError(str(exc)) from None
     run_dir = (out or config.output.dir) / config.partner / run_id
     try:
-        run_dir.mkdir(parents=True, exist_ok=False)
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        make_dir(run_dir, config.output.dir_mode)
         probe = run_dir / ".write-probe"
         probe.write_bytes(b"")
         probe.unlink()
@@ -137,8 +140,13 @@ async def run_pipeline(
     chunk_rows = config.output.chunk_rows
     registry = feature_registry(config)  # loads the partner's feature modules, once
     schema = offers_schema(config, registry)
-    offers = ChunkedTable(run_dir, "offers", schema, chunk_rows=chunk_rows)
-    requests = RequestLog(run_dir, chunk_rows=4 * chunk_rows)
+    file_mode, dir_mode = config.output.file_mode, config.output.dir_mode
+    offers = ChunkedTable(
+        run_dir, "offers", schema, chunk_rows=chunk_rows, file_mode=file_mode, dir_mode=dir_mode
+    )
+    requests = RequestLog(
+        run_dir, chunk_rows=4 * chunk_rows, file_mode=file_mode, dir_mode=dir_mode
+    )
     skip = None
     if resume:
         offers.adopt(run_dir / "offers.parquet")
@@ -182,7 +190,7 @@ async def run_pipeline(
     offers.finish(config.output.formats, sort_by="member_id", unique_by="member_id")
     requests.finish()
     if recorder.read is not None:
-        atomic_write(run_dir / "rejects.csv", recorder.read.rejects.write_csv)
+        atomic_write(run_dir / "rejects.csv", recorder.read.rejects.write_csv, mode=file_mode)
 
     error: OfferflowError | None = failure
     if lost and error is None:
@@ -211,7 +219,7 @@ async def run_pipeline(
         exit_code=exit_code,
         error=error,
     )
-    write_json(run_dir / "summary.json", summary)
+    write_json(run_dir / "summary.json", summary, mode=file_mode)
     offers.discard_parts()
     requests.discard_parts()
     return RunReport(run_dir, summary, exit_code, error)

@@ -65,7 +65,11 @@ def write_manifest(
         input_path=config.input.path,
     )
     text = manifest.model_dump_json(indent=2) + "\n"
-    atomic_write(run_dir / MANIFEST, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    atomic_write(
+        run_dir / MANIFEST,
+        lambda tmp: tmp.write_text(text, encoding="utf-8"),
+        mode=config.output.file_mode,
+    )
     return manifest
 
 
