@@ -168,8 +168,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if clash:
             raise UsageError(f"--resume takes the run's own settings; drop {', '.join(clash)}")
         run_dir = args.resume
-        manifest = read_manifest(run_dir)
-        config, as_of = manifest.config(), manifest.as_of
     else:
         if args.run_id is not None:
             try:
@@ -187,6 +185,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             raise UsageError(f"--as-of: {exc}") from exc
         run_dir = new_run_dir(config, args.out, args.run_id)
         write_manifest(run_dir, config, args.config or DEFAULT_CONFIG, as_of)
+    # every session of a run, the first included, runs what its run.json says
+    manifest = read_manifest(run_dir)
+    config, as_of = manifest.partner_config(run_dir), manifest.as_of
     report = ConsoleReport(sys.stderr)
     with run_log(run_dir, mode=config.output.file_mode), contextlib.ExitStack() as stack:
         server = None
@@ -203,6 +204,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             progress=report.progress,
             resume=args.resume is not None,
             before_exit=server.kill if server is not None else lambda: None,
+            config_hash=manifest.fingerprint,
         )
     report.final(outcome.summary, outcome.run_dir)
     if outcome.error is not None:

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import yaml
 
-from offerflow.config import DEFAULT_CONFIG, DEFAULT_FEATURES, PartnerConfig, load_config
+from offerflow.config import (
+    DEFAULT_CONFIG,
+    DEFAULT_FEATURES,
+    PartnerConfig,
+    config_from_document,
+    load_config,
+)
 from offerflow.config.loader import MAX_YAML_NODES
 from offerflow.errors import ConfigError, ExitCode
 
@@ -252,3 +259,56 @@ def test_an_output_mode_that_is_ambiguous_or_unsafe_is_refused_naming_the_key(
     document["output"][key] = value  # type: ignore[index]
     with pytest.raises(ConfigError, match=rf"key 'output\.{key}': Value error, .*{expected}"):
         load_config(_write(tmp_path, document))
+
+
+# The config written down (run.json's): references, not their values ---------------------------
+
+PARTNERS = sorted((Path(__file__).resolve().parents[2] / "partners").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", PARTNERS, ids=lambda path: path.stem)
+def test_a_partner_config_reads_back_from_its_document_unchanged(path: Path) -> None:
+    config = load_config(path)
+    document = json.loads(json.dumps(config.document()))  # as run.json stores it
+    again = config_from_document(document, base=path.parent, source=Path("run.json"))
+    assert again.model_dump() == config.model_dump()
+    assert again.document() == document
+    assert again.fingerprint() == config.fingerprint()
+
+
+def _with_references(tmp_path: Path) -> Path:
+    document = _default_document()
+    document["models"][0]["url"] = "${ATS_URL}/predict"  # type: ignore[index]
+    document["models"][0]["timeout_s"] = "${ATS_TIMEOUT}"  # type: ignore[index]
+    document["offer"]["headers"] = {"Authorization": "Bearer ${TOKEN}"}  # type: ignore[index]
+    return _write(tmp_path, document)
+
+
+ENVIRON = {"ATS_URL": "http://models:8080", "ATS_TIMEOUT": "3", "TOKEN": "s3cr3t"}
+
+
+def test_a_value_from_the_environment_is_written_down_as_its_reference(tmp_path: Path) -> None:
+    config = load_config(_with_references(tmp_path), environ=ENVIRON)
+    assert (config.models[0].url, config.models[0].timeout_s) == ("http://models:8080/predict", 3)
+    document = config.document()
+    assert document["models"][0]["url"] == "${ATS_URL}/predict"
+    assert document["models"][0]["timeout_s"] == "${ATS_TIMEOUT}"
+    assert document["offer"]["headers"] == {"Authorization": "Bearer ${TOKEN}"}
+    text = json.dumps(document)
+    assert "s3cr3t" not in text
+    assert "models:8080" not in text
+
+
+def test_a_value_changed_after_loading_is_written_down_as_it_is_now(tmp_path: Path) -> None:
+    config = load_config(_with_references(tmp_path), environ=ENVIRON)
+    moved = config.with_bundled_base("http://unused").model_copy(
+        update={"models": (config.models[0].model_copy(update={"url": "http://other/x"}),)}
+    )
+    assert moved.document()["models"][0]["url"] == "http://other/x"
+    assert moved.document()["offer"]["headers"] == {"Authorization": "Bearer ${TOKEN}"}
+
+
+def test_the_fingerprint_does_not_depend_on_the_values_of_references(tmp_path: Path) -> None:
+    path = _with_references(tmp_path)
+    first = load_config(path, environ=ENVIRON).fingerprint()
+    assert load_config(path, environ=ENVIRON | {"TOKEN": "rotated"}).fingerprint() == first

@@ -441,3 +441,129 @@ def test_every_directory_and_file_of_a_run_has_the_output_modes_whatever_the_uma
             file_mode,
         ),
     }
+
+
+# Resume: a run runs what its run.json says ---------------------------------------------------
+
+FEATURE_MODULE = """\
+import polars as pl
+
+
+def features(ctx):
+    return {"MAX_POINTS_BOUGHT": pl.col("points").max()}
+"""
+
+
+def _cli_run(config: Path, out: Path, *more: str) -> int:
+    return main(["run", "--config", str(config), "--out", str(out), "--run-id", "r",
+                 "--as-of", AS_OF, *more])  # fmt: skip
+
+
+def _resume(run_dir: Path, *more: str) -> int:
+    return main(["run", "--resume", str(run_dir), *more])
+
+
+def _summary_of(run_dir: Path) -> dict[str, Any]:
+    summary: dict[str, Any] = json.loads((run_dir / "summary.json").read_text())
+    return summary
+
+
+def test_a_resume_runs_run_jsons_config_with_the_environment_of_its_own_session(
+    tmp_path: Path, bundled: BundledServer, generated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    document = default_document(bundled.base_url, generated)
+    document["offer"]["url"] = "${OFFERFLOW_TEST_OFFER_URL}"
+    partner = write_partner(tmp_path / "partner.yaml", document)
+    monkeypatch.setenv("OFFERFLOW_TEST_OFFER_URL", f"{bundled.base_url}/no/such/route")
+    assert _cli_run(partner, tmp_path) == ExitCode.MEMBER_FAILURES
+    run_dir = tmp_path / "default" / "r"
+    assert _summary_of(run_dir)["ledger"]["members_by_status"]["model_error"] > 0
+
+    partner.write_text("partner: [no longer a config\n")  # a resume does not read it
+    monkeypatch.setenv("OFFERFLOW_TEST_OFFER_URL", f"{bundled.base_url}/offer/assign")
+    assert _resume(run_dir) == ExitCode.OK
+    assert set(_summary_of(run_dir)["ledger"]["members_by_status"]) == {"ok", "no_transactions"}
+
+
+def test_a_resume_refuses_a_feature_module_changed_since_the_run_started(
+    tmp_path: Path, bundled: BundledServer, generated: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    module = tmp_path / "features.py"
+    module.write_text(FEATURE_MODULE)
+    document = default_document(bundled.base_url, generated) | {"feature_modules": ["features.py"]}
+    assert _cli_run(write_partner(tmp_path / "partner.yaml", document), tmp_path) == ExitCode.OK
+    module.write_text(FEATURE_MODULE + "print('not the code the run started with')\n")
+    capsys.readouterr()
+    assert _resume(tmp_path / "default" / "r") == ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert err.startswith(f"offerflow: error: {module}: feature module changed since run r")
+    assert "not the code the run started with" not in err
+
+
+def test_a_resume_refuses_a_run_json_that_names_another_run(
+    tmp_path: Path, bundled: BundledServer, generated: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    partner = write_partner(
+        tmp_path / "partner.yaml", default_document(bundled.base_url, generated)
+    )
+    assert _cli_run(partner, tmp_path) == ExitCode.OK
+    copy = tmp_path / "default" / "copy"
+    copy.mkdir()
+    (copy / "run.json").write_bytes((tmp_path / "default" / "r" / "run.json").read_bytes())
+    capsys.readouterr()
+    assert _resume(copy) == ExitCode.USAGE
+    assert capsys.readouterr().err == (
+        f"offerflow: error: {copy / 'run.json'}: names run 'r', but its directory is 'copy'\n"
+    )
+    assert sorted(p.name for p in copy.iterdir()) == ["run.json"]
+
+
+def test_the_summarys_config_hash_is_run_jsons_fingerprint_in_every_session(
+    tmp_path: Path, generated: Path
+) -> None:
+    # the bundled server and --concurrency change the config the run calls with, not its hash
+    partner = write_partner(tmp_path / "partner.yaml", default_document(None, generated))
+    assert _cli_run(partner, tmp_path, "--concurrency", "4", "--server-workers", "1") == 0
+    run_dir = tmp_path / "default" / "r"
+    fingerprint = json.loads((run_dir / "run.json").read_text())["fingerprint"]
+    assert _summary_of(run_dir)["config_hash"] == fingerprint == load_config(partner).fingerprint()
+    assert _resume(run_dir, "--concurrency", "8", "--server-workers", "1") == ExitCode.OK
+    assert _summary_of(run_dir)["config_hash"] == fingerprint
+
+
+def test_no_file_of_a_run_holds_a_secret_from_the_environment(
+    tmp_path: Path, bundled: BundledServer, generated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = "tok-9f8e7d6c5b4a"
+    monkeypatch.setenv("OFFERFLOW_TEST_TOKEN", token)
+    document = default_document(bundled.base_url, generated)
+    for endpoint in [*document["models"], document["offer"]]:
+        endpoint["headers"] = {"Authorization": "Bearer ${OFFERFLOW_TEST_TOKEN}"}
+    assert _cli_run(write_partner(tmp_path / "p.yaml", document), tmp_path) == ExitCode.OK
+    run_dir = tmp_path / "default" / "r"
+    assert _resume(run_dir) == ExitCode.OK
+    holding = [
+        p.name for p in run_dir.rglob("*") if p.is_file() and token.encode() in p.read_bytes()
+    ]
+    assert holding == []
+    stored = json.loads((run_dir / "run.json").read_text())["config"]
+    assert stored["offer"]["headers"] == {"Authorization": "Bearer ${OFFERFLOW_TEST_TOKEN}"}
+
+
+@pytest.mark.parametrize(
+    "flag",
+    [
+        ("--config", "p.yaml"),
+        ("--input", "m.csv"),
+        ("--as-of", AS_OF),
+        ("--out", "o"),
+        ("--run-id", "r2"),
+    ],
+)
+def test_a_resume_refuses_the_settings_of_a_new_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: tuple[str, str]
+) -> None:
+    assert _resume(tmp_path, *flag) == ExitCode.USAGE
+    assert capsys.readouterr().err == (
+        f"offerflow: error: --resume takes the run's own settings; drop {flag[0]}\n"
+    )

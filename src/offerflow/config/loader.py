@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 from offerflow.config.models import PartnerConfig
 from offerflow.errors import ConfigError
 
-__all__ = ["DEFAULT_CONFIG", "MAX_YAML_NODES", "load_config"]
+__all__ = ["DEFAULT_CONFIG", "MAX_YAML_NODES", "config_from_document", "load_config"]
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -46,18 +46,49 @@ def load_config(
     raw, node = _parse(text, path)
     if not isinstance(raw, dict):
         raise ConfigError("a partner config is a YAML mapping", path=path)
-    data = _interpolate(raw, env, path, ())
+    return _validated(raw, source=path, base=path.parent, env=env, node=node)
+
+
+def config_from_document(
+    document: Mapping[str, Any],
+    *,
+    base: Path,
+    source: Path,
+    environ: Mapping[str, str] | None = None,
+) -> PartnerConfig:
+    """A config written down as data (:meth:`PartnerConfig.document`), read as a file is read.
+
+    ``${NAME}`` is replaced by the environment variable again and relative paths are taken
+    relative to ``base`` (the directory of the file the config first came from); errors name
+    ``source`` (the file the document is in) and the key.
+    """
+    env = os.environ if environ is None else environ
+    return _validated(dict(document), source=source, base=base, env=env, node=None)
+
+
+def _validated(
+    raw: dict[str, Any], *, source: Path, base: Path, env: Mapping[str, str], node: yaml.Node | None
+) -> PartnerConfig:
+    """The config of a document: interpolated, validated, its paths relative to ``base``."""
+    templates: dict[tuple[str, ...], str] = {}
+    data = _interpolate(raw, env, source, (), templates)
     try:
         config = PartnerConfig.model_validate(data)
     except ValidationError as exc:
-        raise _config_error(exc, path, node) from None
+        raise _config_error(exc, source, node) from None
     # paths in a config are relative to the config file, wherever the command runs
-    return config.model_copy(
+    config = config.model_copy(
         update={
-            "input": config.input.model_copy(update={"path": path.parent / config.input.path}),
-            "feature_modules": tuple(path.parent / m for m in config.feature_modules),
+            "input": config.input.model_copy(update={"path": base / config.input.path}),
+            "feature_modules": tuple(base / m for m in config.feature_modules),
         }
     )
+    try:
+        return config.with_env_templates(templates)
+    except ValueError as exc:
+        raise ConfigError(
+            "a ${NAME} reference here cannot be written down as one", path=source, key=str(exc)
+        ) from None
 
 
 def _parse(text: str, path: Path) -> tuple[Any, yaml.Node | None]:
@@ -112,8 +143,17 @@ def _check_expansion(root: yaml.Node, path: Path) -> None:
     size(root)
 
 
-def _interpolate(value: Any, env: Mapping[str, str], path: Path, loc: tuple[str, ...]) -> Any:
+def _interpolate(
+    value: Any,
+    env: Mapping[str, str],
+    path: Path,
+    loc: tuple[str, ...],
+    templates: dict[tuple[str, ...], str],
+) -> Any:
+    """``value`` with every ``${NAME}`` replaced; ``templates`` learns where each string was."""
     if isinstance(value, str):
+        if _ENV_REF.search(value):
+            templates[loc] = value
 
         def substitute(match: re.Match[str]) -> str:
             name = match.group(1)
@@ -125,9 +165,9 @@ def _interpolate(value: Any, env: Mapping[str, str], path: Path, loc: tuple[str,
 
         return _ENV_REF.sub(substitute, value)
     if isinstance(value, dict):
-        return {k: _interpolate(v, env, path, (*loc, str(k))) for k, v in value.items()}
+        return {k: _interpolate(v, env, path, (*loc, str(k)), templates) for k, v in value.items()}
     if isinstance(value, list):
-        return [_interpolate(v, env, path, (*loc, str(i))) for i, v in enumerate(value)]
+        return [_interpolate(v, env, path, (*loc, str(i)), templates) for i, v in enumerate(value)]
     return value
 
 

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
+import pydantic_core
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
+    PrivateAttr,
+    SecretStr,
     field_validator,
     model_validator,
 )
@@ -140,8 +145,16 @@ def _no_write_for_others(mode: int) -> int:
     return mode
 
 
+#: where a value is in a config's data: keys, and list indexes as digits
+Location = tuple[str, ...]
+
+
 class PartnerConfig(_Strict):
-    """Everything that differs from one partner to the next."""
+    """Everything that differs from one partner to the next.
+
+    A config the loader made remembers which of its values came from ``${VAR}`` references
+    (:meth:`with_env_templates`), so that :meth:`document` can write it down without them.
+    """
 
     partner: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     input: InputConfig
@@ -159,6 +172,10 @@ class PartnerConfig(_Strict):
     retry_budget: RetryBudgetConfig = RetryBudgetConfig()
     #: after SIGINT/SIGTERM, how long in-flight calls may take to finish
     shutdown_grace_s: float = Field(default=10.0, ge=0)
+
+    #: per location of a value that came from ``${VAR}`` references: the template as written and
+    #: the value it gave, validated, in :meth:`document`'s terms
+    _env_templates: dict[Location, tuple[str, Any]] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _references_resolve(self) -> PartnerConfig:
@@ -212,6 +229,98 @@ class PartnerConfig(_Strict):
         offer = self.offer.model_copy(update={"url": resolve(self.offer.url)})
         return self.model_copy(update={"models": models, "offer": offer})
 
+    def with_env_templates(self, templates: Mapping[Location, str]) -> PartnerConfig:
+        """This config, remembering that the value at each location came from its template.
+
+        A ValueError names a location this config has no value at: its template could not be
+        written back, and the variable's value would be written instead.
+        """
+        data = _plain(self)
+        recorded: dict[Location, tuple[str, Any]] = {}
+        for location, template in templates.items():
+            found, value = _at(data, location)
+            if not found:
+                raise ValueError(".".join(location))
+            recorded[location] = (template, value)
+        copy = self.model_copy()
+        copy._env_templates = recorded
+        return copy
+
+    def document(self) -> dict[str, Any]:
+        """The config as JSON data, every field included, as a partner file would say it.
+
+        A value that came from ``${VAR}`` references, and still is the value they gave, is its
+        template again (``"Bearer ${TOKEN}"``), never the variable's value; a value changed since
+        (``--input``, the bundled server's URL) is what it is now. Header values are plain text.
+        """
+        data = _plain(self)
+        for location, (template, value) in self._env_templates.items():
+            if _at(data, location) == (True, value):
+                _put(data, location, template)
+        return data
+
+    def module_digests(self) -> dict[str, str | None]:
+        """The sha256 of each feature module file's content, by path (None: unreadable)."""
+        digests: dict[str, str | None] = {}
+        for module in self.feature_modules:
+            try:
+                digests[str(module)] = hashlib.sha256(module.read_bytes()).hexdigest()
+            except OSError:
+                digests[str(module)] = None
+        return digests
+
     def fingerprint(self) -> str:
-        """A short stable hash of the config's content, for the run summary."""
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+        """The sha256 of the config's :meth:`document` and its feature modules' contents.
+
+        Stable: a canonical JSON of both (sorted keys, no spaces), so the same config and the
+        same module files give the same hash in any process; secrets are not in it, only the
+        references to them.
+        """
+        content = {
+            "fingerprint": "offerflow config v1",
+            "config": self.document(),
+            "feature_modules": self.module_digests(),
+        }
+        text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _plain(config: BaseModel) -> dict[str, Any]:
+    """A model as JSON data: secrets in plain text, sets sorted (a stable order)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {str(key): plain(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [plain(item) for item in value]
+        if isinstance(value, set | frozenset):
+            return sorted(plain(item) for item in value)
+        if isinstance(value, SecretStr):
+            return value.get_secret_value()
+        return pydantic_core.to_jsonable_python(value)
+
+    data: dict[str, Any] = plain(config.model_dump(mode="python"))
+    return data
+
+
+def _at(data: Any, location: Location) -> tuple[bool, Any]:
+    """``(True, value)`` at ``location`` in JSON data, or ``(False, None)`` when there is none."""
+    for part in location:
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and part.isdigit() and int(part) < len(data):
+            data = data[int(part)]
+        else:
+            return False, None
+    return True, data
+
+
+def _put(data: Any, location: Location, value: Any) -> None:
+    """Replace the value at ``location`` (which :func:`_at` found) in JSON data."""
+    *path, last = location
+    for part in path:
+        data = data[int(part)] if isinstance(data, list) else data[part]
+    if isinstance(data, list):
+        data[int(last)] = value
+    else:
+        data[last] = value

@@ -126,14 +126,17 @@ async def run_pipeline(
     shutdown: Shutdown | None = None,
     resume: bool = False,
     progress: Progress | None = None,
+    config_hash: str | None = None,
 ) -> RunReport:
     """Run the offer workflow for one partner into ``run_dir`` and write every output file.
 
     With ``resume``, members already committed there as ``ok`` or ``no_transactions`` are not
     scored again, and the run's files are completed in place. ``progress`` is told a few times
     a second how many members are recorded, and of how many once the input is read.
+    ``config_hash`` is the summary's (the fingerprint in ``run.json``; by default ``config``'s).
     """
     started = time.perf_counter()
+    config_hash = config_hash or config.fingerprint()
     shutdown = shutdown or Shutdown()
     config = _with_concurrency(config, concurrency)
     metrics = MetricsHook()
@@ -218,6 +221,7 @@ async def run_pipeline(
         state=state,
         exit_code=exit_code,
         error=error,
+        config_hash=config_hash,
     )
     write_json(run_dir / "summary.json", summary, mode=file_mode)
     offers.discard_parts()
@@ -235,6 +239,7 @@ def run_until_done(
     progress: Progress | None = None,
     resume: bool = False,
     before_exit: Callable[[], None] = lambda: None,
+    config_hash: str | None = None,
 ) -> RunReport:
     """Run the pipeline in a new event loop (uvloop when installed) until it is done.
 
@@ -257,6 +262,7 @@ def run_until_done(
                     shutdown=shutdown,
                     resume=resume,
                     progress=progress,
+                    config_hash=config_hash,
                 )
             except Exception as exc:  # raised below, outside the group, as itself
                 outcome = exc
@@ -365,6 +371,7 @@ def _summary(
     state: str,
     exit_code: int,
     error: OfferflowError | None,
+    config_hash: str,
 ) -> dict[str, Any]:
     read = recorder.read
     members_in = 0 if read is None else read.members.len()
@@ -374,7 +381,7 @@ def _summary(
         "partner": config.partner,
         "as_of": as_of.isoformat(),
         "input": str(config.input.path),
-        "config_hash": config.fingerprint(),
+        "config_hash": config_hash,
         "versions": {
             "offerflow": metadata.version("offerflow"),
             "python": platform.python_version(),
