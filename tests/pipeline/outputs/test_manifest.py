@@ -115,10 +115,10 @@ def test_a_feature_module_changed_since_the_run_started_is_refused_naming_it(
     run_dir, _config = _written(tmp_path, partner_file)
     module = tmp_path / "features.py"
     module.write_text(MODULE + "\nimport os  # anything could be here now\n")
-    with pytest.raises(UsageError) as caught:
+    with pytest.raises(ConfigError) as caught:
         read_manifest(run_dir).partner_config(run_dir)
     assert str(caught.value).startswith(f"{module}: feature module changed since run r started")
-    assert caught.value.exit_code == 2
+    assert (caught.value.path, caught.value.exit_code) == (module, 2)
 
 
 def test_a_run_json_edited_to_import_another_module_is_refused(

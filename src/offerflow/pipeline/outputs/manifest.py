@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from offerflow import __version__
 from offerflow.config import PartnerConfig, config_from_document
-from offerflow.errors import UsageError
+from offerflow.errors import ConfigError, UsageError
 from offerflow.pipeline.outputs.sinks import atomic_write
 
 __all__ = ["MANIFEST", "RunManifest", "read_manifest", "write_manifest"]
@@ -51,31 +51,35 @@ class RunManifest(BaseModel):
     def partner_config(self, run_dir: Path) -> PartnerConfig:
         """The run's config as this manifest says, ``${VAR}`` taken from the environment again.
 
-        A UsageError (exit 2) names what changed since the run started: a feature module file
+        A ConfigError (exit 2) names what changed since the run started: a feature module file
         (its content), or this file (its config, modules or fingerprint no longer agree).
         """
         path = run_dir / MANIFEST
         config = config_from_document(self.config, base=self.config_file.parent, source=path)
         if config.partner != self.partner:
-            raise UsageError(
-                f"{path}: the config is partner {config.partner!r}, the run {self.partner!r}"
+            raise ConfigError(
+                f"the config is partner {config.partner!r}, the run {self.partner!r}",
+                path=path,
+                key="partner",
             )
         digests = config.module_digests()
         if set(digests) != set(self.feature_modules):
-            raise UsageError(
-                f"{path}: the config's feature modules {sorted(digests)} are not the ones "
-                f"recorded {sorted(self.feature_modules)}"
+            raise ConfigError(
+                f"the config's feature modules {sorted(digests)} are not the ones recorded "
+                f"{sorted(self.feature_modules)}",
+                path=path,
             )
         for module, recorded in self.feature_modules.items():
             if digests[module] != recorded:
-                raise UsageError(
-                    f"{module}: feature module changed since run {self.run_id} started (sha256 "
+                raise ConfigError(
+                    f"feature module changed since run {self.run_id} started (sha256 "
                     f"{_short(recorded)} then, {_short(digests[module])} now): a resumed run "
-                    "runs the code it started with; restore the file or start a new run"
+                    "runs the code it started with; restore the file or start a new run",
+                    path=module,
                 )
         if config.fingerprint() != self.fingerprint:
-            raise UsageError(
-                f"{path}: the config does not match the run's fingerprint: the file was edited"
+            raise ConfigError(
+                "the config does not match the run's fingerprint: the file was edited", path=path
             )
         return config
 
