@@ -34,6 +34,7 @@ def load_config(
 
     Relative input paths are taken relative to the config file. ``${NAME}`` in any string is
     replaced by the environment variable NAME; a missing variable is an error naming the key.
+    The config remembers which strings were ``${NAME}`` templates (see its ``document()``).
     """
     path = (path or DEFAULT_CONFIG).resolve()
     env = os.environ if environ is None else environ
