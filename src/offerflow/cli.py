@@ -78,7 +78,11 @@ def _parser() -> argparse.ArgumentParser:
         default=2,
         help="uvicorn workers of the bundled model server, when the config uses it (default 2)",
     )
-    run.add_argument("--run-id", help="name of the run directory (default: time + random)")
+    run.add_argument(
+        "--run-id",
+        help="name of the run directory: 1 to 128 letters, digits, '.', '_' or '-', starting "
+        "with a letter or digit (default: time + random)",
+    )
     run.add_argument(
         "--resume",
         type=Path,
@@ -148,6 +152,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from offerflow.config import DEFAULT_CONFIG, load_config
         from offerflow.pipeline import (
             ConsoleReport,
+            check_run_id,
             new_run_dir,
             parse_as_of,
             read_manifest,
@@ -163,9 +168,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if clash:
             raise UsageError(f"--resume takes the run's own settings; drop {', '.join(clash)}")
         run_dir = args.resume
-        manifest = read_manifest(run_dir)
-        config, as_of = manifest.config(), manifest.as_of
     else:
+        if args.run_id is not None:
+            try:
+                check_run_id(args.run_id)
+            except ValueError as exc:
+                raise UsageError(f"--run-id: {exc}") from None
         config = load_config(args.config)
         if args.input is not None:
             config = config.model_copy(
@@ -177,8 +185,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
             raise UsageError(f"--as-of: {exc}") from exc
         run_dir = new_run_dir(config, args.out, args.run_id)
         write_manifest(run_dir, config, args.config or DEFAULT_CONFIG, as_of)
+    # every session of a run, the first included, runs what its run.json says
+    manifest = read_manifest(run_dir)
+    config, as_of = manifest.partner_config(run_dir), manifest.as_of
     report = ConsoleReport(sys.stderr)
-    with run_log(run_dir), contextlib.ExitStack() as stack:
+    with run_log(run_dir, mode=config.output.file_mode), contextlib.ExitStack() as stack:
         server = None
         if config.uses_bundled_server:
             server = stack.enter_context(BundledServer(workers=args.server_workers))
@@ -193,6 +204,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             progress=report.progress,
             resume=args.resume is not None,
             before_exit=server.kill if server is not None else lambda: None,
+            config_hash=manifest.fingerprint,
         )
     report.final(outcome.summary, outcome.run_dir)
     if outcome.error is not None:

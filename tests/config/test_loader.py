@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import yaml
 
-from offerflow.config import DEFAULT_CONFIG, DEFAULT_FEATURES, PartnerConfig, load_config
+from offerflow.config import (
+    DEFAULT_CONFIG,
+    DEFAULT_FEATURES,
+    PartnerConfig,
+    config_from_document,
+    load_config,
+)
+from offerflow.config.loader import MAX_YAML_NODES
 from offerflow.errors import ConfigError, ExitCode
 
 
@@ -146,3 +154,161 @@ def test_fingerprint_changes_with_content() -> None:
     assert isinstance(other, PartnerConfig)
     assert config.fingerprint() == load_config().fingerprint()
     assert config.fingerprint() != other.fingerprint()
+
+
+# YAML: parsed once, safely, with aliases capped ----------------------------------------------
+
+
+def _bomb(levels: int, width: int = 10) -> str:
+    """A "billion laughs": each level a list of ``width`` aliases of the level below."""
+    lines = [f"partner: &l0 [{', '.join(['lol'] * width)}]"]
+    for level in range(1, levels):
+        lines.append(f"l{level}: &l{level} [{', '.join([f'*l{level - 1}'] * width)}]")
+    return "\n".join(lines) + "\n"
+
+
+def test_aliases_expanding_past_the_cap_are_refused_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.yaml"
+    path.write_text(_bomb(6))  # 10**6 values from 300 bytes; ten more levels would be 10**16
+    assert len(path.read_bytes()) < 400
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == (
+        f"{path}: refused: its YAML aliases expand to more than {MAX_YAML_NODES:,} values "
+        "(a partner config has a few hundred)"
+    )
+    assert caught.value.exit_code == ExitCode.USAGE
+
+
+def test_an_alias_inside_the_node_it_names_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "cycle.yaml"
+    path.write_text("partner: &self [*self]\n")
+    with pytest.raises(ConfigError, match="a YAML alias refers to a node that contains it"):
+        load_config(path)
+
+
+def test_yaml_nested_too_deeply_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "deep.yaml"
+    path.write_text("partner: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match="YAML nested too deeply"):
+        load_config(path)
+
+
+def test_aliases_and_merge_keys_within_the_cap_load_and_keep_their_lines(tmp_path: Path) -> None:
+    document = _default_document()
+    text = yaml.safe_dump(document, sort_keys=False)
+    text = text.replace("models:\n- name: ats\n", "models:\n- &first\n  name: ats\n", 1)
+    text = text.replace("- name: resp\n", "- <<: *first\n  name: resp\n  timeout: 3\n", 1)
+    path = tmp_path / "merge.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if t.strip() == "timeout: 3")
+    assert f"line {line}, key 'models.1.timeout': unknown key" in str(caught.value)
+    path.write_text(text.replace("  timeout: 3\n", ""))
+    assert load_config(path).models[1].name == "resp"
+
+
+def test_yaml_tags_that_build_python_objects_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "tag.yaml"
+    path.write_text("partner: !!python/object/apply:os.getcwd []\n")
+    with pytest.raises(ConfigError, match="not valid YAML: could not determine a constructor"):
+        load_config(path)
+
+
+# Output modes ---------------------------------------------------------------------------------
+
+
+def test_run_files_are_their_owners_only_by_default() -> None:
+    output = load_config().output
+    assert (output.dir_mode, output.file_mode) == (0o700, 0o600)
+
+
+@pytest.mark.parametrize(
+    ("dir_mode", "file_mode"), [("0750", "0640"), ("750", "640"), ("0o700", "0o600")]
+)
+def test_output_modes_are_octal_strings(tmp_path: Path, dir_mode: str, file_mode: str) -> None:
+    document = _default_document()
+    document["output"].update(dir_mode=dir_mode, file_mode=file_mode)  # type: ignore[attr-defined]
+    output = load_config(_write(tmp_path, document)).output
+    assert (output.dir_mode, output.file_mode) == (int(dir_mode[-3:], 8), int(file_mode[-3:], 8))
+    assert output.model_dump(include={"dir_mode", "file_mode"}) == {
+        "dir_mode": f"0{dir_mode[-3:]}",
+        "file_mode": f"0{file_mode[-3:]}",
+    }
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("file_mode", 384, "write a mode as an octal string in quotes, e.g. '0600'"),
+        ("file_mode", 600, "write a mode as an octal string in quotes"),
+        ("file_mode", "rw-------", "is not a permission mode of three octal digits"),
+        ("file_mode", "4600", "is not a permission mode of three octal digits"),
+        ("file_mode", "0400", r"the owner needs rw \(0600\) on a run's files"),
+        ("file_mode", "0700", "a run's files are data, not programs: no x bits"),
+        ("file_mode", "0664", r"only the owner may write \(no 0020 or 0002 bits\)"),
+        ("dir_mode", "0600", r"the owner needs rwx \(0700\) on a run directory"),
+        ("dir_mode", "0777", "only the owner may write"),
+    ],
+)
+def test_an_output_mode_that_is_ambiguous_or_unsafe_is_refused_naming_the_key(
+    tmp_path: Path, key: str, value: object, expected: str
+) -> None:
+    document = _default_document()
+    document["output"][key] = value  # type: ignore[index]
+    with pytest.raises(ConfigError, match=rf"key 'output\.{key}': Value error, .*{expected}"):
+        load_config(_write(tmp_path, document))
+
+
+# The config written down (run.json's): references, not their values ---------------------------
+
+PARTNERS = sorted((Path(__file__).resolve().parents[2] / "partners").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", PARTNERS, ids=lambda path: path.stem)
+def test_a_partner_config_reads_back_from_its_document_unchanged(path: Path) -> None:
+    config = load_config(path)
+    document = json.loads(json.dumps(config.document()))  # as run.json stores it
+    again = config_from_document(document, base=path.parent, source=Path("run.json"))
+    assert again.model_dump() == config.model_dump()
+    assert again.document() == document
+    assert again.fingerprint() == config.fingerprint()
+
+
+def _with_references(tmp_path: Path) -> Path:
+    document = _default_document()
+    document["models"][0]["url"] = "${ATS_URL}/predict"  # type: ignore[index]
+    document["models"][0]["timeout_s"] = "${ATS_TIMEOUT}"  # type: ignore[index]
+    document["offer"]["headers"] = {"Authorization": "Bearer ${TOKEN}"}  # type: ignore[index]
+    return _write(tmp_path, document)
+
+
+ENVIRON = {"ATS_URL": "http://models:8080", "ATS_TIMEOUT": "3", "TOKEN": "s3cr3t"}
+
+
+def test_a_value_from_the_environment_is_written_down_as_its_reference(tmp_path: Path) -> None:
+    config = load_config(_with_references(tmp_path), environ=ENVIRON)
+    assert (config.models[0].url, config.models[0].timeout_s) == ("http://models:8080/predict", 3)
+    document = config.document()
+    assert document["models"][0]["url"] == "${ATS_URL}/predict"
+    assert document["models"][0]["timeout_s"] == "${ATS_TIMEOUT}"
+    assert document["offer"]["headers"] == {"Authorization": "Bearer ${TOKEN}"}
+    text = json.dumps(document)
+    assert "s3cr3t" not in text
+    assert "models:8080" not in text
+
+
+def test_a_value_changed_after_loading_is_written_down_as_it_is_now(tmp_path: Path) -> None:
+    config = load_config(_with_references(tmp_path), environ=ENVIRON)
+    moved = config.with_bundled_base("http://unused").model_copy(
+        update={"models": (config.models[0].model_copy(update={"url": "http://other/x"}),)}
+    )
+    assert moved.document()["models"][0]["url"] == "http://other/x"
+    assert moved.document()["offer"]["headers"] == {"Authorization": "Bearer ${TOKEN}"}
+
+
+def test_the_fingerprint_does_not_depend_on_the_values_of_references(tmp_path: Path) -> None:
+    path = _with_references(tmp_path)
+    first = load_config(path, environ=ENVIRON).fingerprint()
+    assert load_config(path, environ=ENVIRON | {"TOKEN": "rotated"}).fingerprint() == first

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
+import stat
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -12,8 +15,9 @@ from typing import Any
 import polars as pl
 import pytest
 
+from offerflow.cli import main
 from offerflow.config import DEFAULT_FEATURES, PartnerConfig, load_config
-from offerflow.errors import CycleError, ExitCode, FailureBudgetExceeded, InputError
+from offerflow.errors import CycleError, ExitCode, FailureBudgetExceeded, InputError, UsageError
 from offerflow.pipeline import (
     RunReport,
     generate_transactions,
@@ -331,3 +335,235 @@ async def test_failures_just_above_the_failure_budget_fail_the_run(
     message = f"{failed} of {scored} members failed, above the failure budget of {budget:.2%}"
     assert str(error) == message
     assert (summary["status"], summary["exit_code"], summary["error"]) == ("failed", 3, message)
+
+
+# Run ids --------------------------------------------------------------------------------------
+
+NOT_RUN_IDS = [
+    "../../x",
+    "..",
+    ".",
+    ".hidden",
+    "a/b",
+    "/abs",
+    "a\\b",
+    "",
+    "-rf",
+    "a b",
+    "é",
+    "x" * 129,
+]
+
+
+@pytest.mark.parametrize("run_id", NOT_RUN_IDS)
+def test_a_run_id_that_is_not_one_safe_path_component_exits_2_naming_the_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], run_id: str
+) -> None:
+    out = tmp_path / "out" / "runs"
+    code = main(["run", f"--run-id={run_id}", "--out", str(out)])
+    assert code == ExitCode.USAGE
+    assert capsys.readouterr().err == (
+        f"offerflow: error: --run-id: {run_id!r} is not a run id: use 1 to 128 letters, "
+        "digits, '.', '_' or '-', starting with a letter or a digit\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("run_id", NOT_RUN_IDS)
+def test_new_run_dir_refuses_a_run_id_that_is_not_one_path_component(
+    tmp_path: Path, run_id: str
+) -> None:
+    with pytest.raises(UsageError, match="is not a run id"):
+        new_run_dir(load_config(), tmp_path / "runs", run_id)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("run_id", ["20261126T071403Z-18314c", "r", "A.b_c-1", "9..9", "x" * 128])
+def test_a_run_id_of_safe_characters_names_a_directory_right_under_the_partners(
+    tmp_path: Path, run_id: str
+) -> None:
+    run_dir = new_run_dir(load_config(), tmp_path / "runs", run_id)
+    assert run_dir.parent == tmp_path / "runs" / "default"
+    assert run_dir.name == run_id
+    assert run_dir.is_dir()
+
+
+def test_the_default_run_id_is_a_valid_one(tmp_path: Path) -> None:
+    run_dir = new_run_dir(load_config(), tmp_path / "runs")
+    assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{6}", run_dir.name)
+
+
+# Permissions: member data is personal data ------------------------------------------------------
+
+
+@pytest.fixture
+def open_umask() -> Iterator[None]:
+    """A umask that takes nothing away (0): whatever a run's files get, it gives them itself."""
+    before = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(before)
+
+
+@pytest.mark.usefixtures("open_umask")
+@pytest.mark.parametrize(
+    ("output", "dir_mode", "file_mode"),
+    [({}, 0o700, 0o600), ({"dir_mode": "0750", "file_mode": "0640"}, 0o750, 0o640)],
+)
+def test_every_directory_and_file_of_a_run_has_the_output_modes_whatever_the_umask(
+    tmp_path: Path,
+    bundled: BundledServer,
+    generated: Path,
+    output: dict[str, str],
+    dir_mode: int,
+    file_mode: int,
+) -> None:
+    document = default_document(bundled.base_url, generated)
+    document["output"].update(output)
+    config = write_partner(tmp_path / "partner.yaml", document)
+    args = ["run", "--config", str(config), "--out", str(tmp_path / "runs"), "--run-id", "r"]
+    assert main([*args, "--as-of", AS_OF]) == ExitCode.OK
+    run_dir = tmp_path / "runs" / "default" / "r"
+    modes = {p.name: stat.S_IMODE(p.lstat().st_mode) for p in [run_dir, *run_dir.rglob("*")]}
+    assert modes == {
+        "r": dir_mode,
+        **dict.fromkeys(
+            [
+                "offers.csv",
+                "offers.parquet",
+                "rejects.csv",
+                "requests.parquet",
+                "run.json",
+                "run.log",
+                "summary.json",
+            ],
+            file_mode,
+        ),
+    }
+
+
+# Resume: a run runs what its run.json says ---------------------------------------------------
+
+FEATURE_MODULE = """\
+import polars as pl
+
+
+def features(ctx):
+    return {"MAX_POINTS_BOUGHT": pl.col("points").max()}
+"""
+
+
+def _cli_run(config: Path, out: Path, *more: str) -> int:
+    return main(["run", "--config", str(config), "--out", str(out), "--run-id", "r",
+                 "--as-of", AS_OF, *more])  # fmt: skip
+
+
+def _resume(run_dir: Path, *more: str) -> int:
+    return main(["run", "--resume", str(run_dir), *more])
+
+
+def _summary_of(run_dir: Path) -> dict[str, Any]:
+    summary: dict[str, Any] = json.loads((run_dir / "summary.json").read_text())
+    return summary
+
+
+def test_a_resume_runs_run_jsons_config_with_the_environment_of_its_own_session(
+    tmp_path: Path, bundled: BundledServer, generated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    document = default_document(bundled.base_url, generated)
+    document["offer"]["url"] = "${OFFERFLOW_TEST_OFFER_URL}"
+    partner = write_partner(tmp_path / "partner.yaml", document)
+    monkeypatch.setenv("OFFERFLOW_TEST_OFFER_URL", f"{bundled.base_url}/no/such/route")
+    assert _cli_run(partner, tmp_path) == ExitCode.MEMBER_FAILURES
+    run_dir = tmp_path / "default" / "r"
+    assert _summary_of(run_dir)["ledger"]["members_by_status"]["model_error"] > 0
+
+    partner.write_text("partner: [no longer a config\n")  # a resume does not read it
+    monkeypatch.setenv("OFFERFLOW_TEST_OFFER_URL", f"{bundled.base_url}/offer/assign")
+    assert _resume(run_dir) == ExitCode.OK
+    assert set(_summary_of(run_dir)["ledger"]["members_by_status"]) == {"ok", "no_transactions"}
+
+
+def test_a_resume_refuses_a_feature_module_changed_since_the_run_started(
+    tmp_path: Path, bundled: BundledServer, generated: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    module = tmp_path / "features.py"
+    module.write_text(FEATURE_MODULE)
+    document = default_document(bundled.base_url, generated) | {"feature_modules": ["features.py"]}
+    assert _cli_run(write_partner(tmp_path / "partner.yaml", document), tmp_path) == ExitCode.OK
+    module.write_text(FEATURE_MODULE + "print('not the code the run started with')\n")
+    capsys.readouterr()
+    assert _resume(tmp_path / "default" / "r") == ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert err.startswith(f"offerflow: error: {module}: feature module changed since run r")
+    assert "not the code the run started with" not in err
+
+
+def test_a_resume_refuses_a_run_json_that_names_another_run(
+    tmp_path: Path, bundled: BundledServer, generated: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    partner = write_partner(
+        tmp_path / "partner.yaml", default_document(bundled.base_url, generated)
+    )
+    assert _cli_run(partner, tmp_path) == ExitCode.OK
+    copy = tmp_path / "default" / "copy"
+    copy.mkdir()
+    (copy / "run.json").write_bytes((tmp_path / "default" / "r" / "run.json").read_bytes())
+    capsys.readouterr()
+    assert _resume(copy) == ExitCode.USAGE
+    assert capsys.readouterr().err == (
+        f"offerflow: error: {copy / 'run.json'}: names run 'r', but its directory is 'copy'\n"
+    )
+    assert sorted(p.name for p in copy.iterdir()) == ["run.json"]
+
+
+def test_the_summarys_config_hash_is_run_jsons_fingerprint_in_every_session(
+    tmp_path: Path, generated: Path
+) -> None:
+    # the bundled server and --concurrency change the config the run calls with, not its hash
+    partner = write_partner(tmp_path / "partner.yaml", default_document(None, generated))
+    assert _cli_run(partner, tmp_path, "--concurrency", "4", "--server-workers", "1") == 0
+    run_dir = tmp_path / "default" / "r"
+    fingerprint = json.loads((run_dir / "run.json").read_text())["fingerprint"]
+    assert _summary_of(run_dir)["config_hash"] == fingerprint == load_config(partner).fingerprint()
+    assert _resume(run_dir, "--concurrency", "8", "--server-workers", "1") == ExitCode.OK
+    assert _summary_of(run_dir)["config_hash"] == fingerprint
+
+
+def test_no_file_of_a_run_holds_a_secret_from_the_environment(
+    tmp_path: Path, bundled: BundledServer, generated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = "tok-9f8e7d6c5b4a"
+    monkeypatch.setenv("OFFERFLOW_TEST_TOKEN", token)
+    document = default_document(bundled.base_url, generated)
+    for endpoint in [*document["models"], document["offer"]]:
+        endpoint["headers"] = {"Authorization": "Bearer ${OFFERFLOW_TEST_TOKEN}"}
+    assert _cli_run(write_partner(tmp_path / "p.yaml", document), tmp_path) == ExitCode.OK
+    run_dir = tmp_path / "default" / "r"
+    assert _resume(run_dir) == ExitCode.OK
+    holding = [
+        p.name for p in run_dir.rglob("*") if p.is_file() and token.encode() in p.read_bytes()
+    ]
+    assert holding == []
+    stored = json.loads((run_dir / "run.json").read_text())["config"]
+    assert stored["offer"]["headers"] == {"Authorization": "Bearer ${OFFERFLOW_TEST_TOKEN}"}
+
+
+@pytest.mark.parametrize(
+    "flag",
+    [
+        ("--config", "p.yaml"),
+        ("--input", "m.csv"),
+        ("--as-of", AS_OF),
+        ("--out", "o"),
+        ("--run-id", "r2"),
+    ],
+)
+def test_a_resume_refuses_the_settings_of_a_new_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: tuple[str, str]
+) -> None:
+    assert _resume(tmp_path, *flag) == ExitCode.USAGE
+    assert capsys.readouterr().err == (
+        f"offerflow: error: --resume takes the run's own settings; drop {flag[0]}\n"
+    )

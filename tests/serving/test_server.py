@@ -12,7 +12,7 @@ import pytest
 
 from offerflow.errors import UsageError, WorldError
 from offerflow.serving import BundledServer
-from offerflow.serving.server import serve
+from offerflow.serving.server import is_loopback, serve
 from tests.processes import busy_port
 from tests.samples import PLAIN_FEATURES
 
@@ -119,3 +119,48 @@ def test_serving_imports_nothing_of_the_workflow() -> None:
         "'offerflow.pipeline', 'offerflow.cli', 'offerflow.distributed'))))"
     )
     assert forbidden.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.1.2.3", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("::ffff:127.0.0.1", True),
+        ("localhost", True),
+        ("LocalHost.", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("10.1.2.3", False),
+        ("192.0.2.1", False),
+        ("models.example", False),
+        ("", False),
+    ],
+)
+def test_loopback_is_127_0_0_0_8_the_ipv6_loopback_and_localhost(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+def test_serve_models_warns_when_it_binds_beyond_loopback() -> None:
+    # 192.0.2.1 (TEST-NET-1) is no address of this machine: the bind fails, nothing listens
+    result = subprocess.run(
+        [sys.executable, "-m", "offerflow", "serve-models", "--host", "192.0.2.1", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    warning = (
+        "WARNING offerflow.serving.server: serving on 192.0.2.1, not a loopback address: any "
+        "host that can reach it may call the bundled endpoints (no authentication, no TLS); "
+        "bind 127.0.0.1 unless that is meant"
+    )
+    assert warning in result.stderr
+    assert "cannot bind 192.0.2.1:0" in result.stderr
+
+
+def test_the_bundled_server_on_loopback_warns_of_nothing(server: BundledServer) -> None:
+    post_features(server.base_url)
+    assert "WARNING" not in server.stderr_tail()

@@ -14,7 +14,7 @@ from offerflow.config.endpoints import (
     RetryBudgetConfig,
     template_leaves,
 )
-from offerflow.config.loader import DEFAULT_CONFIG, load_config
+from offerflow.config.loader import DEFAULT_CONFIG, config_from_document, load_config
 from offerflow.config.models import (
     DEFAULT_COLUMNS,
     DEFAULT_FEATURES,
@@ -39,6 +39,7 @@ __all__ = [
     "PartnerConfig",
     "ProtocolName",
     "RetryBudgetConfig",
+    "config_from_document",
     "load_config",
     "template_leaves",
 ]

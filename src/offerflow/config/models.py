@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+import pydantic_core
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 from offerflow.config.endpoints import (
     BUNDLED_SCHEME,
@@ -73,17 +87,74 @@ class InputConfig(_Strict):
         return {**DEFAULT_COLUMNS, **columns}
 
 
+def _octal_mode(value: object) -> int:
+    """A permission mode written as an octal string (``"0600"``, ``"600"`` or ``"0o600"``)."""
+    if not isinstance(value, str):
+        # YAML reads an unquoted 0600 as the number 384 and 600 as six hundred: never guess
+        raise ValueError(
+            f"{value!r}: write a mode as an octal string in quotes, e.g. '0600' (unquoted, "
+            "YAML reads 0600 as the number 384 and 600 as six hundred)"
+        )
+    digits = value.strip().lower().removeprefix("0o")
+    if not re.fullmatch(r"0?[0-7]{3}", digits):
+        raise ValueError(f"{value!r} is not a permission mode of three octal digits, e.g. '0600'")
+    return int(digits, 8)
+
+
+#: permission bits, validated from an octal string and written back as one (``"0600"``)
+Mode = Annotated[
+    int, BeforeValidator(_octal_mode), PlainSerializer(lambda mode: f"0{mode:03o}", return_type=str)
+]
+
+
 class OutputConfig(_Strict):
-    """Where runs are written and in which formats offers are kept."""
+    """Where runs are written, in which formats offers are kept, and who may read them."""
 
     dir: Path = Path("runs")
     formats: tuple[Literal["parquet", "csv"], ...] = ("parquet", "csv")
     #: rows per committed chunk of a result table (a chunk is also committed every 2 s)
     chunk_rows: int = Field(default=16384, ge=1)
+    #: permission bits of a run directory and of the directories in it: member data is
+    #: personal data, so only its owner may enter by default
+    dir_mode: Mode = 0o700
+    #: permission bits of every file a run writes, whatever the process's umask
+    file_mode: Mode = 0o600
+
+    @field_validator("dir_mode")
+    @classmethod
+    def _owner_can_use_the_directory(cls, mode: int) -> int:
+        if mode & 0o700 != 0o700:
+            raise ValueError(f"0{mode:03o}: the owner needs rwx (0700) on a run directory")
+        return _no_write_for_others(mode)
+
+    @field_validator("file_mode")
+    @classmethod
+    def _owner_can_rewrite_the_file(cls, mode: int) -> int:
+        if mode & 0o600 != 0o600:
+            raise ValueError(f"0{mode:03o}: the owner needs rw (0600) on a run's files")
+        if mode & 0o111:
+            raise ValueError(f"0{mode:03o}: a run's files are data, not programs: no x bits")
+        return _no_write_for_others(mode)
+
+
+def _no_write_for_others(mode: int) -> int:
+    if mode & 0o022:
+        # whoever may write in a run directory may rewrite its run.json, which says what code
+        # a resumed run imports
+        raise ValueError(f"0{mode:03o}: only the owner may write (no 0020 or 0002 bits)")
+    return mode
+
+
+#: where a value is in a config's data: keys, and list indexes as digits
+Location = tuple[str, ...]
 
 
 class PartnerConfig(_Strict):
-    """Everything that differs from one partner to the next."""
+    """Everything that differs from one partner to the next.
+
+    A config the loader made remembers which of its values came from ``${VAR}`` references
+    (:meth:`with_env_templates`), so that :meth:`document` can write it down without them.
+    """
 
     partner: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     input: InputConfig
@@ -101,6 +172,10 @@ class PartnerConfig(_Strict):
     retry_budget: RetryBudgetConfig = RetryBudgetConfig()
     #: after SIGINT/SIGTERM, how long in-flight calls may take to finish
     shutdown_grace_s: float = Field(default=10.0, ge=0)
+
+    #: per location of a value that came from ``${VAR}`` references: the template as written and
+    #: the value it gave, validated, in :meth:`document`'s terms
+    _env_templates: dict[Location, tuple[str, Any]] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _references_resolve(self) -> PartnerConfig:
@@ -154,6 +229,98 @@ class PartnerConfig(_Strict):
         offer = self.offer.model_copy(update={"url": resolve(self.offer.url)})
         return self.model_copy(update={"models": models, "offer": offer})
 
+    def with_env_templates(self, templates: Mapping[Location, str]) -> PartnerConfig:
+        """This config, remembering that the value at each location came from its template.
+
+        A ValueError names a location this config has no value at: its template could not be
+        written back, and the variable's value would be written instead.
+        """
+        data = _plain(self)
+        recorded: dict[Location, tuple[str, Any]] = {}
+        for location, template in templates.items():
+            found, value = _at(data, location)
+            if not found:
+                raise ValueError(".".join(location))
+            recorded[location] = (template, value)
+        copy = self.model_copy()
+        copy._env_templates = recorded
+        return copy
+
+    def document(self) -> dict[str, Any]:
+        """The config as JSON data, every field included, as a partner file would say it.
+
+        A value that came from ``${VAR}`` references, and still is the value they gave, is its
+        template again (``"Bearer ${TOKEN}"``), never the variable's value; a value changed since
+        (``--input``, the bundled server's URL) is what it is now. Header values are plain text.
+        """
+        data = _plain(self)
+        for location, (template, value) in self._env_templates.items():
+            if _at(data, location) == (True, value):
+                _put(data, location, template)
+        return data
+
+    def module_digests(self) -> dict[str, str | None]:
+        """The sha256 of each feature module file's content, by path (None: unreadable)."""
+        digests: dict[str, str | None] = {}
+        for module in self.feature_modules:
+            try:
+                digests[str(module)] = hashlib.sha256(module.read_bytes()).hexdigest()
+            except OSError:
+                digests[str(module)] = None
+        return digests
+
     def fingerprint(self) -> str:
-        """A short stable hash of the config's content, for the run summary."""
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+        """The sha256 of the config's :meth:`document` and its feature modules' contents.
+
+        Stable: a canonical JSON of both (sorted keys, no spaces), so the same config and the
+        same module files give the same hash in any process; secrets are not in it, only the
+        references to them.
+        """
+        content = {
+            "fingerprint": "offerflow config v1",
+            "config": self.document(),
+            "feature_modules": self.module_digests(),
+        }
+        text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _plain(config: BaseModel) -> dict[str, Any]:
+    """A model as JSON data: secrets in plain text, sets sorted (a stable order)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {str(key): plain(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [plain(item) for item in value]
+        if isinstance(value, set | frozenset):
+            return sorted(plain(item) for item in value)
+        if isinstance(value, SecretStr):
+            return value.get_secret_value()
+        return pydantic_core.to_jsonable_python(value)
+
+    data: dict[str, Any] = plain(config.model_dump(mode="python"))
+    return data
+
+
+def _at(data: Any, location: Location) -> tuple[bool, Any]:
+    """``(True, value)`` at ``location`` in JSON data, or ``(False, None)`` when there is none."""
+    for part in location:
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and part.isdigit() and int(part) < len(data):
+            data = data[int(part)]
+        else:
+            return False, None
+    return True, data
+
+
+def _put(data: Any, location: Location, value: Any) -> None:
+    """Replace the value at ``location`` (which :func:`_at` found) in JSON data."""
+    *path, last = location
+    for part in path:
+        data = data[int(part)] if isinstance(data, list) else data[part]
+    if isinstance(data, list):
+        data[int(last)] = value
+    else:
+        data[last] = value

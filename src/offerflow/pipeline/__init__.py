@@ -50,7 +50,14 @@ from offerflow.pipeline.outputs import (
     write_json,
     write_manifest,
 )
-from offerflow.pipeline.run import Progress, RunReport, new_run_dir, run_pipeline, run_until_done
+from offerflow.pipeline.run import (
+    Progress,
+    RunReport,
+    check_run_id,
+    new_run_dir,
+    run_pipeline,
+    run_until_done,
+)
 from offerflow.pipeline.stopping import Shutdown
 from offerflow.pipeline.workflow import (
     Recorder,
@@ -89,6 +96,7 @@ __all__ = [
     "build_workflow",
     "check_config",
     "check_contracts",
+    "check_run_id",
     "client_for",
     "compute_features",
     "feature_registry",

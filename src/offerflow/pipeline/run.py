@@ -6,6 +6,7 @@ import contextlib
 import gc
 import logging
 import platform
+import re
 import resource
 import secrets
 import time
@@ -33,7 +34,7 @@ from offerflow.errors import (
 )
 from offerflow.pipeline.endpoints import check_contracts
 from offerflow.pipeline.members import Member, Status
-from offerflow.pipeline.outputs import ChunkedTable, RequestLog, atomic_write, write_json
+from offerflow.pipeline.outputs import ChunkedTable, RequestLog, atomic_write, make_dir, write_json
 from offerflow.pipeline.stopping import Shutdown, cancel_after_grace, watch_signals
 from offerflow.pipeline.workflow import (
     Recorder,
@@ -43,7 +44,15 @@ from offerflow.pipeline.workflow import (
     offers_schema,
 )
 
-__all__ = ["Progress", "RunReport", "new_run_dir", "run_pipeline", "run_until_done"]
+__all__ = [
+    "RUN_ID",
+    "Progress",
+    "RunReport",
+    "check_run_id",
+    "new_run_dir",
+    "run_pipeline",
+    "run_until_done",
+]
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +76,38 @@ class RunReport:
     error: OfferflowError | None = None
 
 
+#: a run id: one path component of 1 to 128 letters, digits, ``.``, ``_`` and ``-``, starting
+#: with a letter or a digit (never ``.``, ``..``, a hidden name or an option-like ``-x``)
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def check_run_id(run_id: str) -> str:
+    """``run_id`` when it matches :data:`RUN_ID`; else a ValueError saying what a run id is."""
+    if not RUN_ID.fullmatch(run_id):
+        raise ValueError(
+            f"{run_id!r} is not a run id: use 1 to 128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or a digit"
+        )
+    return run_id
+
+
 def new_run_dir(config: PartnerConfig, out: Path | None = None, run_id: str | None = None) -> Path:
-    """Create ``<out>/<partner>/<run_id>/``, failing (exit 4) before any work when it can't."""
-    run_id = run_id or (datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3))
+    """Create ``<out>/<partner>/<run_id>/``, failing (exit 4) before any work when it can't.
+
+    A ``run_id`` that is not one safe path component (:data:`RUN_ID`) is a UsageError. The run
+    directory gets the config's ``output.dir_mode`` whatever the umask (the directories above it,
+    shared by runs, are made as the umask says).
+    """
+    if run_id is None:
+        run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+    try:
+        check_run_id(run_id)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     run_dir = (out or config.output.dir) / config.partner / run_id
     try:
-        run_dir.mkdir(parents=True, exist_ok=False)
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        make_dir(run_dir, config.output.dir_mode)
         probe = run_dir / ".write-probe"
         probe.write_bytes(b"")
         probe.unlink()
@@ -91,22 +126,30 @@ async def run_pipeline(
     shutdown: Shutdown | None = None,
     resume: bool = False,
     progress: Progress | None = None,
+    config_hash: str | None = None,
 ) -> RunReport:
     """Run the offer workflow for one partner into ``run_dir`` and write every output file.
 
     With ``resume``, members already committed there as ``ok`` or ``no_transactions`` are not
     scored again, and the run's files are completed in place. ``progress`` is told a few times
     a second how many members are recorded, and of how many once the input is read.
+    ``config_hash`` is the summary's (the fingerprint in ``run.json``; by default ``config``'s).
     """
     started = time.perf_counter()
+    config_hash = config_hash or config.fingerprint()
     shutdown = shutdown or Shutdown()
     config = _with_concurrency(config, concurrency)
     metrics = MetricsHook()
     chunk_rows = config.output.chunk_rows
     registry = feature_registry(config)  # loads the partner's feature modules, once
     schema = offers_schema(config, registry)
-    offers = ChunkedTable(run_dir, "offers", schema, chunk_rows=chunk_rows)
-    requests = RequestLog(run_dir, chunk_rows=4 * chunk_rows)
+    file_mode, dir_mode = config.output.file_mode, config.output.dir_mode
+    offers = ChunkedTable(
+        run_dir, "offers", schema, chunk_rows=chunk_rows, file_mode=file_mode, dir_mode=dir_mode
+    )
+    requests = RequestLog(
+        run_dir, chunk_rows=4 * chunk_rows, file_mode=file_mode, dir_mode=dir_mode
+    )
     skip = None
     if resume:
         offers.adopt(run_dir / "offers.parquet")
@@ -150,7 +193,7 @@ async def run_pipeline(
     offers.finish(config.output.formats, sort_by="member_id", unique_by="member_id")
     requests.finish()
     if recorder.read is not None:
-        atomic_write(run_dir / "rejects.csv", recorder.read.rejects.write_csv)
+        atomic_write(run_dir / "rejects.csv", recorder.read.rejects.write_csv, mode=file_mode)
 
     error: OfferflowError | None = failure
     if lost and error is None:
@@ -178,8 +221,9 @@ async def run_pipeline(
         state=state,
         exit_code=exit_code,
         error=error,
+        config_hash=config_hash,
     )
-    write_json(run_dir / "summary.json", summary)
+    write_json(run_dir / "summary.json", summary, mode=file_mode)
     offers.discard_parts()
     requests.discard_parts()
     return RunReport(run_dir, summary, exit_code, error)
@@ -195,6 +239,7 @@ def run_until_done(
     progress: Progress | None = None,
     resume: bool = False,
     before_exit: Callable[[], None] = lambda: None,
+    config_hash: str | None = None,
 ) -> RunReport:
     """Run the pipeline in a new event loop (uvloop when installed) until it is done.
 
@@ -217,6 +262,7 @@ def run_until_done(
                     shutdown=shutdown,
                     resume=resume,
                     progress=progress,
+                    config_hash=config_hash,
                 )
             except Exception as exc:  # raised below, outside the group, as itself
                 outcome = exc
@@ -325,6 +371,7 @@ def _summary(
     state: str,
     exit_code: int,
     error: OfferflowError | None,
+    config_hash: str,
 ) -> dict[str, Any]:
     read = recorder.read
     members_in = 0 if read is None else read.members.len()
@@ -334,7 +381,7 @@ def _summary(
         "partner": config.partner,
         "as_of": as_of.isoformat(),
         "input": str(config.input.path),
-        "config_hash": config.fingerprint(),
+        "config_hash": config_hash,
         "versions": {
             "offerflow": metadata.version("offerflow"),
             "python": platform.python_version(),

@@ -4,7 +4,8 @@ The single-member routes live here, one per model of the catalog; the same model
 json-batch, MLflow and KServe v2 protocols come from the routers of
 :mod:`~offerflow.serving.batch`, :mod:`~offerflow.serving.mlflow` and
 :mod:`~offerflow.serving.kserve`. Every route validates its body with pydantic models, answers
-with orjson, and is documented at ``/openapi.json``.
+with orjson, and is documented at ``/openapi.json``. A body of more than 8 MiB is answered 413
+(:mod:`~offerflow.serving.limits`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from starlette.responses import Response
 from offerflow import __version__
 from offerflow.serving import batch, kserve, mlflow
 from offerflow.serving.catalog import UNDEFINED, Member, ServedModel, defined
+from offerflow.serving.limits import MAX_BODY_BYTES, BodyLimit
 from offerflow.serving.prediction import (
     Features,
     OfferResponse,
@@ -38,6 +40,10 @@ app = FastAPI(
         "protocols."
     ),
 )
+
+
+# A body past the limit is refused before it is read whole (serving/limits.py says why 8 MiB).
+app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
 
 
 @app.exception_handler(RequestValidationError)

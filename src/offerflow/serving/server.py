@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from uvicorn.supervisors import Multiprocess
 from offerflow.errors import UsageError, WorldError
 from offerflow.serving.process import READY_PREFIX
 
-__all__ = ["APP", "serve"]
+__all__ = ["APP", "is_loopback", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,11 +37,18 @@ def serve(
     """Serve the bundled endpoints until interrupted; announce the base URL once they answer.
 
     ``port=0`` picks a free port. By default the announcement is the line
-    ``offerflow serving on http://HOST:PORT`` on stdout; ``on_ready`` replaces it.
+    ``offerflow serving on http://HOST:PORT`` on stdout; ``on_ready`` replaces it. A ``host``
+    that is not a loopback address is logged as a WARNING: the endpoints have no authentication.
     Raises WorldError when the socket cannot be bound or the server fails to start.
     """
     if workers < 1:
         raise UsageError(f"workers must be at least 1, got {workers}")
+    if not is_loopback(host):
+        logger.warning(
+            "serving on %s, not a loopback address: any host that can reach it may call the "
+            "bundled endpoints (no authentication, no TLS); bind 127.0.0.1 unless that is meant",
+            host,
+        )
     sock = _bind(host, port)
     bound_port: int = sock.getsockname()[1]
     url_host = f"[{host}]" if ":" in host else host
@@ -69,6 +77,20 @@ def serve(
         sock.close()
     if not started:
         raise WorldError(f"the server on {base_url} failed to start; its log says why")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only: 127.0.0.0/8, ::1 or localhost."""
+    name = host.strip().lower().rstrip(".")
+    if name == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(name.removeprefix("[").removesuffix("]"))
+    except ValueError:
+        return False  # another name: it may resolve to anything
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
 
 
 def _bind(host: str, port: int) -> socket.socket:

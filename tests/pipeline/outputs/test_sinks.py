@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import stat
 from pathlib import Path
 
 import polars as pl
 import pytest
 
 from offerflow.errors import OutputError
+from offerflow.pipeline.outputs.runlog import run_log
 from offerflow.pipeline.outputs.sinks import ChunkedTable, RequestLog, atomic_write, write_json
+from tests.pipeline.outputs.conftest import SetUmask
 
 SCHEMA = {"member_id": pl.String(), "value": pl.Float64()}
 
@@ -115,3 +119,99 @@ def test_a_path_that_cannot_be_written_is_an_output_error_naming_it(tmp_path: Pa
     with pytest.raises(OutputError, match="not-a-directory") as caught:
         write_json(blocker / "summary.json", {})
     assert caught.value.path == blocker / "summary.json"
+
+
+# Permissions: member data is personal data ------------------------------------------------------
+
+#: (dir_mode, file_mode) of the tests, and umasks that would give other bits
+MODES = [(0o700, 0o600), (0o750, 0o640)]
+UMASKS = [0o000, 0o077]
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+@pytest.mark.parametrize("umask_value", UMASKS)
+@pytest.mark.parametrize(("dir_mode", "file_mode"), MODES)
+def test_chunks_their_directory_and_the_final_files_have_the_modes_whatever_the_umask(
+    tmp_path: Path, umask: SetUmask, umask_value: int, dir_mode: int, file_mode: int
+) -> None:
+    umask(umask_value)
+    modes = {"file_mode": file_mode, "dir_mode": dir_mode}
+    table = ChunkedTable(tmp_path, "offers", SCHEMA, chunk_rows=2, **modes)
+    requests = RequestLog(tmp_path, chunk_rows=1, **modes)
+    for i in range(5):
+        table.append({"member_id": f"m{i}", "value": float(i)})
+        requests.add(member_id=f"m{i}", endpoint="ats", attempt=1, status=200,
+                     started_at=0.0, latency_ms=1.0, error=None)  # fmt: skip
+    parts = sorted((tmp_path / ".parts").iterdir())
+    assert len(parts) == 7
+    assert _mode(tmp_path / ".parts") == dir_mode
+    assert {part.name: _mode(part) for part in parts} == dict.fromkeys(
+        [part.name for part in parts], file_mode
+    )
+    table.finish(("parquet", "csv"))
+    requests.finish()
+    finals = ["offers.csv", "offers.parquet", "requests.parquet"]
+    assert {name: _mode(tmp_path / name) for name in finals} == dict.fromkeys(finals, file_mode)
+
+
+@pytest.mark.parametrize("umask_value", UMASKS)
+def test_an_adopted_final_file_becomes_a_chunk_with_the_file_mode(
+    tmp_path: Path, umask: SetUmask, umask_value: int
+) -> None:
+    earlier = tmp_path / "offers.parquet"
+    pl.DataFrame({"member_id": ["a"], "value": [1.0]}).write_parquet(earlier)
+    earlier.chmod(0o644)
+    umask(umask_value)
+    table = ChunkedTable(tmp_path, "offers", SCHEMA, chunk_rows=2)
+    table.adopt(earlier)
+    (part,) = (tmp_path / ".parts").iterdir()
+    assert _mode(part) == 0o600
+
+
+@pytest.mark.parametrize("umask_value", UMASKS)
+@pytest.mark.parametrize("file_mode", [0o600, 0o640])
+def test_an_atomic_write_has_the_mode_under_both_names_while_and_after_writing(
+    tmp_path: Path, umask: SetUmask, umask_value: int, file_mode: int
+) -> None:
+    umask(umask_value)
+    target = tmp_path / "rejects.csv"
+    seen: list[int] = []
+
+    def write(tmp: Path) -> None:
+        seen.append(_mode(tmp))  # the file exists, with the mode, before the writer opens it
+        pl.DataFrame({"line": [1]}).write_csv(tmp)
+
+    atomic_write(target, write, mode=file_mode)
+    assert seen == [file_mode]
+    assert _mode(target) == file_mode
+    write_json(tmp_path / "summary.json", {"a": 1}, mode=file_mode)
+    assert _mode(tmp_path / "summary.json") == file_mode
+
+
+def test_an_atomic_write_does_not_follow_a_symlink_at_the_temporary_name(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere.txt"
+    elsewhere.write_text("keep")
+    (tmp_path / ".summary.json.tmp").symlink_to(elsewhere)
+    with pytest.raises(OutputError, match=r"summary\.json"):
+        write_json(tmp_path / "summary.json", {"a": 1})
+    assert elsewhere.read_text() == "keep"
+
+
+@pytest.mark.parametrize("umask_value", UMASKS)
+def test_the_run_log_has_the_mode_new_or_appended_to(
+    tmp_path: Path, umask: SetUmask, umask_value: int
+) -> None:
+    umask(umask_value)
+    log = logging.getLogger("offerflow.test")
+    with run_log(tmp_path):
+        log.warning("first session")
+    assert _mode(tmp_path / "run.log") == 0o600
+    (tmp_path / "run.log").chmod(0o644)
+    with run_log(tmp_path, mode=0o640):
+        log.warning("second session")
+    assert _mode(tmp_path / "run.log") == 0o640
+    messages = [json.loads(line)["message"] for line in (tmp_path / "run.log").open()]
+    assert messages == ["first session", "second session"]

@@ -11,15 +11,26 @@ from __future__ import annotations
 from offerflow.pipeline.outputs.console import ConsoleReport, summary_rows
 from offerflow.pipeline.outputs.manifest import RunManifest, read_manifest, write_manifest
 from offerflow.pipeline.outputs.runlog import JsonLines, run_log
-from offerflow.pipeline.outputs.sinks import ChunkedTable, RequestLog, atomic_write, write_json
+from offerflow.pipeline.outputs.sinks import (
+    DIR_MODE,
+    FILE_MODE,
+    ChunkedTable,
+    RequestLog,
+    atomic_write,
+    make_dir,
+    write_json,
+)
 
 __all__ = [
+    "DIR_MODE",
+    "FILE_MODE",
     "ChunkedTable",
     "ConsoleReport",
     "JsonLines",
     "RequestLog",
     "RunManifest",
     "atomic_write",
+    "make_dir",
     "read_manifest",
     "run_log",
     "summary_rows",

@@ -5,9 +5,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+
+from offerflow.errors import OutputError
+from offerflow.pipeline.outputs.sinks import FILE_MODE
 
 __all__ = ["JsonLines", "run_log"]
 
@@ -36,9 +40,21 @@ class JsonLines(logging.Formatter):
 
 
 @contextlib.contextmanager
-def run_log(run_dir: Path) -> Iterator[None]:
-    """Copy every log record of INFO and above into ``run_dir/run.log`` while in the block."""
-    handler = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
+def run_log(run_dir: Path, *, mode: int = FILE_MODE) -> Iterator[None]:
+    """Copy every log record of INFO and above into ``run_dir/run.log`` while in the block.
+
+    The file (appended to when it exists: a resumed run) has exactly ``mode``, whatever the umask.
+    """
+    path = run_dir / "run.log"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, mode)
+        try:
+            os.fchmod(fd, mode)  # os.open's mode is masked by the umask, and ignored if it exists
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise OutputError(f"cannot write: {exc.strerror}", path=path) from exc
+    handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(JsonLines(run_dir.name))
     handler.setLevel(logging.INFO)
     root = logging.getLogger()

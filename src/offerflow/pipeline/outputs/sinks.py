@@ -1,7 +1,9 @@
 """Sinks: result tables written incrementally in committed chunks, and files written atomically.
 
 A chunk or a file is written under a temporary name and renamed into place, so a crash never leaves
-a half-written file under a final name.
+a half-written file under a final name. Every file gets the permission bits it is given (by default
+:data:`FILE_MODE`, its owner's only) before it has any content, whatever the process's umask; so do
+the directories the sinks make (:data:`DIR_MODE`).
 """
 
 from __future__ import annotations
@@ -18,14 +20,35 @@ import polars as pl
 
 from offerflow.errors import OutputError
 
-__all__ = ["ChunkedTable", "RequestLog", "atomic_write", "write_json"]
+__all__ = [
+    "DIR_MODE",
+    "FILE_MODE",
+    "ChunkedTable",
+    "RequestLog",
+    "atomic_write",
+    "make_dir",
+    "write_json",
+]
+
+#: permission bits of the files a run writes unless its config says otherwise: member data is
+#: personal data, readable by its owner only
+FILE_MODE = 0o600
+#: permission bits of the directories a run makes unless its config says otherwise
+DIR_MODE = 0o700
 
 
-def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Call ``write`` on a temporary path beside ``path``, then rename it into place."""
+def atomic_write(path: Path, write: Callable[[Path], object], *, mode: int = FILE_MODE) -> None:
+    """Call ``write`` on a temporary path beside ``path``, then rename it into place.
+
+    The temporary file is made with ``mode`` before ``write`` opens it (a writer that opens an
+    existing file keeps its mode), and given ``mode`` again before the rename (for a writer that
+    replaces the file), so the file never has other bits under either name.
+    """
     tmp = path.with_name(f".{path.name}.tmp")
     try:
+        _create(tmp, mode)
         write(tmp)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except (OSError, pl.exceptions.PolarsError) as exc:
         # polars reports a failed write (a full disk, a file size limit) as its own error
@@ -35,10 +58,25 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
         raise OutputError(f"cannot write: {reason}", path=path) from exc
 
 
-def write_json(path: Path, document: Mapping[str, Any]) -> None:
+def _create(path: Path, mode: int) -> None:
+    """Create (or empty) the file at ``path`` with exactly ``mode``; never through a symlink."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    try:
+        os.fchmod(fd, mode)  # os.open's mode is masked by the umask
+    finally:
+        os.close(fd)
+
+
+def make_dir(path: Path, mode: int = DIR_MODE, *, exist_ok: bool = False) -> None:
+    """Make the directory ``path`` (its parent must exist) with exactly ``mode``."""
+    path.mkdir(mode=mode, exist_ok=exist_ok)
+    os.chmod(path, mode)  # mkdir's mode is masked by the umask
+
+
+def write_json(path: Path, document: Mapping[str, Any], *, mode: int = FILE_MODE) -> None:
     """Write a JSON document atomically, keys in the order given, with a final newline."""
     text = json.dumps(document, indent=2, default=str) + "\n"
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), mode=mode)
 
 
 class ChunkedTable:
@@ -48,7 +86,8 @@ class ChunkedTable:
     comes first, as ``<dir>/.parts/<name>-NNNNN.parquet``; chunks already there (an earlier,
     interrupted session of the same run) are kept and numbered after. :meth:`finish` merges every
     chunk into ``<dir>/<name>.parquet`` (and ``.csv`` when asked); :meth:`discard_parts` removes
-    the chunks once everything that depends on them is written.
+    the chunks once everything that depends on them is written. Files get ``file_mode``,
+    ``.parts`` gets ``dir_mode``.
     """
 
     def __init__(
@@ -59,12 +98,16 @@ class ChunkedTable:
         *,
         chunk_rows: int,
         commit_every_s: float = 2.0,
+        file_mode: int = FILE_MODE,
+        dir_mode: int = DIR_MODE,
     ) -> None:
         self.directory = directory
         self.name = name
         self.schema = pl.Schema(dict(schema))
         self.chunk_rows = chunk_rows
         self.commit_every_s = commit_every_s
+        self.file_mode = file_mode
+        self.dir_mode = dir_mode
         self.rows = 0
         self._parts_dir = directory / ".parts"
         self._parts = sorted(self._parts_dir.glob(f"{name}-*.parquet"))
@@ -139,11 +182,11 @@ class ChunkedTable:
             table = table.sort(sort_by, maintain_order=True)
         parquet = self.directory / f"{self.name}.parquet"
         if "parquet" in formats:
-            atomic_write(parquet, table.sink_parquet)
+            atomic_write(parquet, table.sink_parquet, mode=self.file_mode)
             # the CSV streams from the file just written: no second sort, no second table
             table = pl.scan_parquet(parquet)
         if "csv" in formats:
-            atomic_write(self.directory / f"{self.name}.csv", table.sink_csv)
+            atomic_write(self.directory / f"{self.name}.csv", table.sink_csv, mode=self.file_mode)
 
     def discard_parts(self) -> None:
         """Remove the committed chunks (after finish and everything else is written)."""
@@ -154,10 +197,13 @@ class ChunkedTable:
             self._parts_dir.rmdir()  # only when no other table's chunks are left
 
     def _commit(self, write: Callable[[Path], object]) -> None:
-        self._parts_dir.mkdir(exist_ok=True)
+        try:
+            make_dir(self._parts_dir, self.dir_mode, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create: {exc.strerror}", path=self._parts_dir) from exc
         number = int(self._parts[-1].stem.rsplit("-", 1)[1]) + 1 if self._parts else 0
         part = self._parts_dir / f"{self.name}-{number:05d}.parquet"
-        atomic_write(part, write)
+        atomic_write(part, write, mode=self.file_mode)
         self._parts.append(part)
 
     def _final(self, table: pl.LazyFrame) -> pl.LazyFrame:
@@ -192,8 +238,22 @@ class RequestLog(ChunkedTable):
         "error": pl.String(),
     }
 
-    def __init__(self, directory: Path, *, chunk_rows: int = 65536) -> None:
-        super().__init__(directory, "requests", self.SCHEMA, chunk_rows=chunk_rows)
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        chunk_rows: int = 65536,
+        file_mode: int = FILE_MODE,
+        dir_mode: int = DIR_MODE,
+    ) -> None:
+        super().__init__(
+            directory,
+            "requests",
+            self.SCHEMA,
+            chunk_rows=chunk_rows,
+            file_mode=file_mode,
+            dir_mode=dir_mode,
+        )
 
     def add(
         self,
