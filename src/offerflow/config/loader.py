@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from offerflow.config.models import PartnerConfig
+from offerflow.config.proxies import EnvironmentProxies
 from offerflow.errors import ConfigError
 
 __all__ = ["DEFAULT_CONFIG", "load_config"]
@@ -31,6 +32,8 @@ def load_config(
 
     Relative input paths are taken relative to the config file. ``${NAME}`` in any string is
     replaced by the environment variable NAME; a missing variable is an error naming the key.
+    Each endpoint's TLS files are found and loaded, and its proxy decided (see
+    :meth:`~offerflow.config.EndpointConfig.resolved`).
     """
     path = (path or DEFAULT_CONFIG).resolve()
     env = os.environ if environ is None else environ
@@ -53,10 +56,15 @@ def load_config(
     except ValidationError as exc:
         raise _config_error(exc, path, node) from None
     # paths in a config are relative to the config file, wherever the command runs
+    proxies = EnvironmentProxies.from_environ(env)
     return config.model_copy(
         update={
             "input": config.input.model_copy(update={"path": path.parent / config.input.path}),
             "feature_modules": tuple(path.parent / m for m in config.feature_modules),
+            "models": tuple(
+                m.resolved(path, f"models.{i}", proxies) for i, m in enumerate(config.models)
+            ),
+            "offer": config.offer.resolved(path, "offer", proxies),
         }
     )
 
