@@ -186,7 +186,7 @@ class ModelClient:
         while True:
             where = _Where(spec.name, spec.url, member_id, attempt)
             if not breaker.allow():
-                raise CircuitOpenError("circuit breaker open: not called", **where.kwargs())
+                raise CircuitOpenError(f"{breaker.refusal()}: not called", **where.kwargs())
             try:
                 answers = await self._attempt(spec, body, where, deadline, breaker, members)
             except EndpointError as error:
@@ -343,7 +343,7 @@ def _judge(
     if isinstance(error, EndpointTimeout | EndpointConnectionError) or (
         status is not None and status in spec.retry_statuses
     ):
-        breaker.record_failure()
+        breaker.record_failure("" if error is None else error.reason)
     elif status is not None:
         breaker.record_success()  # it answered, even if the answer was bad: it is up
     else:
