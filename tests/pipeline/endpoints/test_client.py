@@ -388,6 +388,36 @@ async def test_a_body_over_the_cap_is_an_invalid_response(fake: tuple[str, Scrip
             await client.call("ats", "m1", b"{}")
 
 
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+async def test_a_redirect_is_a_final_model_error_naming_its_status_and_location(
+    status: int,
+) -> None:
+    calls: list[str] = []
+
+    async def redirect(request: web.Request) -> web.Response:
+        calls.append(request.path)
+        location = "https://user:pw@models.example/v2/ats?api_key=s3cr3t"
+        return web.Response(status=status, headers={"Location": location})
+
+    async with serve_route("/predict", redirect) as url, _client(url, retries=2) as client:
+        with pytest.raises(EndpointStatusError) as caught:
+            await client.call("ats", "m1", b"{}")
+    assert caught.value.status == "model_error"
+    assert caught.value.reason == (
+        f"HTTP {status} redirect to https://models.example/v2/ats: redirects are not followed"
+    )
+    assert calls == ["/predict"]  # neither retried nor followed
+    assert client.breakers["ats"].state == "closed"
+
+
+async def test_a_redirect_without_location_says_so(fake: tuple[str, Script]) -> None:
+    url, script = fake
+    script.answers = [("status", 302)]
+    async with _client(url) as client:
+        with pytest.raises(EndpointStatusError, match="HTTP 302 redirect no Location"):
+            await client.call("ats", "m1", b"{}")
+
+
 async def test_an_open_breaker_says_how_many_failures_opened_it_and_the_last() -> None:
     with _unused_port() as port:
         url = f"http://127.0.0.1:{port}/predict"
