@@ -20,6 +20,7 @@ and has the exit code the CLI maps it to.
     │   ├── EndpointError                exit 3   an endpoint call (endpoint, member, attempt)
     │   │   ├── EndpointTimeout                   an attempt, or the member's deadline, ran out
     │   │   ├── EndpointConnectionError
+    │   │   ├── EndpointTLSError                  a certificate not trusted or refused: final
     │   │   ├── CircuitOpenError                  the endpoint's breaker is open: not called
     │   │   ├── EndpointStatusError               an HTTP status we did not expect
     │   │   ├── InvalidResponseError              a body that is not what the endpoint promised
@@ -27,11 +28,16 @@ and has the exit code the CLI maps it to.
     │   └── OutputError                  exit 4   writing results (path)
     ├── TaskFailedError                           a task of a running workflow failed (task)
     └── FailureBudgetExceeded            exit 3   too many members failed
+
+An error never shows a URL whole: :func:`redact_url` keeps its scheme, host, port and path, and
+drops what may hold a secret (``user:password@``, the query, the fragment).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 __all__ = [
     "CallInterrupted",
@@ -43,6 +49,7 @@ __all__ = [
     "EndpointConnectionError",
     "EndpointError",
     "EndpointStatusError",
+    "EndpointTLSError",
     "EndpointTimeout",
     "ExitCode",
     "FailureBudgetExceeded",
@@ -55,7 +62,33 @@ __all__ = [
     "UnknownDependencyError",
     "UsageError",
     "WorldError",
+    "redact_url",
 ]
+
+# what a URL's host and port may look like when shown: a name or an address, a numeric port
+_SHOWN_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%-]+)(:[0-9]*)?")
+
+
+def redact_url(url: str) -> str:
+    """``url`` as it may be shown anywhere: ``scheme://host:port/path``, nothing more.
+
+    Credentials (``user:password@``), the query (which may carry an API key) and the fragment
+    are dropped. A URL too malformed to tell its host from its credentials is shown as its
+    scheme alone; ``bundled:/route`` keeps its route.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return "(a malformed URL)"
+    if not parts.scheme or (not parts.netloc and "@" in url):
+        return "(not a URL)"
+    if not parts.netloc:
+        return f"{parts.scheme}:{parts.path}"
+    host = parts.netloc.rpartition("@")[2]
+    # a password holding '/', '?' or '#' unencoded ends the host early: show no host at all then
+    if not _SHOWN_HOST.fullmatch(host) or "@" in parts.path:
+        return f"{parts.scheme}://…"
+    return f"{parts.scheme}://{host}{parts.path}"
 
 
 class ExitCode:
@@ -154,7 +187,11 @@ class WorldError(OfferflowError):
 
 
 class EndpointError(WorldError):
-    """Raised when a call to a model or offer endpoint fails; carries endpoint, member, attempt."""
+    """Raised when a call to a model or offer endpoint fails; carries endpoint, member, attempt.
+
+    Its message names the endpoint and its URL as :func:`redact_url` shows it; ``reason`` is
+    the message without them.
+    """
 
     exit_code = ExitCode.MEMBER_FAILURES
     #: the member status a member gets when this error ends its scoring
@@ -170,10 +207,12 @@ class EndpointError(WorldError):
         attempt: int = 1,
     ):
         self.endpoint = endpoint
-        self.url = url
+        #: the endpoint's URL as it may be shown (see :func:`redact_url`)
+        self.url = redact_url(url) if url else ""
+        self.reason = message
         self.member_id = member_id
         self.attempt = attempt
-        super().__init__(f"endpoint {endpoint!r} ({url}): {message}" if url else message)
+        super().__init__(f"endpoint {endpoint!r} ({self.url}): {message}" if url else message)
 
 
 class EndpointTimeout(EndpointError):
@@ -186,6 +225,13 @@ class EndpointConnectionError(EndpointError):
     """Raised when an endpoint cannot be reached or drops the connection."""
 
     status = "endpoint_unavailable"
+
+
+class EndpointTLSError(EndpointError):
+    """Raised when a TLS connection to an endpoint fails: its certificate is not trusted or is
+    for another name, or the server refused ours. Final: retrying cannot fix a certificate."""
+
+    status = "tls_error"
 
 
 class CircuitOpenError(EndpointError):

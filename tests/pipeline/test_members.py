@@ -1,10 +1,14 @@
-"""MemberRows: members built from the features table, shared by parallel branches."""
+"""MemberRows: members built from the features table, shared by parallel branches; statuses."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import polars as pl
 
-from offerflow.pipeline.members import MemberRows
+from offerflow.errors import EndpointError
+from offerflow.pipeline.members import MemberRows, Status
 
 TABLE = pl.DataFrame({"member_id": [f"m{i:03d}" for i in range(25)], "A": list(range(25))})
 
@@ -38,3 +42,18 @@ def test_a_stop_ends_every_branch_at_the_first_member_none_has_taken() -> None:
     stopping = True
     assert [m.member_id for m in second] == taken  # catches up, then stops with the first
     assert list(first) == []
+
+
+def test_every_status_is_in_the_readme_and_every_endpoint_errors_status_is_one() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## When things go wrong", 1)[1]
+    table = section[section.index("| status |") :].split("\n\n", 1)[0]
+    listed = re.findall(r"^\| `([a-z_]+)` \|", table, flags=re.M)
+    assert listed == [str(status) for status in Status]
+    errors: list[type[EndpointError]] = [EndpointError, *_subclasses(EndpointError)]
+    assert {Status(error.status) for error in errors} <= set(Status)
+
+
+def _subclasses(cls: type[EndpointError]) -> list[type[EndpointError]]:
+    direct = cls.__subclasses__()
+    return [*direct, *(sub for each in direct for sub in _subclasses(each))]

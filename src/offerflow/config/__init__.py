@@ -5,6 +5,7 @@ from __future__ import annotations
 from offerflow.config.endpoints import (
     BUNDLED_SCHEME,
     MEMBER_ID,
+    NO_PROXY,
     PROTOCOLS,
     BreakerConfig,
     EndpointConfig,
@@ -22,6 +23,7 @@ from offerflow.config.models import (
     OutputConfig,
     PartnerConfig,
 )
+from offerflow.config.proxies import EnvironmentProxies
 
 __all__ = [
     "BUNDLED_SCHEME",
@@ -29,9 +31,11 @@ __all__ = [
     "DEFAULT_CONFIG",
     "DEFAULT_FEATURES",
     "MEMBER_ID",
+    "NO_PROXY",
     "PROTOCOLS",
     "BreakerConfig",
     "EndpointConfig",
+    "EnvironmentProxies",
     "InputConfig",
     "ModelConfig",
     "OfferConfig",

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from offerflow.config.models import PartnerConfig
+from offerflow.config.proxies import EnvironmentProxies
 from offerflow.errors import ConfigError
 
 __all__ = ["DEFAULT_CONFIG", "MAX_YAML_NODES", "config_from_document", "load_config"]
@@ -35,6 +36,8 @@ def load_config(
     Relative input paths are taken relative to the config file. ``${NAME}`` in any string is
     replaced by the environment variable NAME; a missing variable is an error naming the key.
     The config remembers which strings were ``${NAME}`` templates (see its ``document()``).
+    Each endpoint's TLS files are found and loaded, and its proxy decided (see
+    :meth:`~offerflow.config.EndpointConfig.resolved`).
     """
     path = (path or DEFAULT_CONFIG).resolve()
     env = os.environ if environ is None else environ
@@ -78,10 +81,18 @@ def _validated(
     except ValidationError as exc:
         raise _config_error(exc, source, node) from None
     # paths in a config are relative to the config file, wherever the command runs
+    proxies = EnvironmentProxies.from_environ(env)
     config = config.model_copy(
         update={
             "input": config.input.model_copy(update={"path": base / config.input.path}),
             "feature_modules": tuple(base / m for m in config.feature_modules),
+            "models": tuple(
+                m.resolved(base=base, source=source, key=f"models.{i}", environment=proxies)
+                for i, m in enumerate(config.models)
+            ),
+            "offer": config.offer.resolved(
+                base=base, source=source, key="offer", environment=proxies
+            ),
         }
     )
     try:

@@ -20,6 +20,7 @@ class Status(StrEnum):
     MODEL_ERROR = "model_error"
     INVALID_RESPONSE = "invalid_response"
     ENDPOINT_UNAVAILABLE = "endpoint_unavailable"
+    TLS_ERROR = "tls_error"
     INTERRUPTED = "interrupted"
 
 

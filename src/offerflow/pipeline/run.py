@@ -63,7 +63,12 @@ _PROGRESS_EVERY_S = 0.25
 
 #: statuses a resumed run does not score again
 FINAL = (Status.OK, Status.NO_TRANSACTIONS)
-_FAILED = (Status.MODEL_ERROR, Status.INVALID_RESPONSE, Status.ENDPOINT_UNAVAILABLE)
+_FAILED = (
+    Status.MODEL_ERROR,
+    Status.INVALID_RESPONSE,
+    Status.ENDPOINT_UNAVAILABLE,
+    Status.TLS_ERROR,
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from typing import Any
 import anyio
 import polars as pl
 
-from offerflow.config import MEMBER_ID, EndpointConfig, PartnerConfig, template_leaves
+from offerflow.config import MEMBER_ID, NO_PROXY, EndpointConfig, PartnerConfig, template_leaves
 from offerflow.engine import Failure, ItemError, Policy, Workflow
 from offerflow.errors import (
     CallInterrupted,
@@ -41,6 +41,7 @@ from offerflow.pipeline.endpoints import (
     ModelClient,
     Reads,
     RetryBudget,
+    Tls,
 )
 from offerflow.pipeline.features import (
     CANONICAL_SCHEMA,
@@ -178,7 +179,11 @@ def client_for(
     attempts: AttemptSink | None = None,
     stopping: anyio.Event | None = None,
 ) -> ModelClient:
-    """The model client for a partner's endpoints (enter it with ``async with`` to call)."""
+    """The model client for a partner's endpoints (enter it with ``async with`` to call).
+
+    An endpoint's proxy is the one its config names (``load_config`` decides it from the
+    environment when the file does not); ``none``, or not decided, is direct.
+    """
     endpoints = [
         Endpoint(
             name=e.name,
@@ -196,7 +201,9 @@ def client_for(
             codec=Codec.for_endpoint(
                 e, config.features, "label" if e is config.offer else "number"
             ),
-            headers={key: value.get_secret_value() for key, value in e.headers.items()},
+            headers=dict(e.headers),
+            tls=_tls(e),
+            proxy=None if e.proxy in (None, NO_PROXY) else e.proxy,
         )
         for e in config.endpoints
     ]
@@ -236,6 +243,13 @@ def feature_registry(config: PartnerConfig) -> FeatureRegistry:
         except KeyError as error:
             raise ConfigError(str(error.args[0]), key="features") from None
     return registry
+
+
+def _tls(endpoint: EndpointConfig) -> Tls | None:
+    """An endpoint's own TLS settings, or None for the system's CA bundle alone."""
+    if endpoint.ca_file is None and endpoint.cert_file is None:
+        return None
+    return Tls(endpoint.ca_file, endpoint.cert_file, endpoint.key_file)
 
 
 def _never() -> bool:

@@ -386,3 +386,63 @@ async def test_a_body_over_the_cap_is_an_invalid_response(fake: tuple[str, Scrip
     async with _client(url) as client:
         with pytest.raises(InvalidResponseError, match="larger than"):
             await client.call("ats", "m1", b"{}")
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+async def test_a_redirect_is_a_final_model_error_naming_its_status_and_location(
+    status: int,
+) -> None:
+    calls: list[str] = []
+
+    async def redirect(request: web.Request) -> web.Response:
+        calls.append(request.path)
+        location = "https://user:pw@models.example/v2/ats?api_key=s3cr3t"
+        return web.Response(status=status, headers={"Location": location})
+
+    async with serve_route("/predict", redirect) as url, _client(url, retries=2) as client:
+        with pytest.raises(EndpointStatusError) as caught:
+            await client.call("ats", "m1", b"{}")
+    assert caught.value.status == "model_error"
+    assert caught.value.reason == (
+        f"HTTP {status} redirect to https://models.example/v2/ats: redirects are not followed"
+    )
+    assert calls == ["/predict"]  # neither retried nor followed
+    assert client.breakers["ats"].state == "closed"
+
+
+async def test_a_redirect_without_location_says_so(fake: tuple[str, Script]) -> None:
+    url, script = fake
+    script.answers = [("status", 302)]
+    async with _client(url) as client:
+        with pytest.raises(EndpointStatusError, match="HTTP 302 redirect no Location"):
+            await client.call("ats", "m1", b"{}")
+
+
+async def test_an_open_breaker_says_how_many_failures_opened_it_and_the_last() -> None:
+    with _unused_port() as port:
+        url = f"http://127.0.0.1:{port}/predict"
+    async with _client(url, retries=0, breaker_failures=3, breaker_cooldown_s=60) as client:
+        for member in ("m1", "m2", "m3"):
+            with pytest.raises(EndpointConnectionError):
+                await client.call("ats", member, b"{}")
+        with pytest.raises(CircuitOpenError) as caught:
+            await client.call("ats", "m4", b"{}")
+    assert caught.value.reason.startswith(
+        "circuit open after 3 consecutive failures (last: ConnectionRefusedError: "
+    )
+    assert caught.value.reason.endswith("): not called")
+
+
+async def test_a_breaker_opened_by_statuses_names_the_last_status(
+    fake: tuple[str, Script],
+) -> None:
+    url, script = fake
+    script.answers = [("status", 502)]
+    async with _client(url, retries=0, breaker_failures=2, breaker_cooldown_s=60) as client:
+        for member in ("m1", "m2"):
+            with pytest.raises(EndpointStatusError):
+                await client.call("ats", member, b"{}")
+        with pytest.raises(
+            CircuitOpenError, match=r"after 2 consecutive failures \(last: HTTP 502"
+        ):
+            await client.call("ats", "m3", b"{}")

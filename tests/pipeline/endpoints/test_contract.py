@@ -8,13 +8,17 @@ publishes no schema, a closed port for one that cannot be asked.
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import orjson
 import polars as pl
 import pytest
 
+from offerflow.cli import main
 from offerflow.config import DEFAULT_FEATURES, ProtocolName, load_config
 from offerflow.errors import ContractError
 from offerflow.pipeline import (
@@ -26,6 +30,7 @@ from offerflow.pipeline import (
     run_pipeline,
 )
 from offerflow.serving import BundledServer
+from offerflow.serving.app import app
 from tests.faults import POST_ROUTES, FaultServer
 from tests.partner_files import ROUTES, default_document, write_partner
 
@@ -203,3 +208,76 @@ async def test_a_run_with_a_mismatch_stops_before_any_model_call(
     assert not (run_dir / "requests.parquet").exists()
     parts = sorted((run_dir / ".parts").glob("requests-*.parquet"))
     assert sum(pl.read_parquet(part).height for part in parts) == 0
+
+
+TOKEN = "t0ken-for-the-schema"
+
+
+@pytest.fixture(scope="module")
+def behind_auth() -> Iterator[str]:
+    """A server on 127.0.0.1 publishing the bundled app's OpenAPI document (and its KServe
+    models' metadata) only to requests with ``Authorization: Bearer TOKEN``; 401 otherwise."""
+    documents = {"/openapi.json": orjson.dumps(app.openapi())}
+    for model in ENDPOINTS:
+        inputs = [{"name": name, "datatype": "FP64", "shape": [-1]} for name in DEFAULT_FEATURES]
+        documents[f"/v2/models/{model}"] = orjson.dumps({"name": model, "inputs": inputs})
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = documents.get(self.path)
+            if self.headers.get("Authorization") != f"Bearer {TOKEN}":
+                self.send_response(401)
+                body = b""
+            elif body is None:
+                self.send_response(404)
+                body = b""
+            else:
+                self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def _authorized(base_url: str, tmp_path: Path, protocol: ProtocolName = "json") -> Path:
+    document = default_document(base_url)
+    for endpoint in [*document["models"], document["offer"]]:
+        endpoint["url"] = base_url + ROUTES[protocol][endpoint["name"]]
+        endpoint["protocol"] = protocol
+        endpoint.pop("response_field", None)
+        endpoint["headers"] = {"Authorization": "Bearer ${TOKEN}"}
+    return write_partner(tmp_path / "partner.yaml", document)
+
+
+@pytest.mark.parametrize("protocol", ["json", "kserve-v2"])
+async def test_schemas_are_asked_for_with_the_endpoints_headers(
+    behind_auth: str, tmp_path: Path, protocol: ProtocolName
+) -> None:
+    config = load_config(_authorized(behind_auth, tmp_path, protocol), environ={"TOKEN": TOKEN})
+    async with client_for(config) as client:
+        report = await check_contracts(config, client)
+    assert report.checked == ENDPOINTS
+    assert report.unreachable == []
+
+
+def test_validate_check_endpoints_checks_an_endpoint_behind_authentication(
+    behind_auth: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("TOKEN", TOKEN)
+    assert main(["validate", str(_authorized(behind_auth, tmp_path)), "--check-endpoints"]) == 0
+    assert "endpoints checked: ats, resp, offer\n" in capsys.readouterr().out

@@ -15,6 +15,7 @@ from offerflow.pipeline.endpoints.client import AttemptSink, CallResult, Endpoin
 from offerflow.pipeline.endpoints.codec import Answer, Codec, Reads
 from offerflow.pipeline.endpoints.contract import ContractReport, check_contracts
 from offerflow.pipeline.endpoints.retry import CircuitBreaker, RetryBudget
+from offerflow.pipeline.endpoints.transport import Tls
 
 __all__ = [
     "Answer",
@@ -27,5 +28,6 @@ __all__ = [
     "ModelClient",
     "Reads",
     "RetryBudget",
+    "Tls",
     "check_contracts",
 ]

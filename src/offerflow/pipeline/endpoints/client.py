@@ -4,8 +4,10 @@ Requests go through :mod:`~offerflow.pipeline.endpoints.transport`; every transp
 this module as an offerflow error. A call retries what was probably not processed or is
 transient (connection errors, attempt timeouts, the endpoint's retry statuses: 429 and 5xx by
 default), honours ``Retry-After`` (clamped), draws retries from a run-wide :class:`RetryBudget`,
-fails fast while
-the endpoint's :class:`CircuitBreaker` is open, and never outlives the member's deadline.
+fails fast while the endpoint's :class:`CircuitBreaker` is open, and never outlives the member's
+deadline. A TLS failure (a certificate) and a redirect (not followed) are final at once.
+
+Nothing it raises or logs shows a header's value or a URL's query or credentials.
 """
 
 from __future__ import annotations
@@ -13,14 +15,17 @@ from __future__ import annotations
 import logging
 import math
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, NamedTuple, Protocol
+from urllib.parse import urlsplit
 
 import anyio
 import orjson
+from pydantic import SecretStr
 
 from offerflow.engine import backoff_delay
 from offerflow.errors import (
@@ -30,7 +35,9 @@ from offerflow.errors import (
     EndpointError,
     EndpointStatusError,
     EndpointTimeout,
+    EndpointTLSError,
     InvalidResponseError,
+    redact_url,
 )
 from offerflow.pipeline.endpoints.codec import Answer, Codec
 from offerflow.pipeline.endpoints.retry import CircuitBreaker, RetryBudget, retry_after_s
@@ -38,6 +45,7 @@ from offerflow.pipeline.endpoints.transport import (
     HttpClient,
     Response,
     Route,
+    Tls,
     header_lines,
     header_value,
 )
@@ -52,11 +60,16 @@ _JSON_HEADERS = (("Content-Type", "application/json"), *_ACCEPT)
 MAX_BODY = 1 << 20
 # an attempt with less time than this left before the member's deadline is not started
 _MIN_ATTEMPT_S = 0.01
+# TLS errors that say the connection broke, not that a certificate or a setting was refused
+_TLS_CONNECTION_ERRORS = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Endpoint:
-    """One endpoint as the client sees it: where, what answer is expected, and its limits."""
+    """One endpoint as the client sees it: where, what answer is expected, and its limits.
+
+    Its repr shows the URL redacted and the headers' names only.
+    """
 
     name: str
     url: str
@@ -72,8 +85,19 @@ class Endpoint:
     breaker_cooldown_s: float = 5.0
     #: how answers are read; None: one member per request, the answer at ``response_field``
     codec: Codec | None = None
-    #: extra request headers (may hold secrets: never logged)
-    headers: Mapping[str, str] = field(default_factory=dict)
+    #: extra request headers, e.g. ``Authorization``; their values are secrets, never shown
+    headers: Mapping[str, SecretStr] = field(default_factory=dict)
+    #: how an https endpoint is trusted (None: the system's CA bundle, no client certificate)
+    tls: Tls | None = None
+    #: the HTTP proxy its requests go through (``http://host:port``); None: direct
+    proxy: str | None = None
+
+    def __repr__(self) -> str:
+        proxy = "" if self.proxy is None else f", proxy={redact_url(self.proxy)!r}"
+        return (
+            f"Endpoint(name={self.name!r}, url={redact_url(self.url)!r}, "
+            f"headers={sorted(self.headers)!r}{proxy})"
+        )
 
     def reader(self) -> Codec:
         """The codec that reads this endpoint's answers."""
@@ -148,8 +172,10 @@ class ModelClient:
     async def __aenter__(self) -> ModelClient:
         self._http = HttpClient(connect_timeout_s=self._connect_timeout_s, max_body=MAX_BODY)
         for spec in self.endpoints.values():
-            fixed = header_lines([*_JSON_HEADERS, *spec.headers.items()])
-            self._routes[spec.name] = self._http.route(spec.url, headers=fixed)
+            fixed = header_lines(_with_headers(_JSON_HEADERS, spec.headers))
+            self._routes[spec.name] = self._http.route(
+                spec.url, headers=fixed, tls=spec.tls, proxy=spec.proxy
+            )
         return self
 
     async def __aexit__(
@@ -186,7 +212,7 @@ class ModelClient:
         while True:
             where = _Where(spec.name, spec.url, member_id, attempt)
             if not breaker.allow():
-                raise CircuitOpenError("circuit breaker open: not called", **where.kwargs())
+                raise CircuitOpenError(f"{breaker.refusal()}: not called", **where.kwargs())
             try:
                 answers = await self._attempt(spec, body, where, deadline, breaker, members)
             except EndpointError as error:
@@ -202,24 +228,33 @@ class ModelClient:
                 continue
             return CallResult(answers, attempt, (time.perf_counter() - started) * 1000)
 
-    async def get_json(self, url: str, *, timeout_s: float = 5.0) -> Any | None:
-        """GET a JSON document, e.g. an OpenAPI description; None when there is none (4xx).
+    async def get_json(self, endpoint: str, path: str, *, timeout_s: float = 5.0) -> Any | None:
+        """GET a JSON document at ``path`` of an endpoint's origin (e.g. its OpenAPI
+        description) as the endpoint is called: with its headers, TLS and proxy.
 
-        Raises EndpointConnectionError when the server cannot be reached or answers 5xx.
+        Returns None when there is none (4xx). Raises EndpointConnectionError when the server
+        cannot be reached or answers 5xx or a redirect, EndpointTLSError on a TLS failure.
         """
         if self._http is None:
             raise RuntimeError("ModelClient is used outside 'async with'")
+        spec = self.endpoints[endpoint]
+        parts = urlsplit(spec.url)
+        url = f"{parts.scheme}://{parts.netloc}{path}"
+        where: dict[str, Any] = {"endpoint": endpoint, "url": url}
+        headers = header_lines(_with_headers(_ACCEPT, spec.headers))
         try:
-            answer = await self._http.get(url, timeout_s=timeout_s, headers=header_lines(_ACCEPT))
+            answer = await self._http.get(
+                url, timeout_s=timeout_s, headers=headers, tls=spec.tls, proxy=spec.proxy
+            )
             if 400 <= answer.status < 500:
                 return None
             if answer.status != 200:
-                raise EndpointConnectionError(f"HTTP {answer.status}", endpoint=url, url=url)
+                raise EndpointConnectionError(_status_problem(answer), **where)
             return orjson.loads(answer.body)
-        except (OSError, ValueError) as exc:  # TimeoutError, ConnectionError; a bad URL or JSON
-            raise EndpointConnectionError(
-                f"{type(exc).__name__}: {exc}", endpoint=url, url=url
-            ) from exc
+        except OSError as exc:  # TimeoutError, ConnectionError, ssl.SSLError
+            raise _transport_error(exc, where) from exc
+        except ValueError as exc:  # not JSON
+            raise EndpointConnectionError(f"{type(exc).__name__}: {exc}", **where) from exc
 
     def _retry_delay(
         self, spec: Endpoint, error: EndpointError, attempt: int, deadline: float
@@ -279,7 +314,7 @@ class ModelClient:
             status = answer.status
             if status != 200:
                 raise EndpointStatusError(
-                    f"HTTP {status}: {answer.body[:200]!r}",
+                    _status_problem(answer),
                     status_code=status,
                     retry_after_s=retry_after_s(answer.retry_after),
                     **where.kwargs(),
@@ -288,11 +323,8 @@ class ModelClient:
         except EndpointError as exc:
             error = exc
             raise
-        except TimeoutError as exc:
-            error = EndpointTimeout(str(exc), **where.kwargs())
-            raise error from exc
-        except OSError as exc:  # ConnectionError and the other socket errors
-            error = EndpointConnectionError(f"{type(exc).__name__}: {exc}", **where.kwargs())
+        except OSError as exc:  # TimeoutError, ConnectionError, ssl.SSLError, socket errors
+            error = _transport_error(exc, where.kwargs())
             raise error from exc
         finally:
             _judge(breaker, spec, status, error)
@@ -343,11 +375,44 @@ def _judge(
     if isinstance(error, EndpointTimeout | EndpointConnectionError) or (
         status is not None and status in spec.retry_statuses
     ):
-        breaker.record_failure()
+        breaker.record_failure("" if error is None else error.reason)
     elif status is not None:
         breaker.record_success()  # it answered, even if the answer was bad: it is up
     else:
         breaker.release()
+
+
+def _with_headers(
+    defaults: Iterable[tuple[str, str]], configured: Mapping[str, SecretStr]
+) -> list[tuple[str, str]]:
+    """The default headers a configured one of the same name does not replace, then those."""
+    replaced = {name.lower() for name in configured}
+    kept = [(name, value) for name, value in defaults if name.lower() not in replaced]
+    return kept + [(name, value.get_secret_value()) for name, value in configured.items()]
+
+
+def _status_problem(answer: Response) -> str:
+    """What an answer other than 200 says: its status, and where a redirect points."""
+    if 300 <= answer.status < 400:
+        to = "no Location" if answer.location is None else f"to {redact_url(answer.location)}"
+        return f"HTTP {answer.status} redirect {to}: redirects are not followed"
+    return f"HTTP {answer.status}: {answer.body[:200]!r}"
+
+
+def _transport_error(exc: OSError, where: Mapping[str, Any]) -> EndpointError:
+    """The offerflow error of a transport's: a timeout, a TLS failure, a connection error."""
+    if isinstance(exc, TimeoutError):
+        return EndpointTimeout(str(exc), **where)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return EndpointTLSError(
+            f"TLS: the server's certificate is not trusted: {exc.verify_message} "
+            "(ca_file sets the CAs trusted)",
+            **where,
+        )
+    if isinstance(exc, ssl.SSLError) and not isinstance(exc, _TLS_CONNECTION_ERRORS):
+        reason = (exc.reason or str(exc)).lower().replace("_", " ")
+        return EndpointTLSError(f"TLS failed: {reason} (see ca_file, cert_file)", **where)
+    return EndpointConnectionError(f"{type(exc).__name__}: {exc}", **where)
 
 
 class _Where(NamedTuple):

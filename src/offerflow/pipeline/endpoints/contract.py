@@ -5,6 +5,9 @@ schema of its route compared with the fields of the config's request template: f
 requires that we do not send, fields we send that it does not know, and wrong types. A
 ``kserve-v2`` endpoint's model metadata (``/v2/models/{name}``) names its input tensors and their
 datatypes, compared the same way. An endpoint that publishes neither is not checked.
+
+Each document is asked for as its endpoint is called: with its headers (an endpoint behind
+authentication publishes its schema to those who may call it), its TLS settings and its proxy.
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from offerflow.config import MEMBER_ID, EndpointConfig, PartnerConfig
-from offerflow.errors import EndpointError
-from offerflow.pipeline.endpoints.client import ModelClient
+from offerflow.errors import EndpointError, redact_url
+from offerflow.pipeline.endpoints.client import Endpoint, ModelClient
 
 __all__ = ["ContractReport", "check_contracts"]
 
@@ -37,21 +40,23 @@ class ContractReport:
 async def check_contracts(config: PartnerConfig, client: ModelClient) -> ContractReport:
     """Compare every endpoint's published request schema with what the config sends."""
     report = ContractReport()
-    documents: dict[str, Any] = {}
+    documents: dict[tuple[Any, ...], Any] = {}
     models = {m.name for m in config.models}
     for endpoint in config.endpoints:
         parts = urlsplit(endpoint.url)
-        origin = f"{parts.scheme}://{parts.netloc}"
         sent = _sent_types(endpoint, config.features, models)
         try:
             if endpoint.protocol == "kserve-v2":
-                found = await _kserve_inputs(client, origin, parts.path)
+                found = await _kserve_inputs(client, endpoint.name, parts.path)
             else:
-                if origin not in documents:
-                    documents[origin] = await client.get_json(f"{origin}/openapi.json")
-                found = _openapi_fields(documents[origin], parts.path, endpoint.protocol)
+                # one document per origin and way of asking it (endpoints may differ in headers)
+                key = _asked_as(client.endpoints[endpoint.name], parts.netloc)
+                if key not in documents:
+                    documents[key] = await client.get_json(endpoint.name, "/openapi.json")
+                found = _openapi_fields(documents[key], parts.path, endpoint.protocol)
         except EndpointError as error:
-            report.unreachable.append(f"{endpoint.name}: cannot ask {origin}: {error}")
+            origin = redact_url(f"{parts.scheme}://{parts.netloc}")
+            report.unreachable.append(f"{endpoint.name}: cannot ask {origin}: {error.reason}")
             continue
         if found is None:
             log.info("endpoint %s publishes no request schema: not checked", endpoint.name)
@@ -113,14 +118,20 @@ def _openapi_fields(
     return properties, set(schema.get("required", [])), open_
 
 
+def _asked_as(spec: Endpoint, netloc: str) -> tuple[Any, ...]:
+    """What a document's answer depends on: the origin and how the endpoint asks it."""
+    headers = tuple(sorted((k.lower(), v.get_secret_value()) for k, v in spec.headers.items()))
+    return (spec.url.split(":", 1)[0], netloc, headers, spec.tls, spec.proxy)
+
+
 async def _kserve_inputs(
-    client: ModelClient, origin: str, path: str
+    client: ModelClient, endpoint: str, path: str
 ) -> tuple[dict[str, Any], set[str], bool] | None:
     """The input tensors a KServe v2 model's metadata declares, as fields."""
     segments = path.strip("/").split("/")
     if len(segments) < 3 or segments[:2] != ["v2", "models"]:
         return None
-    metadata = await client.get_json(f"{origin}/v2/models/{segments[2]}")
+    metadata = await client.get_json(endpoint, f"/v2/models/{segments[2]}")
     if not isinstance(metadata, dict) or not isinstance(metadata.get("inputs"), list):
         return None
     tensors = [i for i in metadata["inputs"] if isinstance(i, dict) and "name" in i]

@@ -73,6 +73,7 @@ class CircuitBreaker:
 
     After ``cooldown_s`` one call is let through as a probe (half-open): its success closes the
     breaker, its failure opens it again for a cooldown twice as long (up to ``max_cooldown_s``).
+    It remembers what the last failure was, so that a call it refuses can say why.
     """
 
     failures: int = 20
@@ -81,6 +82,8 @@ class CircuitBreaker:
     clock: Callable[[], float] = time.monotonic
     state: BreakerState = BreakerState.CLOSED
     opened: int = 0
+    #: what the last failed call said, e.g. ``ConnectionRefusedError: [Errno 111] ...``
+    last_failure: str = ""
     _consecutive: int = 0
     _open_until: float = 0.0
     _cooldown: float = field(default=math.nan)
@@ -106,15 +109,24 @@ class CircuitBreaker:
         self.state = BreakerState.CLOSED
         self._cooldown = math.nan
 
-    def record_failure(self) -> None:
-        """A call failed in a way that says the endpoint is unwell."""
+    def record_failure(self, cause: str = "") -> None:
+        """A call failed in a way that says the endpoint is unwell; ``cause`` says how."""
         self._consecutive += 1
+        self.last_failure = cause
         if self.state is BreakerState.HALF_OPEN:
             self._probing = False
             cooldown = self.cooldown_s if math.isnan(self._cooldown) else self._cooldown * 2
             self._open(min(cooldown, self.max_cooldown_s))
         elif self.state is BreakerState.CLOSED and self._consecutive >= self.failures:
             self._open(self.cooldown_s)
+
+    def refusal(self) -> str:
+        """Why :meth:`allow` says no: the failures that opened the breaker, and the last one."""
+        last = f" (last: {self.last_failure})" if self.last_failure else ""
+        opened = f"after {self._consecutive} consecutive failures{last}"
+        if self.state is BreakerState.HALF_OPEN:
+            return f"circuit half-open, its one probe in flight; opened {opened}"
+        return f"circuit open {opened}"
 
     def release(self) -> None:
         """A call ended with no verdict on the endpoint (e.g. abandoned): free the probe slot."""

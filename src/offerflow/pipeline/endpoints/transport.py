@@ -7,13 +7,19 @@ URL are encoded once (:class:`Route`), a request is one ``transport.write``, ans
 by httptools (llhttp, the parser of uvicorn), one timer per request covers connect, send and
 receive, and idle connections are reused per origin.
 
-What it does: ``http`` and ``https`` (the system's CA bundle), ``Content-Length``, chunked and
+What it does: ``http`` and ``https`` (verified against the system's CA bundle or a route's own
+:class:`Tls`, with a client certificate for mutual TLS), an HTTP proxy (absolute-form requests
+for ``http``, a ``CONNECT`` tunnel for ``https``), ``Content-Length``, chunked and
 close-delimited answers, keep-alive as the answer asks, a body cap (the first ``max_body + 1``
 bytes are kept and the connection dropped), a connect timeout and a total timeout per request.
-What it does not: redirects, proxies, cookies, compression (no ``Accept-Encoding`` is sent),
-HTTP/2. Errors are the builtin ones: :class:`TimeoutError` (connect or total timeout) and
-other :class:`OSError`: :class:`ConnectionError` (refused, reset, closed early, an answer that
-is not HTTP), name resolution errors.
+What it does not: redirects (a 3xx is returned with its ``Location``), cookies, compression (no
+``Accept-Encoding`` is sent), HTTP/2. Errors are the builtin ones: :class:`TimeoutError`
+(connect or total timeout), :class:`ssl.SSLError` (a certificate not trusted or for another
+name, ours refused) and other :class:`OSError`: :class:`ConnectionError` (refused, reset,
+closed early, an answer that is not HTTP, a tunnel the proxy refused), name resolution errors.
+
+A proxy and TLS cost nothing per request: they decide how a connection is opened and how a
+route's head is encoded, both once; a request then takes the same path with or without them.
 
 A connection idle for a while that the server closed just as a request went out on it (the
 keep-alive race: the server's idle timeout, nothing of an answer arrived) is not an error of
@@ -24,17 +30,21 @@ connection in steady use the same failure is the endpoint's, and is raised.
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 import ssl
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import cast
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import httptools
 
-__all__ = ["HttpClient", "Response", "Route", "header_lines", "header_value"]
+from offerflow.errors import redact_url
+
+__all__ = ["HttpClient", "Response", "Route", "Tls", "header_lines", "header_value"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 # a request that finds its kept-alive connection closed by the server is sent again on a new
@@ -42,15 +52,31 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _RESEND_AFTER_IDLE_S = 1.0
 # RFC 9110 token characters: what a header name may hold
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# the most of a proxy's answer to CONNECT that is read before it counts as not HTTP
+_MAX_TUNNEL_ANSWER = 16384
 
 
 @dataclass(frozen=True, slots=True)
 class Response:
-    """An answer: its status, its body (at most ``max_body + 1`` bytes) and ``Retry-After``."""
+    """An answer: its status, its body (at most ``max_body + 1`` bytes), ``Retry-After`` and
+    ``Location`` (of a redirect, which is not followed)."""
 
     status: int
     body: bytes
     retry_after: str | None = None
+    location: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Tls:
+    """How an ``https`` origin is trusted, and the client certificate shown to it, if any."""
+
+    #: the CA certificates (PEM) trusted instead of the system's bundle; None: the system's
+    ca_file: Path | None = None
+    #: our certificate (PEM) for a server that requires one (mutual TLS), and its key
+    cert_file: Path | None = None
+    #: None when the certificate file holds the key too
+    key_file: Path | None = None
 
 
 def header_value(text: str) -> bytes:
@@ -80,8 +106,8 @@ class HttpClient:
     def __init__(self, *, connect_timeout_s: float = 5.0, max_body: int = 1 << 20) -> None:
         self.connect_timeout_s = connect_timeout_s
         self.max_body = max_body
-        self._origins: dict[tuple[str, str, int], _Origin] = {}
-        self._ssl: ssl.SSLContext | None = None
+        self._origins: dict[tuple[str, str, int, Tls | None, str | None], _Origin] = {}
+        self._contexts: dict[Tls, ssl.SSLContext] = {}
 
     async def __aenter__(self) -> HttpClient:
         return self
@@ -94,50 +120,136 @@ class HttpClient:
     ) -> None:
         self.close()
 
-    def route(self, url: str, *, method: str = "POST", headers: bytes = b"") -> Route:
-        """The requests of one method to one URL; ``headers`` are :func:`header_lines`."""
+    def route(
+        self,
+        url: str,
+        *,
+        method: str = "POST",
+        headers: bytes = b"",
+        tls: Tls | None = None,
+        proxy: str | None = None,
+    ) -> Route:
+        """The requests of one method to one URL; ``headers`` are :func:`header_lines`.
+
+        ``tls`` is how an ``https`` URL is trusted (None: the system's CA bundle); ``proxy``
+        (``http://[user:password@]host:port``) is the HTTP proxy to go through, None: direct.
+        """
         if method not in ("GET", "POST"):
             raise ValueError(f"only GET and POST are sent, not {method!r}")
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme not in _DEFAULT_PORTS or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {url!r}")
+            raise ValueError(f"not an http(s) URL: {redact_url(url)}")
         port = parts.port or _DEFAULT_PORTS[scheme]
-        key = (scheme, parts.hostname, port)
+        if scheme == "http":
+            tls = None
+        elif tls is None:
+            tls = _SYSTEM_TLS
+        via = None if proxy is None else _Proxy.of(proxy)
+        bracketed = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+        host = bracketed if parts.port is None else f"{bracketed}:{port}"
+        key = (scheme, parts.hostname, port, tls, proxy)
         origin = self._origins.get(key)
         if origin is None:
-            context = self._ssl_context() if scheme == "https" else None
-            origin = self._origins[key] = _Origin(parts.hostname, port, context, self)
-        host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
-        if parts.port is not None:
-            host = f"{host}:{port}"
+            origin = self._origins[key] = self._origin(parts.hostname, bracketed, port, tls, via)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        if via is not None and tls is None:
+            # through a proxy, plain http names the whole URL (RFC 9112 §3.2.2, absolute-form)
+            target = f"{scheme}://{host}{target}"
+            headers = via.authorization + headers
         head = f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n".encode() + headers
-        return Route(url, head, origin)
+        return Route(redact_url(url), head, origin)
 
-    async def get(self, url: str, *, timeout_s: float, headers: bytes = b"") -> Response:
+    async def get(
+        self,
+        url: str,
+        *,
+        timeout_s: float,
+        headers: bytes = b"",
+        tls: Tls | None = None,
+        proxy: str | None = None,
+    ) -> Response:
         """GET ``url`` once."""
-        return await self.route(url, method="GET", headers=headers).send(b"", timeout_s=timeout_s)
+        route = self.route(url, method="GET", headers=headers, tls=tls, proxy=proxy)
+        return await route.send(b"", timeout_s=timeout_s)
 
     def close(self) -> None:
         """Close every connection; the client can still be used (it reconnects)."""
         for origin in self._origins.values():
             origin.close()
 
-    def _ssl_context(self) -> ssl.SSLContext:
-        if self._ssl is None:
-            self._ssl = ssl.create_default_context()
-        return self._ssl
+    def _origin(
+        self, hostname: str, bracketed: str, port: int, tls: Tls | None, via: _Proxy | None
+    ) -> _Origin:
+        """The pool of connections a new route's requests go out on (``bracketed``: the
+        hostname as a URL writes it, an IPv6 address in brackets)."""
+        context = None if tls is None else self._ssl_context(tls)
+        if via is None:
+            return _Origin(hostname, port, context, self, has_client_cert=_shows_cert(tls))
+        if context is None:  # plain http through the proxy: connections to the proxy itself
+            return _Origin(via.host, via.port, None, self)
+        # a tunnel's target always names its port (RFC 9110 §9.3.6)
+        authority = f"{bracketed}:{port}"
+        connect = f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n".encode()
+        return _Tunnel(
+            via.host,
+            via.port,
+            context,
+            self,
+            has_client_cert=_shows_cert(tls),
+            target=hostname,
+            connect=connect + via.authorization + b"\r\n",
+        )
+
+    def _ssl_context(self, tls: Tls) -> ssl.SSLContext:
+        """One context per way of trusting: it holds the CAs loaded, reused by every origin."""
+        context = self._contexts.get(tls)
+        if context is None:
+            context = ssl.create_default_context(cafile=tls.ca_file)
+            if tls.cert_file is not None:
+                context.load_cert_chain(tls.cert_file, tls.key_file)
+            self._contexts[tls] = context
+        return context
+
+
+_SYSTEM_TLS = Tls()
+
+
+def _shows_cert(tls: Tls | None) -> bool:
+    return tls is not None and tls.cert_file is not None
+
+
+@dataclass(frozen=True, slots=True)
+class _Proxy:
+    """An HTTP proxy: where it is, and the ``Proxy-Authorization`` line its URL's user asks."""
+
+    host: str
+    port: int
+    authorization: bytes = field(repr=False)
+
+    @classmethod
+    def of(cls, url: str) -> _Proxy:
+        """The proxy at ``url``: ``http://[user:password@]host[:port]`` (port 80 by default)."""
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        if parts.scheme.lower() != "http" or not parts.hostname:
+            raise ValueError(f"not an http:// proxy: {redact_url(url)}")
+        authorization = b""
+        if parts.username is not None:
+            user = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            credentials = base64.b64encode(user.encode())
+            authorization = b"Proxy-Authorization: Basic " + credentials + b"\r\n"
+        return cls(parts.hostname, parts.port or _DEFAULT_PORTS["http"], authorization)
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
     """One method and URL with its fixed headers, encoded once."""
 
+    #: the URL as it may be shown (:func:`~offerflow.errors.redact_url`): no query, no password
     url: str
-    #: the request line, Host and the fixed headers, each line ended by CRLF
-    head: bytes
-    origin: _Origin
+    #: the request line, Host and the fixed headers, each line ended by CRLF (secrets among them)
+    head: bytes = field(repr=False)
+    origin: _Origin = field(repr=False)
 
     async def send(self, body: bytes, *, timeout_s: float, headers: bytes = b"") -> Response:
         """Send one request (``headers``: more :func:`header_lines`); wait for its answer.
@@ -154,15 +266,25 @@ class _Stale(ConnectionResetError):
 
 
 class _Origin:
-    """The connections to one scheme, host and port: idle ones are reused, last in first out."""
+    """The connections to one scheme, host and port: idle ones are reused, last in first out.
+
+    ``host`` and ``port`` are where connections go: the origin's, or its proxy's.
+    """
 
     def __init__(
-        self, host: str, port: int, context: ssl.SSLContext | None, client: HttpClient
+        self,
+        host: str,
+        port: int,
+        context: ssl.SSLContext | None,
+        client: HttpClient,
+        *,
+        has_client_cert: bool = False,
     ) -> None:
         self.host = host
         self.port = port
         self.context = context
         self.client = client
+        self.has_client_cert = has_client_cert
         self.idle: list[_Connection] = []
 
     async def exchange(self, request: bytes, timeout_s: float) -> Response:
@@ -181,7 +303,17 @@ class _Origin:
         try:
             return await self._exchange_on(connection, request, deadline, timeout_s)
         except _Stale as stale:
-            raise ConnectionResetError(str(stale)) from None
+            raise ConnectionResetError(f"{stale}{self._new_connection_hint()}") from None
+
+    def _new_connection_hint(self) -> str:
+        """What a new connection closed before any answer may mean, over TLS without our cert.
+
+        A server that requires a client certificate may close the connection without saying
+        why (an asyncio server does not send TLS's "certificate required" alert).
+        """
+        if self.context is None or self.has_client_cert:
+            return ""
+        return " (over TLS: a server that requires a client certificate does this; see cert_file)"
 
     async def _exchange_on(
         self, connection: _Connection, request: bytes, deadline: float, timeout_s: float
@@ -215,23 +347,95 @@ class _Origin:
         limit = min(self.client.connect_timeout_s, deadline - loop.time())
         try:
             async with asyncio.timeout(limit):
-                _, protocol = await loop.create_connection(
-                    _Connection,
-                    self.host,
-                    self.port,
-                    ssl=self.context,
-                    server_hostname=self.host if self.context is not None else None,
-                )
+                return await self._open(loop)
         except TimeoutError:
             if limit < self.client.connect_timeout_s:
                 raise TimeoutError(f"no answer within {timeout_s:.3g}s (connecting)") from None
             raise TimeoutError(f"could not connect within {limit:.3g}s") from None
+
+    async def _open(self, loop: asyncio.AbstractEventLoop) -> _Connection:
+        """A new connection, its TLS handshake done (certificates verified) if it has one."""
+        _, protocol = await loop.create_connection(
+            _Connection,
+            self.host,
+            self.port,
+            ssl=self.context,
+            server_hostname=self.host if self.context is not None else None,
+        )
         return protocol
 
     def close(self) -> None:
         for connection in self.idle:
             connection.abort()
         self.idle.clear()
+
+
+class _Tunnel(_Origin):
+    """An ``https`` origin behind a proxy: each connection is a ``CONNECT`` tunnel through it,
+    then TLS with the origin (``target``) inside, verified as if connected directly."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        context: ssl.SSLContext,
+        client: HttpClient,
+        *,
+        has_client_cert: bool,
+        target: str,
+        connect: bytes,
+    ) -> None:
+        super().__init__(host, port, context, client, has_client_cert=has_client_cert)
+        self.target = target
+        self.connect = connect
+
+    async def _open(self, loop: asyncio.AbstractEventLoop) -> _Connection:
+        transport, answer = await loop.create_connection(_TunnelAnswer, self.host, self.port)
+        try:
+            transport.write(self.connect)
+            status = await answer.status
+            if not 200 <= status < 300:
+                raise ConnectionError(f"the proxy refused the tunnel: HTTP {status}")
+            connection = _Connection()
+            assert self.context is not None, "a tunnel carries TLS"
+            inner = await loop.start_tls(
+                transport, connection, self.context, server_hostname=self.target
+            )
+        except BaseException:
+            transport.abort()
+            raise
+        assert inner is not None, "start_tls gives a transport or raises"
+        connection.connection_made(inner)  # start_tls does not tell the protocol itself
+        return connection
+
+
+class _TunnelAnswer(asyncio.Protocol):
+    """Reads the proxy's answer to ``CONNECT``: its status, once its head has arrived."""
+
+    def __init__(self) -> None:
+        self.status: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._head = b""
+
+    def data_received(self, data: bytes) -> None:
+        if self.status.done():
+            return  # bytes before our TLS hello: the handshake will fail on them
+        self._head += data
+        if b"\r\n\r\n" not in self._head:
+            if len(self._head) > _MAX_TUNNEL_ANSWER:
+                self.status.set_exception(ConnectionError("the proxy's answer is not HTTP"))
+            return
+        line = self._head.split(b"\r\n", 1)[0].split(b" ", 2)
+        if len(line) < 2 or not line[0].startswith(b"HTTP/1.") or not line[1].isdigit():
+            self.status.set_exception(ConnectionError("the proxy's answer is not HTTP"))
+            return
+        self.status.set_result(int(line[1]))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.status.done():
+            reason = "" if exc is None else f": {exc}"
+            self.status.set_exception(
+                ConnectionResetError(f"the proxy closed the connection before the tunnel{reason}")
+            )
 
 
 class _Connection(asyncio.Protocol):
@@ -248,6 +452,7 @@ class _Connection(asyncio.Protocol):
         self._size = 0
         self._max_body = 0
         self._retry_after: str | None = None
+        self._location: str | None = None
         self._headers_done = False
         self._framed = False  # the answer's length is known: Content-Length or chunked
         self._answering = False  # some of an answer has arrived
@@ -261,7 +466,7 @@ class _Connection(asyncio.Protocol):
         self._chunks = []
         self._size = 0
         self._max_body = max_body
-        self._retry_after = None
+        self._retry_after = self._location = None
         self._headers_done = self._framed = self.reusable = self._answering = False
         self.transport.write(request)
         return answer
@@ -282,7 +487,8 @@ class _Connection(asyncio.Protocol):
             return
         self.reusable = reusable and not self.closed
         body = b"".join(self._chunks)[: self._max_body + 1]
-        answer.set_result(Response(self.parser.get_status_code(), body, self._retry_after))
+        status = self.parser.get_status_code()
+        answer.set_result(Response(status, body, self._retry_after, self._location))
 
     def _fail(self, error: BaseException) -> None:
         answer, self._answer = self._answer, None
@@ -312,6 +518,9 @@ class _Connection(asyncio.Protocol):
         if self._headers_done and not self._framed:
             self._finish(reusable=False)  # the body ran until the server closed
         elif not self._answering:
+            if isinstance(exc, ssl.SSLError) and not isinstance(exc, ssl.SSLEOFError):
+                self._fail(exc)  # e.g. the server's alert that it requires our certificate
+                return
             reason = "" if exc is None else f": {exc}"
             self._fail(_Stale(f"the server closed the connection before answering{reason}"))
         elif exc is not None:
@@ -327,6 +536,8 @@ class _Connection(asyncio.Protocol):
             self._retry_after = value.decode("latin-1")
         elif lowered in (b"content-length", b"transfer-encoding"):
             self._framed = True
+        elif lowered == b"location":
+            self._location = value.decode("latin-1")
 
     def on_message_begin(self) -> None:
         self._answering = True
@@ -347,7 +558,7 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         if 100 <= self.parser.get_status_code() < 200:  # interim (1xx): the final one follows
-            self._chunks, self._size, self._retry_after = [], 0, None
+            self._chunks, self._size, self._retry_after, self._location = [], 0, None, None
             self._headers_done = self._framed = False
             return
         self._finish(reusable=self.parser.should_keep_alive())
