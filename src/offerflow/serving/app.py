@@ -26,8 +26,7 @@ from offerflow.serving.prediction import (
     Prediction,
     PredictionResponse,
 )
-from offerflow.serving.responses import JSONResponse, invalid
-from offerflow.serving.routes import serve_each_model
+from offerflow.serving.routes import JSONResponse, invalid, serve_each_model
 
 __all__ = ["app"]
 

@@ -30,7 +30,7 @@ from offerflow.serving.catalog import (
     first_undefined,
 )
 from offerflow.serving.prediction import Offer
-from offerflow.serving.responses import JSONResponse
+from offerflow.serving.routes import JSONResponse
 
 __all__ = [
     "PLATFORM",

@@ -25,8 +25,7 @@ from offerflow.serving.catalog import (
     first_undefined,
 )
 from offerflow.serving.prediction import Features, Offer, Prediction
-from offerflow.serving.responses import JSONResponse, invalid
-from offerflow.serving.routes import serve_each_model
+from offerflow.serving.routes import JSONResponse, invalid, serve_each_model
 
 __all__ = [
     "Cell",

@@ -1,17 +1,23 @@
-"""The model routes of a protocol, generated from the catalog: one POST route per served model."""
+"""The model routes of a protocol, generated from the catalog, and how every route answers.
+
+One POST route per served model and protocol; answers are JSON rendered by orjson, and
+errors 422s in FastAPI's shape.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import orjson
 from fastapi import APIRouter
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 from starlette.responses import Response
 
 from offerflow.serving.catalog import MODELS, ServedModel
 
-__all__ = ["serve_each_model"]
+__all__ = ["JSONResponse", "invalid", "serve_each_model"]
 
 
 def serve_each_model(
@@ -81,3 +87,21 @@ def _name(model: ServedModel[Any], path: str) -> str:
     # as hand-written functions, which generated clients may know them by.
     segments = path.strip("/").split("/")
     return "_".join(segments[segments.index(model.name) :])
+
+
+class JSONResponse(Response):
+    """A JSON response rendered by orjson."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        """Serialize the content to JSON bytes."""
+        return orjson.dumps(content)
+
+
+def invalid(
+    loc: Sequence[str | int], message: str, given: Any, kind: str = "value_error"
+) -> RequestValidationError:
+    """Return the 422 error for a body that is well-formed but cannot be answered."""
+    error = {"type": kind, "loc": ("body", *loc), "msg": message, "input": given}
+    return RequestValidationError([error])

@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
-from offerflow.pipeline.endpoints import transport
+from offerflow.pipeline.endpoints import connections
 from offerflow.pipeline.endpoints.transport import HttpClient, Response, header_lines, header_value
 from tests.local_http import serve_route
 
@@ -428,7 +428,9 @@ SILENT_CLOSE = Reply(parts=(), close=True)
 async def test_a_rested_connection_closed_as_a_request_went_out_is_retried_on_a_new_one(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(transport, "_RESEND_AFTER_IDLE_S", 0.0)  # every idle connection has rested
+    monkeypatch.setattr(
+        connections, "_RESEND_AFTER_IDLE_S", 0.0
+    )  # every idle connection has rested
     async with serve_raw(Reply(), SILENT_CLOSE, Reply()) as wire, HttpClient() as client:
         route = client.route(wire.url)
         assert await route.send(b"{}", timeout_s=2) == Response(200, b"ok")
