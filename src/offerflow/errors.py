@@ -26,7 +26,8 @@ and has the exit code the CLI maps it to.
     │   │   └── CallInterrupted                   the run is stopping: the call was abandoned
     │   └── OutputError                  exit 4   writing results (path)
     ├── TaskFailedError                           a task of a running workflow failed (task)
-    └── FailureBudgetExceeded            exit 3   too many members failed
+    ├── FailureBudgetExceeded            exit 3   too many members failed
+    └── DriftExceeded                    exit 5   a run drifted from its baseline past the limits
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ __all__ = [
     "ConfigError",
     "ContractError",
     "CycleError",
+    "DriftExceeded",
     "DuplicateTaskError",
     "EndpointConnectionError",
     "EndpointError",
@@ -66,6 +68,7 @@ class ExitCode:
     USAGE = 2
     MEMBER_FAILURES = 3
     OUTPUT = 4
+    DRIFT = 5
     SIGINT = 130
     SIGTERM = 143
 
@@ -261,4 +264,21 @@ class FailureBudgetExceeded(OfferflowError):
         self.budget = budget
         super().__init__(
             f"{failed} of {members} members failed, above the failure budget of {budget:.2%}"
+        )
+
+
+class DriftExceeded(OfferflowError):
+    """Raised when a run drifted from its baseline beyond the partner's drift limits.
+
+    ``figures`` names each figure past its limit, e.g. ``psi DAYS_SINCE_LAST_TRANSACTION``.
+    """
+
+    exit_code = ExitCode.DRIFT
+
+    def __init__(self, figures: tuple[str, ...], *, baseline: Path, run: Path):
+        self.figures = figures
+        self.baseline = Path(baseline)
+        self.run = Path(run)
+        super().__init__(
+            f"{self.run} drifted from {self.baseline} beyond the limits: {', '.join(figures)}"
         )

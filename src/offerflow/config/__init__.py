@@ -18,6 +18,7 @@ from offerflow.config.loader import DEFAULT_CONFIG, load_config
 from offerflow.config.models import (
     DEFAULT_COLUMNS,
     DEFAULT_FEATURES,
+    DriftConfig,
     InputConfig,
     OutputConfig,
     PartnerConfig,
@@ -31,6 +32,7 @@ __all__ = [
     "MEMBER_ID",
     "PROTOCOLS",
     "BreakerConfig",
+    "DriftConfig",
     "EndpointConfig",
     "InputConfig",
     "ModelConfig",

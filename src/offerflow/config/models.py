@@ -21,6 +21,7 @@ from offerflow.config.endpoints import (
 __all__ = [
     "DEFAULT_COLUMNS",
     "DEFAULT_FEATURES",
+    "DriftConfig",
     "InputConfig",
     "OutputConfig",
     "PartnerConfig",
@@ -82,6 +83,24 @@ class OutputConfig(_Strict):
     chunk_rows: int = Field(default=16384, ge=1)
 
 
+class DriftConfig(_Strict):
+    """How far a run may drift from a baseline run before ``compare --fail-on-drift`` exits 5.
+
+    A limit of ``None`` leaves that figure reported but never judged.
+    """
+
+    #: population stability index of a feature or a prediction (10 quantile bins of the baseline)
+    psi: float = Field(default=0.2, gt=0)
+    #: change of an offer type's share of the offers, in absolute terms (0.10: ten points)
+    offer_share: float = Field(default=0.10, gt=0, le=1)
+    #: relative change of a feature's or prediction's median, ``|b - a| / |a|``
+    median_shift: float | None = Field(default=None, gt=0)
+    #: relative change of a feature's or prediction's 90th percentile, ``|b - a| / |a|``
+    p90_shift: float | None = Field(default=None, gt=0)
+    #: an endpoint's p99 attempt latency over the baseline's
+    latency_p99_ratio: float | None = Field(default=None, gt=1)
+
+
 class PartnerConfig(_Strict):
     """Everything that differs from one partner to the next."""
 
@@ -101,6 +120,8 @@ class PartnerConfig(_Strict):
     retry_budget: RetryBudgetConfig = RetryBudgetConfig()
     #: after SIGINT/SIGTERM, how long in-flight calls may take to finish
     shutdown_grace_s: float = Field(default=10.0, ge=0)
+    #: the limits ``offerflow compare`` judges a run against (this config's run as the newer)
+    drift: DriftConfig = DriftConfig()
 
     @model_validator(mode="after")
     def _references_resolve(self) -> PartnerConfig:
@@ -155,5 +176,10 @@ class PartnerConfig(_Strict):
         return self.model_copy(update={"models": models, "offer": offer})
 
     def fingerprint(self) -> str:
-        """A short stable hash of the config's content, for the run summary."""
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+        """A short stable hash of the config's content, for the run summary.
+
+        The drift limits are left out: they judge runs afterwards and change nothing a run
+        computes, so changing them neither changes the hash nor stops a run from resuming.
+        """
+        content = self.model_dump_json(exclude={"drift"})
+        return hashlib.sha256(content.encode()).hexdigest()[:16]
