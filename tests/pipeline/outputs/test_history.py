@@ -9,9 +9,23 @@ import pytest
 
 from offerflow.errors import UsageError
 from offerflow.pipeline import list_runs, read_run, runs_table, runs_text
+from offerflow.pipeline.outputs import task_graph
 from tests.pipeline.outputs.run_dirs import write_run
 
 STARTED = "workflow 'offers:default': run started, 8 tasks"
+
+#: the default partner's tasks, in the order its summary lists them
+DEFAULT_TASKS = ("read", "features", "unscored", "ats", "resp", "offer_inputs", "offer", "record")
+DEFAULT_EDGES = {
+    "read": [],
+    "features": ["read"],
+    "unscored": ["read", "features"],
+    "ats": ["features"],
+    "resp": ["features"],
+    "offer_inputs": ["ats", "resp"],
+    "offer": ["offer_inputs"],
+    "record": ["offer"],
+}
 
 
 def _manifest(run_id: str, created_at: str) -> dict[str, str]:
@@ -97,3 +111,29 @@ def test_a_table_written_as_a_directory_of_parts_is_scanned_whole(tmp_path: Path
     assert scan is not None
     assert scan.collect().get_column("x").sort().to_list() == [1.0, 2.0, 3.0]
     assert run.scan(run.requests) is None
+
+
+def test_the_default_partners_edges_are_derived_from_its_tasks() -> None:
+    summary = {"tasks": {name: {"kind": _kind(name)} for name in DEFAULT_TASKS}}
+    assert task_graph(summary) == (
+        DEFAULT_EDGES,
+        "derived from the tasks' kinds (summary.json has no dag)",
+    )
+
+
+def test_one_model_feeds_the_offer_without_a_join() -> None:
+    tasks = ("read", "features", "unscored", "ats", "offer", "record")
+    edges, _ = task_graph({"tasks": {name: {"kind": _kind(name)} for name in tasks}})
+    assert (edges["ats"], edges["offer"], edges["record"]) == (["features"], ["ats"], ["offer"])
+
+
+def test_the_summarys_dag_wins() -> None:
+    dag = {**DEFAULT_EDGES, "resp": ["ats"], "offer_inputs": ["resp"]}
+    summary = {"tasks": {name: {"kind": _kind(name)} for name in DEFAULT_TASKS}, "dag": dag}
+    assert task_graph(summary) == (dag, "summary.json")
+
+
+def _kind(task: str) -> str:
+    if task in ("read", "features", "unscored"):
+        return "step"
+    return "join" if task.endswith("_inputs") else "stream"

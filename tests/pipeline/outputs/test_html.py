@@ -12,22 +12,9 @@ import polars as pl
 import pytest
 
 from offerflow.pipeline import write_report
-from offerflow.pipeline.outputs.html import SECTIONS, task_graph
+from offerflow.pipeline.outputs.html import SECTIONS
 from tests.conftest import PastRuns
 from tests.pipeline.outputs.run_dirs import write_run
-
-#: the default partner's tasks, in the order its summary lists them
-DEFAULT_TASKS = ("read", "features", "unscored", "ats", "resp", "offer_inputs", "offer", "record")
-DEFAULT_EDGES = {
-    "read": [],
-    "features": ["read"],
-    "unscored": ["read", "features"],
-    "ats": ["features"],
-    "resp": ["features"],
-    "offer_inputs": ["ats", "resp"],
-    "offer": ["offer_inputs"],
-    "record": ["offer"],
-}
 
 
 @pytest.fixture
@@ -112,29 +99,3 @@ def test_a_run_without_summary_or_tables_still_gets_every_section(tmp_path: Path
     page = write_report(run).read_text()
     assert _sections(page) == list(SECTIONS[:-1])
     assert "this run has no ats and resp predictions" in page
-
-
-def test_the_default_partners_edges_are_derived_from_its_tasks() -> None:
-    summary = {"tasks": {name: {"kind": _kind(name)} for name in DEFAULT_TASKS}}
-    assert task_graph(summary) == (
-        DEFAULT_EDGES,
-        "derived from the tasks' kinds (summary.json has no dag)",
-    )
-
-
-def test_one_model_feeds_the_offer_without_a_join() -> None:
-    tasks = ("read", "features", "unscored", "ats", "offer", "record")
-    edges, _ = task_graph({"tasks": {name: {"kind": _kind(name)} for name in tasks}})
-    assert (edges["ats"], edges["offer"], edges["record"]) == (["features"], ["ats"], ["offer"])
-
-
-def test_the_summarys_dag_wins() -> None:
-    dag = {**DEFAULT_EDGES, "resp": ["ats"], "offer_inputs": ["resp"]}
-    summary = {"tasks": {name: {"kind": _kind(name)} for name in DEFAULT_TASKS}, "dag": dag}
-    assert task_graph(summary) == (dag, "summary.json")
-
-
-def _kind(task: str) -> str:
-    if task in ("read", "features", "unscored"):
-        return "step"
-    return "join" if task.endswith("_inputs") else "stream"

@@ -19,8 +19,15 @@ from offerflow.pipeline.outputs.console import (
     summary_rows,
 )
 from offerflow.pipeline.outputs.drift import Comparison, compare_runs, drift_limits
-from offerflow.pipeline.outputs.history import PastRun, list_runs, read_run, runs_table, runs_text
-from offerflow.pipeline.outputs.html import REPORT, task_graph, write_report
+from offerflow.pipeline.outputs.history import (
+    PastRun,
+    list_runs,
+    read_run,
+    runs_table,
+    runs_text,
+    task_graph,
+)
+from offerflow.pipeline.outputs.html import REPORT, write_report
 from offerflow.pipeline.outputs.manifest import RunManifest, read_manifest, write_manifest
 from offerflow.pipeline.outputs.runlog import JsonLines, run_log
 from offerflow.pipeline.outputs.sinks import ChunkedTable, RequestLog, atomic_write, write_json

@@ -21,7 +21,7 @@ import polars as pl
 from offerflow.errors import UsageError
 from offerflow.pipeline.outputs.console import aligned, format_number
 
-__all__ = ["PastRun", "list_runs", "read_run", "runs_table", "runs_text"]
+__all__ = ["PastRun", "list_runs", "read_run", "runs_table", "runs_text", "task_graph"]
 
 SUMMARY = "summary.json"
 MANIFEST = "run.json"
@@ -184,6 +184,49 @@ def runs_text(rows: Iterable[Mapping[str, Any]]) -> str:
         )
         lines.append((row["partner"], *cells) if several else cells)
     return aligned(("partner", *header) if several else header, lines)
+
+
+def task_graph(summary: Mapping[str, Any]) -> tuple[dict[str, list[str]], str]:
+    """The workflow's edges (task → its upstream tasks), and where they came from.
+
+    The summary's ``dag`` when it has one. Otherwise they are derived from the tasks' kinds, in
+    the order the summary lists them (the order they were added, upstream first):
+
+    - a step follows every step before it (``read``; ``features`` after it; ``unscored``);
+    - a join takes every stream no task has taken yet;
+    - a stream ``x`` follows the join ``x_inputs`` when there is one; else the last stream
+      (``record``) follows the one before it, and the one before it (the offer) takes the
+      streams no task has taken yet; any other stream (a model) follows ``features``.
+
+    A model fed by another model alone is drawn from ``features``: only ``dag`` tells.
+    """
+    tasks: Mapping[str, Mapping[str, Any]] = summary.get("tasks") or {}
+    dag = summary.get("dag")
+    if isinstance(dag, Mapping):
+        return {name: [str(u) for u in dag.get(name) or ()] for name in tasks}, "summary.json"
+    streams = [n for n, t in tasks.items() if t.get("kind") not in ("step", "join")]
+    edges: dict[str, list[str]] = {}
+    steps: list[str] = []
+    waiting: list[str] = []  # streams whose items no task has taken yet
+    for name, task in tasks.items():
+        if task.get("kind") == "step":
+            edges[name] = list(steps)
+            steps.append(name)
+            continue
+        if task.get("kind") == "join":
+            edges[name], waiting = waiting, []
+            continue
+        if f"{name}_inputs" in tasks:
+            upstream = [f"{name}_inputs"]
+        elif len(streams) > 1 and name == streams[-1]:
+            upstream = [streams[-2]]
+        elif len(streams) > 2 and name == streams[-2] and waiting:
+            upstream = list(waiting)
+        else:
+            upstream = ["features"] if "features" in tasks else steps[-1:]
+        edges[name] = upstream
+        waiting = [*(w for w in waiting if w not in upstream), name]
+    return edges, "derived from the tasks' kinds (summary.json has no dag)"
 
 
 def _session_started(line: str) -> bool:

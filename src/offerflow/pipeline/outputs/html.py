@@ -9,7 +9,7 @@ stable id (:data:`SECTIONS`).
 What it reads from ``summary.json`` beyond the ledgers and task metrics, when present:
 
 - ``dag``: ``{task: [upstream task, …]}``, the workflow's edges; without it the edges are
-  derived from the tasks' kinds and order (:func:`task_graph`);
+  derived from the tasks' kinds and order (:func:`~.history.task_graph`);
 - ``tasks.<name>.started_s`` / ``ended_s``: when each task started and ended, in seconds from the
   run's start; without them the timeline shows each endpoint from its first request to its
   last answer, from ``requests.parquet``;
@@ -32,10 +32,10 @@ import polars as pl
 from offerflow.pipeline.outputs import plots
 from offerflow.pipeline.outputs.console import format_number as _number
 from offerflow.pipeline.outputs.drift import Comparison, compare_runs, value_columns
-from offerflow.pipeline.outputs.history import PastRun, read_run
+from offerflow.pipeline.outputs.history import PastRun, read_run, task_graph
 from offerflow.pipeline.outputs.sinks import atomic_write
 
-__all__ = ["REPORT", "SECTIONS", "task_graph", "write_report"]
+__all__ = ["REPORT", "SECTIONS", "write_report"]
 
 REPORT = "report.html"
 #: the ids of the page's sections, in order; ``baseline`` only when a baseline is given
@@ -108,49 +108,6 @@ def write_report(run_dir: Path, baseline: Path | None = None) -> Path:
     return path
 
 
-def task_graph(summary: Mapping[str, Any]) -> tuple[dict[str, list[str]], str]:
-    """The workflow's edges (task → its upstream tasks), and where they came from.
-
-    The summary's ``dag`` when it has one. Otherwise they are derived from the tasks' kinds, in
-    the order the summary lists them (the order they were added, upstream first):
-
-    - a step follows every step before it (``read``; ``features`` after it; ``unscored``);
-    - a join takes every stream no task has taken yet;
-    - a stream ``x`` follows the join ``x_inputs`` when there is one; else the last stream
-      (``record``) follows the one before it, and the one before it (the offer) takes the
-      streams no task has taken yet; any other stream (a model) follows ``features``.
-
-    A model fed by another model alone is drawn from ``features``: only ``dag`` tells.
-    """
-    tasks: Mapping[str, Mapping[str, Any]] = summary.get("tasks") or {}
-    dag = summary.get("dag")
-    if isinstance(dag, Mapping):
-        return {name: [str(u) for u in dag.get(name) or ()] for name in tasks}, "summary.json"
-    streams = [n for n, t in tasks.items() if t.get("kind") not in ("step", "join")]
-    edges: dict[str, list[str]] = {}
-    steps: list[str] = []
-    waiting: list[str] = []  # streams whose items no task has taken yet
-    for name, task in tasks.items():
-        if task.get("kind") == "step":
-            edges[name] = list(steps)
-            steps.append(name)
-            continue
-        if task.get("kind") == "join":
-            edges[name], waiting = waiting, []
-            continue
-        if f"{name}_inputs" in tasks:
-            upstream = [f"{name}_inputs"]
-        elif len(streams) > 1 and name == streams[-1]:
-            upstream = [streams[-2]]
-        elif len(streams) > 2 and name == streams[-2] and waiting:
-            upstream = list(waiting)
-        else:
-            upstream = ["features"] if "features" in tasks else steps[-1:]
-        edges[name] = upstream
-        waiting = [*(w for w in waiting if w not in upstream), name]
-    return edges, "derived from the tasks' kinds (summary.json has no dag)"
-
-
 # --- the data, aggregated ------------------------------------------------------------------
 
 
@@ -205,7 +162,7 @@ def _columns(run: PastRun, only: Sequence[str] | None = None) -> dict[str, plots
 
 def _per_bin(requests: pl.DataFrame) -> tuple[float, dict[str, pl.DataFrame]]:
     """Per endpoint, per time bin: attempts, retries and errors; and the bin width."""
-    span = float(requests.get_column("t").max() or 0.0) if requests.height else 0.0  # type: ignore[arg-type]
+    span = float(requests.select(pl.col("t").max().fill_null(0.0)).item())
     width = next((w for w in _WIDTHS if span / w <= 80), _WIDTHS[-1])
     binned = (
         requests.group_by("endpoint", (pl.col("t") // width).alias("bin"), maintain_order=True)
