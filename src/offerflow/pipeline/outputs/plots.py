@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from offerflow.pipeline.outputs.console import format_number
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -161,13 +163,18 @@ def dag_chart(tasks: Mapping[str, Mapping[str, Any]], edges: Mapping[str, Sequen
 
 
 def _task_label(name: str, task: Mapping[str, Any]) -> str:
-    lines = [f"{name} ({task.get('kind', '?')})"]
-    lines.append(f"items {task.get('items_in', 0):,} → {task.get('items_out', 0):,}")
+    items = f"items {format_number(task.get('items_in'))} → {format_number(task.get('items_out'))}"
     if task.get("items_failed"):
-        lines[-1] += f", {task['items_failed']:,} failed"
-    lines.append(f"{task.get('throughput', 0):,.0f}/s")
-    lines.append(f"p50 {task.get('p50_ms', 0):.3g} · p99 {task.get('p99_ms', 0):.3g} ms")
-    return "\n".join(lines)
+        items += f", {format_number(task['items_failed'])} failed"
+    p50, p99 = format_number(task.get("p50_ms")), format_number(task.get("p99_ms"))
+    return "\n".join(
+        [
+            f"{name} ({task.get('kind', '?')})",
+            items,
+            f"{format_number(task.get('throughput'))}/s",
+            f"p50 {p50} · p99 {p99} ms",
+        ]
+    )
 
 
 def timeline_chart(
@@ -213,7 +220,7 @@ def latency_chart(
                 counts, edges = np.histogram(positive, bins)
                 ax.stairs(counts, edges, fill=True, alpha=0.7)
                 ax.set_xscale("log")
-                _plain_log(ax, "x")
+                _plain_log(ax, "x", decades=float(np.log10(edges[-1] / edges[0])))
                 for q, style in ((50, "-"), (90, "--"), (99, ":")):
                     value = float(np.percentile(positive, q))
                     ax.axvline(
@@ -241,9 +248,10 @@ def latency_chart(
         return _svg(fig)
 
 
-def _plain_log(ax: Axes, which: Literal["x", "y"]) -> None:
-    """A log axis labelled 1, 2, 5, 10, 20, …, without minor ticks: every tick costs."""
-    ax.locator_params(axis=which, subs=(1.0, 2.0, 5.0))
+def _plain_log(ax: Axes, which: Literal["x", "y"], decades: float = 2.0) -> None:
+    """A log axis labelled 1, 2, 5, 10, 20, … (over a few decades; else 1, 10, 100, …),
+    without minor ticks: every tick costs."""
+    ax.locator_params(axis=which, subs=(1.0, 2.0, 5.0) if decades <= 2.5 else (1.0,))
     (ax.xaxis if which == "x" else ax.yaxis).set_major_formatter("{x:g}")
     ax.minorticks_off()
 
