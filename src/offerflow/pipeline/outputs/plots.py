@@ -49,7 +49,7 @@ _STYLE: dict[str, Any] = {
     "axes.titlesize": 9,
     "axes.spines.top": False,
     "axes.spines.right": False,
-    "axes.grid": True,
+    "axes.grid": False,  # a grid line is drawn per tick: only the curves over time get one
     "grid.alpha": 0.3,
     "legend.frameon": False,
 }
@@ -133,22 +133,8 @@ def dag_chart(tasks: Mapping[str, Mapping[str, Any]], edges: Mapping[str, Sequen
     with _figure("dag", max(10.0, 2.0 * len(columns)), 1.0 + 1.1 * depth) as fig:
         ax = fig.add_axes((0.01, 0.01, 0.98, 0.98))
         ax.set_axis_off()
-        for name, upstream in graph.items():
-            for source in upstream:
-                ax.annotate(
-                    "",
-                    xy=position[name],
-                    xytext=position[source],
-                    arrowprops={
-                        "arrowstyle": "-|>",
-                        "color": "#546e7a",
-                        "shrinkA": 38,
-                        "shrinkB": 38,
-                        "connectionstyle": "arc3,rad=0.08",
-                    },
-                )
-        for name, (x, y) in position.items():
-            ax.text(
+        boxes = {
+            name: ax.text(
                 x,
                 y,
                 _task_label(name, tasks[name]),
@@ -157,6 +143,23 @@ def dag_chart(tasks: Mapping[str, Mapping[str, Any]], edges: Mapping[str, Sequen
                 fontsize=7,
                 bbox={"boxstyle": "round,pad=0.5", "facecolor": "#e3f2fd", "edgecolor": "#1565c0"},
             )
+            for name, (x, y) in position.items()
+        }
+        for name, upstream in graph.items():
+            for source in upstream:
+                # from box to box: each arrow is clipped to the edges of the two boxes
+                ax.annotate(
+                    "",
+                    xy=position[name],
+                    xytext=position[source],
+                    arrowprops={
+                        "arrowstyle": "-|>",
+                        "color": "#546e7a",
+                        "patchA": boxes[source].get_bbox_patch(),
+                        "patchB": boxes[name].get_bbox_patch(),
+                        "connectionstyle": "arc3,rad=0.08",
+                    },
+                )
         ax.set_xlim(-0.6, max(columns, default=0) + 0.6)
         ax.set_ylim(-depth / 2 - 0.1, depth / 2 + 0.1)
         return _svg(fig)
@@ -195,6 +198,7 @@ def timeline_chart(
         gantt.set_title(f"tasks over time ({spans_from})", loc="left")
         for name, (seconds, rate) in rates.items():
             throughput.plot(seconds, rate, label=name, linewidth=1)
+        throughput.grid(axis="y")
         throughput.set_title(f"requests per second ({rates_from})", loc="left")
         throughput.set_xlabel("s")
         if rates:
@@ -221,16 +225,21 @@ def latency_chart(
                 ax.stairs(counts, edges, fill=True, alpha=0.7)
                 ax.set_xscale("log")
                 _plain_log(ax, "x", decades=float(np.log10(edges[-1] / edges[0])))
-                for q, style in ((50, "-"), (90, "--"), (99, ":")):
+                marks = []
+                for q, style, glyph in ((50, "-", "——"), (90, "--", "- -"), (99, ":", "····")):
                     value = float(np.percentile(positive, q))
-                    ax.axvline(
-                        value,
-                        color="black",
-                        linestyle=style,
-                        linewidth=1,
-                        label=f"p{q} {value:.3g} ms",
-                    )
-                ax.legend(loc="upper right")
+                    ax.axvline(value, color="black", linestyle=style, linewidth=1)
+                    marks.append(f"{glyph} p{q} {value:.3g} ms")
+                # one text for the three marks: a legend costs several artists each
+                ax.text(
+                    0.98,
+                    0.95,
+                    "\n".join(marks),
+                    transform=ax.transAxes,
+                    ha="right",
+                    va="top",
+                    bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85},
+                )
             ax.set_title(f"{name}: {values.size:,} attempts", loc="left")
             ax.set_xlabel("ms")
         ax = fig.add_subplot(grid[-1, :])
@@ -240,10 +249,13 @@ def latency_chart(
                 seconds, failed, color=f"C{i}", linewidth=1, linestyle="--", label=f"{name} errors"
             )
         ax.set_ylim(bottom=0, top=max(1.0, ax.get_ylim()[1]))
+        ax.grid(axis="y")
         ax.set_title("retries and errors per second", loc="left")
         ax.set_xlabel("s from the first request")
-        if retries:
+        if any(r.any() or f.any() for _, r, f in retries.values()):
             ax.legend(loc="upper right", ncols=min(len(retries), 3))
+        else:
+            ax.text(0.5, 0.5, "no retries, no errors", transform=ax.transAxes, ha="center")
         fig.subplots_adjust(left=0.06, right=0.98, top=0.95, bottom=0.08, hspace=0.6, wspace=0.2)
         return _svg(fig)
 
