@@ -94,6 +94,14 @@ def test_tables_written_as_directories_of_parts_give_the_same_page(run: Path) ->
     assert write_report(run).read_text() == before
 
 
+def test_a_run_with_empty_tables_still_gets_every_section(run: Path) -> None:
+    for name in ("offers.parquet", "requests.parquet"):
+        pl.read_parquet(run / name).clear().write_parquet(run / name)
+    page = write_report(run).read_text()
+    assert _sections(page) == list(SECTIONS[:-1])
+    assert "no member has both predictions" in page
+
+
 def test_a_run_without_summary_or_tables_still_gets_every_section(tmp_path: Path) -> None:
     run = write_run(tmp_path / "r", manifest={"run_id": "r", "partner": "default"})
     page = write_report(run).read_text()

@@ -350,6 +350,8 @@ def _boundary(run: PastRun) -> str:
     if scan is None or not set(pair) <= set(scan.collect_schema().names()):
         return _section("boundary", title, _note("this run has no ats and resp predictions"))
     table = scan.select(pair).drop_nulls().collect()
+    if table.height == 0:
+        return _section("boundary", title, _note("no member has both predictions"))
     ats, resp = (table.get_column(c).cast(pl.Float64).to_numpy() for c in pair)
     note = _note(
         f"{table.height:,} scored members; the bundled offer model gives OFFER_2 at and "

@@ -332,6 +332,8 @@ def boundary_chart(ats: Values, resp: Values, threshold: float) -> str:
             cmap="viridis",
             extent=(0, x_max, 0, y_max),
             norm="log",
+            vmin=1,
+            vmax=max(2.0, float(counts.max())),
             interpolation="nearest",
         )
         colorbar = fig.colorbar(image, ax=ax, label="members")
