@@ -1,14 +1,20 @@
-"""Fixtures for the whole suite: the anyio backend, one bundled model server per session, and
-an environment without the developer's proxies."""
+"""Fixtures for the whole suite: the anyio backend, a bundled model server, two past runs,
+and an environment without the developer's proxies."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
+from offerflow.cli import main
+from offerflow.errors import ExitCode
+from offerflow.pipeline import generate_transactions, write_transactions
 from offerflow.serving import BundledServer
+from tests.partner_files import default_document, write_partner
 
 
 @pytest.fixture
@@ -33,3 +39,28 @@ def _no_proxies_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.lower() in ("http_proxy", "https_proxy", "no_proxy", "all_proxy"):
             monkeypatch.delenv(name)
+
+
+class PastRuns(NamedTuple):
+    """Two finished runs of the same generated input, as-of two months apart."""
+
+    january: Path
+    march: Path
+
+
+@pytest.fixture(scope="session")
+def past_runs(bundled: BundledServer, tmp_path_factory: pytest.TempPathFactory) -> PastRuns:
+    """Two runs by the command line, as-of 2024-01-10 and 2024-03-10 (the data ends before).
+
+    Shared by the tests that only read runs back: report, runs and compare.
+    """
+    root = tmp_path_factory.mktemp("past-runs")
+    data = root / "members.csv"
+    write_transactions(generate_transactions(800, seed=13), data)
+    config = write_partner(root / "default.yaml", default_document(bundled.base_url, data))
+    for run_id, as_of in (("january", "2024-01-10"), ("march", "2024-03-10")):
+        argv = ["run", "--config", str(config), "--as-of", as_of]
+        code = main([*argv, "--out", str(root / "runs"), "--run-id", run_id])
+        assert code == ExitCode.OK
+    runs = root / "runs" / "default"
+    return PastRuns(runs / "january", runs / "march")

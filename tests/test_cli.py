@@ -79,6 +79,9 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
         "serve-models": "serve the bundled model endpoints",
         "generate-data": "write a synthetic transactions file",
         "validate": "check a partner config without running it",
+        "report": "write a run's report.html",
+        "runs": "list past runs, newest first",
+        "compare": "compare a run with a baseline run: drift, offer mix, latency, ledgers",
     }
     words = ["commands:", "COMMAND", *(f"{name} {text}" for name, text in commands.items())]
     # compared word by word: the terminal's width decides where argparse wraps

@@ -60,7 +60,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Compute member features, score them on the partner's model endpoints, "
         "assign offers, and record everything.",
         epilog="Exit codes: 0 ok, 1 internal error, 2 bad config or input, 3 member failures above "
-        "the budget, 4 output I/O error, 130/143 interrupted.",
+        "the budget, 4 output I/O error, 5 drift beyond the partner's limits (compare "
+        "--fail-on-drift), 130/143 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"offerflow {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
@@ -117,6 +118,34 @@ def _parser() -> argparse.ArgumentParser:
         help="also compare each endpoint's published request schema with what would be sent",
     )
     validate.set_defaults(command=_cmd_validate)
+
+    report = commands.add_parser("report", help="write a run's report.html")
+    report.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    report.add_argument(
+        "--baseline", type=Path, metavar="RUN_DIR", help="add a comparison with this earlier run"
+    )
+    report.set_defaults(command=_cmd_report)
+
+    runs = commands.add_parser("runs", help="list past runs, newest first")
+    runs.add_argument("--out", type=Path, default=Path("runs"), help="output directory (runs)")
+    runs.add_argument("--partner", help="only this partner's runs")
+    runs.add_argument("--format", choices=("text", "json"), default="text")
+    runs.set_defaults(command=_cmd_runs)
+
+    compare = commands.add_parser(
+        "compare", help="compare a run with a baseline run: drift, offer mix, latency, ledgers"
+    )
+    compare.add_argument("run_a", type=Path, metavar="RUN_A", help="the baseline run directory")
+    compare.add_argument(
+        "run_b", type=Path, metavar="RUN_B", help="the run compared; its config gives the limits"
+    )
+    compare.add_argument("--format", choices=("text", "json"), default="text")
+    compare.add_argument(
+        "--fail-on-drift",
+        action="store_true",
+        help="exit 5 when a figure is beyond the partner's drift limits",
+    )
+    compare.set_defaults(command=_cmd_compare)
     return parser
 
 
@@ -291,3 +320,42 @@ def _check_endpoints(config: PartnerConfig) -> None:
         raise UsageError("endpoints could not be reached:\n  " + "\n  ".join(report.unreachable))
     if report.mismatches:
         raise ContractError(report.mismatches)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    with _no_collections():
+        from offerflow.pipeline import write_report
+
+    print(f"wrote {write_report(args.run_dir, args.baseline)}")
+    return ExitCode.OK
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    import json
+
+    from offerflow.pipeline import list_runs, runs_table, runs_text
+
+    rows = runs_table(list_runs(args.out, args.partner))
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+    elif rows:
+        print(runs_text(rows))
+    else:
+        print(f"no runs under {args.out}")
+    return ExitCode.OK
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    import json
+
+    from offerflow.errors import DriftExceeded
+    from offerflow.pipeline import compare_runs, read_run
+
+    comparison = compare_runs(read_run(args.run_a), read_run(args.run_b))
+    if args.format == "json":
+        print(json.dumps(comparison.as_dict(), indent=2))
+    else:
+        print(comparison.as_text(), end="")
+    if args.fail_on_drift and comparison.drifted:
+        raise DriftExceeded(comparison.drifted, baseline=args.run_a, run=args.run_b)
+    return ExitCode.OK

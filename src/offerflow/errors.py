@@ -27,7 +27,8 @@ and has the exit code the CLI maps it to.
     │   │   └── CallInterrupted                   the run is stopping: the call was abandoned
     │   └── OutputError                  exit 4   writing results (path)
     ├── TaskFailedError                           a task of a running workflow failed (task)
-    └── FailureBudgetExceeded            exit 3   too many members failed
+    ├── FailureBudgetExceeded            exit 3   too many members failed
+    └── DriftExceeded                    exit 5   a run drifted from its baseline past the limits
 
 An error never shows a URL whole: :func:`redact_url` keeps its scheme, host, port and path, and
 drops what may hold a secret (``user:password@``, the query, the fragment).
@@ -45,6 +46,7 @@ __all__ = [
     "ConfigError",
     "ContractError",
     "CycleError",
+    "DriftExceeded",
     "DuplicateTaskError",
     "EndpointConnectionError",
     "EndpointError",
@@ -99,6 +101,7 @@ class ExitCode:
     USAGE = 2
     MEMBER_FAILURES = 3
     OUTPUT = 4
+    DRIFT = 5
     SIGINT = 130
     SIGTERM = 143
 
@@ -307,4 +310,21 @@ class FailureBudgetExceeded(OfferflowError):
         self.budget = budget
         super().__init__(
             f"{failed} of {members} members failed, above the failure budget of {budget:.2%}"
+        )
+
+
+class DriftExceeded(OfferflowError):
+    """Raised when a run drifted from its baseline beyond the partner's drift limits.
+
+    ``figures`` names each figure past its limit, e.g. ``psi DAYS_SINCE_LAST_TRANSACTION``.
+    """
+
+    exit_code = ExitCode.DRIFT
+
+    def __init__(self, figures: tuple[str, ...], *, baseline: Path, run: Path):
+        self.figures = figures
+        self.baseline = Path(baseline)
+        self.run = Path(run)
+        super().__init__(
+            f"{self.run} drifted from {self.baseline} beyond the limits: {', '.join(figures)}"
         )

@@ -108,6 +108,9 @@ def test_an_unknown_key_is_named_with_its_line_and_a_suggestion(tmp_path: Path) 
         (("offer", "timeout_s"), 120, "exceeds member_deadline_s"),
         (("retry_budget", "ratio"), -0.1, "greater than or equal to 0"),
         (("shutdown_grace_s",), -1, "greater than or equal to 0"),
+        (("drift", "psi"), 0, "greater than 0"),
+        (("drift", "offer_share"), 1.5, "less than or equal to 1"),
+        (("drift", "latency_p99_ratio"), 0.5, "greater than 1"),
     ],
 )
 def test_invalid_values_are_rejected_naming_the_key(
@@ -146,6 +149,28 @@ def test_config_is_frozen() -> None:
     config = load_config()
     with pytest.raises(ValueError, match="frozen"):
         config.partner = "other"  # type: ignore[misc]
+
+
+def test_drift_limits_default_to_psi_and_offer_share_only() -> None:
+    drift = load_config().drift
+    assert (drift.psi, drift.offer_share) == (0.2, 0.10)
+    assert (drift.median_shift, drift.p90_shift, drift.latency_p99_ratio) == (None, None, None)
+
+
+def test_an_unknown_drift_key_is_named_with_a_suggestion(tmp_path: Path) -> None:
+    document = _default_document()
+    document["drift"] = {"pis": 0.1}
+    with pytest.raises(ConfigError, match=r"drift.pis.*did you mean 'psi'\?"):
+        load_config(_write(tmp_path, document))
+
+
+def test_drift_limits_leave_the_fingerprint_alone(tmp_path: Path) -> None:
+    document = _default_document()
+    plain = load_config(_write(tmp_path, document, "plain.yaml"))
+    document["drift"] = {"psi": 0.1, "median_shift": 0.5}
+    config = load_config(_write(tmp_path, document))
+    assert config.drift.psi == 0.1
+    assert config.fingerprint() == plain.fingerprint()
 
 
 def test_fingerprint_changes_with_content() -> None:

@@ -19,6 +19,7 @@ from offerflow.config.loader import DEFAULT_CONFIG, config_from_document, load_c
 from offerflow.config.models import (
     DEFAULT_COLUMNS,
     DEFAULT_FEATURES,
+    DriftConfig,
     InputConfig,
     OutputConfig,
     PartnerConfig,
@@ -34,6 +35,7 @@ __all__ = [
     "NO_PROXY",
     "PROTOCOLS",
     "BreakerConfig",
+    "DriftConfig",
     "EndpointConfig",
     "EnvironmentProxies",
     "InputConfig",

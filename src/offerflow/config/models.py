@@ -35,6 +35,7 @@ from offerflow.config.endpoints import (
 __all__ = [
     "DEFAULT_COLUMNS",
     "DEFAULT_FEATURES",
+    "DriftConfig",
     "InputConfig",
     "OutputConfig",
     "PartnerConfig",
@@ -149,6 +150,24 @@ def _no_write_for_others(mode: int) -> int:
 Location = tuple[str, ...]
 
 
+class DriftConfig(_Strict):
+    """How far a run may drift from a baseline run before ``compare --fail-on-drift`` exits 5.
+
+    A limit of ``None`` leaves that figure reported but never judged.
+    """
+
+    #: population stability index of a feature or a prediction (10 quantile bins of the baseline)
+    psi: float = Field(default=0.2, gt=0)
+    #: change of an offer type's share of the offers, in absolute terms (0.10: ten points)
+    offer_share: float = Field(default=0.10, gt=0, le=1)
+    #: relative change of a feature's or prediction's median, ``|b - a| / |a|``
+    median_shift: float | None = Field(default=None, gt=0)
+    #: relative change of a feature's or prediction's 90th percentile, ``|b - a| / |a|``
+    p90_shift: float | None = Field(default=None, gt=0)
+    #: an endpoint's p99 attempt latency over the baseline's
+    latency_p99_ratio: float | None = Field(default=None, gt=1)
+
+
 class PartnerConfig(_Strict):
     """Everything that differs from one partner to the next.
 
@@ -172,6 +191,8 @@ class PartnerConfig(_Strict):
     retry_budget: RetryBudgetConfig = RetryBudgetConfig()
     #: after SIGINT/SIGTERM, how long in-flight calls may take to finish
     shutdown_grace_s: float = Field(default=10.0, ge=0)
+    #: the limits ``offerflow compare`` judges a run against (this config's run as the newer)
+    drift: DriftConfig = DriftConfig()
 
     #: per location of a value that came from ``${VAR}`` references: the template as written and
     #: the value it gave, validated, in :meth:`document`'s terms
@@ -276,9 +297,13 @@ class PartnerConfig(_Strict):
         same module files give the same hash in any process; secrets are not in it, only the
         references to them.
         """
+        config = self.document()
+        # the drift limits judge runs afterwards and change nothing a run computes: changing
+        # them neither changes the hash nor stops a run from resuming
+        config.pop("drift", None)
         content = {
             "fingerprint": "offerflow config v1",
-            "config": self.document(),
+            "config": config,
             "feature_modules": self.module_digests(),
         }
         text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -3,12 +3,31 @@
 - :mod:`~offerflow.pipeline.outputs.sinks`: tables committed in chunks, files written atomically;
 - :mod:`~offerflow.pipeline.outputs.manifest`: ``run.json``, what ``--resume`` needs;
 - :mod:`~offerflow.pipeline.outputs.console`: the progress bar and the summary table;
-- :mod:`~offerflow.pipeline.outputs.runlog`: ``run.log``, the run's log records as JSON lines.
+- :mod:`~offerflow.pipeline.outputs.runlog`: ``run.log``, the run's log records as JSON lines;
+- :mod:`~offerflow.pipeline.outputs.history`: past runs read back from their directories;
+- :mod:`~offerflow.pipeline.outputs.drift`: how far a run drifted from a baseline run;
+- :mod:`~offerflow.pipeline.outputs.html`: ``report.html``, drawn by
+  :mod:`~offerflow.pipeline.outputs.plots`.
 """
 
 from __future__ import annotations
 
-from offerflow.pipeline.outputs.console import ConsoleReport, summary_rows
+from offerflow.pipeline.outputs.console import (
+    ConsoleReport,
+    aligned,
+    format_number,
+    summary_rows,
+)
+from offerflow.pipeline.outputs.drift import Comparison, compare_runs, drift_limits
+from offerflow.pipeline.outputs.history import (
+    PastRun,
+    list_runs,
+    read_run,
+    runs_table,
+    runs_text,
+    task_graph,
+)
+from offerflow.pipeline.outputs.html import REPORT, write_report
 from offerflow.pipeline.outputs.manifest import RunManifest, read_manifest, write_manifest
 from offerflow.pipeline.outputs.runlog import JsonLines, run_log
 from offerflow.pipeline.outputs.sinks import (
@@ -24,16 +43,29 @@ from offerflow.pipeline.outputs.sinks import (
 __all__ = [
     "DIR_MODE",
     "FILE_MODE",
+    "REPORT",
     "ChunkedTable",
+    "Comparison",
     "ConsoleReport",
     "JsonLines",
+    "PastRun",
     "RequestLog",
     "RunManifest",
+    "aligned",
     "atomic_write",
+    "compare_runs",
+    "drift_limits",
+    "format_number",
+    "list_runs",
     "make_dir",
     "read_manifest",
+    "read_run",
     "run_log",
+    "runs_table",
+    "runs_text",
     "summary_rows",
+    "task_graph",
     "write_json",
     "write_manifest",
+    "write_report",
 ]

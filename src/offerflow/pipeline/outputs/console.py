@@ -7,8 +7,9 @@ rich is not even imported: its import costs more than a small run's members.
 from __future__ import annotations
 
 import logging
+import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -17,7 +18,7 @@ from offerflow.engine import Hook
 if TYPE_CHECKING:
     from rich.progress import Progress
 
-__all__ = ["ConsoleReport"]
+__all__ = ["ConsoleReport", "aligned", "format_number", "summary_rows"]
 
 log = logging.getLogger(__name__)
 
@@ -128,3 +129,26 @@ def summary_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
         for name, e in summary["endpoints"].items()
     ]
     return rows
+
+
+def aligned(header: tuple[str, ...], rows: Iterable[tuple[str, ...]]) -> str:
+    """Plain text columns, left-aligned, two spaces apart."""
+    table = [header, *rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in table
+    )
+
+
+def format_number(value: object) -> str:
+    """A figure for people: thousands separated, four significant digits below 1,000."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if not math.isfinite(value):
+        return "∞" if value > 0 else "-∞"
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"

@@ -1,0 +1,475 @@
+"""Drift between two runs: how far a run's features, predictions, offers and latencies moved.
+
+Every figure compares a run (B) with a baseline run (A):
+
+- a feature or prediction: its population stability index over 10 quantile bins of A, and the
+  relative shift of its median and 90th percentile;
+- an offer type: the change of its share of the offers;
+- an endpoint: its p50 and p99 attempt latency (``requests.parquet``), and the p99 ratio;
+- the ledgers: rows and members in, used, rejected, by status (reported, never judged).
+
+**PSI.** The bins are A's deciles: edges at A's 10th, 20th, …, 90th percentiles (linear
+interpolation), repeated edges merged (a feature with many equal values gets fewer bins), open
+at both ends, each bin ``(lower, upper]``. With ``a_i`` and ``b_i`` the shares of A's and B's
+values in bin ``i`` (nulls and non-finite values left out), each raised to at least
+``EPSILON = 1e-4`` so that an empty bin stays finite::
+
+    PSI = Σ (b_i - a_i) · ln(b_i / a_i)
+
+Below 0.1 is usually read as no shift, above 0.25 as a large one.
+
+A figure has drifted when it is past its limit in the partner's ``drift`` config
+(:class:`~offerflow.config.DriftConfig`); a limit of None is not judged.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+from pydantic import ValidationError
+
+from offerflow.config import DriftConfig, load_config
+from offerflow.errors import OfferflowError, UsageError
+from offerflow.pipeline.outputs.console import aligned
+from offerflow.pipeline.outputs.console import format_number as _num
+from offerflow.pipeline.outputs.history import PastRun
+
+__all__ = [
+    "EPSILON",
+    "ColumnDrift",
+    "Comparison",
+    "LatencyChange",
+    "LedgerChange",
+    "OfferShareChange",
+    "compare_runs",
+    "drift_limits",
+    "population_stability",
+    "value_columns",
+]
+
+log = logging.getLogger(__name__)
+
+#: the least share a PSI bin is given, so that an empty bin adds a large but finite term
+EPSILON = 1e-4
+#: the quantiles of the baseline that bound the PSI bins
+_DECILES = tuple(i / 10 for i in range(1, 10))
+#: columns of offers.parquet that are neither features nor predictions
+_NOT_VALUES = frozenset({"member_id", "offer", "status", "error", "attempts"})
+
+Values = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnDrift:
+    """A feature or a prediction in both runs."""
+
+    name: str
+    kind: str  # "feature" or "prediction"
+    psi: float
+    median_a: float | None
+    median_b: float | None
+    median_shift: float | None
+    p90_a: float | None
+    p90_b: float | None
+    p90_shift: float | None
+    drifted_by: tuple[str, ...] = ()
+
+    @property
+    def drifted(self) -> bool:
+        """True when some figure of the column is past its limit."""
+        return bool(self.drifted_by)
+
+
+@dataclass(frozen=True, slots=True)
+class OfferShareChange:
+    """An offer type's share of the offers in both runs."""
+
+    offer: str
+    share_a: float
+    share_b: float
+    change: float
+    drifted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyChange:
+    """An endpoint's attempt latency in both runs, in milliseconds."""
+
+    endpoint: str
+    p50_a_ms: float | None
+    p50_b_ms: float | None
+    p99_a_ms: float | None
+    p99_b_ms: float | None
+    p99_ratio: float | None
+    drifted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerChange:
+    """A ledger figure in both runs (reported, not judged)."""
+
+    figure: str
+    a: int | None
+    b: int | None
+    change: int | None
+    drifted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """Run B against baseline A: every figure, and which drifted past the limits."""
+
+    baseline: PastRun
+    run: PastRun
+    limits: DriftConfig
+    #: where the limits came from: B's run.json, its config file, or the defaults
+    limits_from: str
+    columns: tuple[ColumnDrift, ...]
+    offers: tuple[OfferShareChange, ...]
+    latency: tuple[LatencyChange, ...]
+    ledger: tuple[LedgerChange, ...]
+    #: columns in only one of the runs: not compared
+    unmatched: tuple[str, ...] = field(default=())
+
+    @property
+    def drifted(self) -> tuple[str, ...]:
+        """Each figure past its limit, e.g. ``psi DAYS_SINCE_LAST_TRANSACTION``."""
+        return (
+            *(f"{by} {c.name}" for c in self.columns for by in c.drifted_by),
+            *(f"offer_share {o.offer}" for o in self.offers if o.drifted),
+            *(f"latency_p99_ratio {e.endpoint}" for e in self.latency if e.drifted),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """The comparison for machines: every figure with a ``drifted`` true/false."""
+
+        def run(past: PastRun) -> dict[str, Any]:
+            return {"dir": str(past.dir), "run_id": past.run_id, "as_of": past.as_of}
+
+        columns = [{**asdict(c), "drifted": c.drifted} for c in self.columns]
+        figures: dict[str, Any] = _finite(
+            {
+                "baseline": run(self.baseline),
+                "run": run(self.run),
+                "limits": self.limits.model_dump(),
+                "limits_from": self.limits_from,
+                "drifted": bool(self.drifted),
+                "drifted_figures": list(self.drifted),
+                "columns": columns,
+                "offers": [asdict(o) for o in self.offers],
+                "latency": [asdict(e) for e in self.latency],
+                "ledger": [asdict(g) for g in self.ledger],
+                "unmatched_columns": list(self.unmatched),
+            }
+        )
+        return figures
+
+    def as_text(self) -> str:
+        """The comparison for people: aligned tables, drifted figures marked ``DRIFT``."""
+        a, b = self.baseline, self.run
+        limits = ", ".join(f"{k} {_num(v)}" for k, v in self.limits.model_dump().items())
+        blocks = [
+            f"baseline {a.run_id} (as of {a.as_of})\nrun      {b.run_id} (as of {b.as_of})\n"
+            f"limits ({self.limits_from}): {limits}",
+            aligned(
+                ("feature / prediction", "psi", "median a → b", "shift", "p90 a → b", "shift", ""),
+                (
+                    (
+                        c.name,
+                        f"{c.psi:.3f}",
+                        f"{_num(c.median_a)} → {_num(c.median_b)}",
+                        _pct(c.median_shift),
+                        f"{_num(c.p90_a)} → {_num(c.p90_b)}",
+                        _pct(c.p90_shift),
+                        "DRIFT " + ", ".join(c.drifted_by) if c.drifted else "",
+                    )
+                    for c in self.columns
+                ),
+            ),
+            aligned(
+                ("offer", "share a → b", "change", ""),
+                (
+                    (
+                        o.offer,
+                        f"{o.share_a:.1%} → {o.share_b:.1%}",
+                        f"{o.change * 100:+.1f} pts",
+                        "DRIFT" if o.drifted else "",
+                    )
+                    for o in self.offers
+                ),
+            ),
+            aligned(
+                ("endpoint", "p50 a → b (ms)", "p99 a → b (ms)", "p99 ratio", ""),
+                (
+                    (
+                        e.endpoint,
+                        f"{_num(e.p50_a_ms)} → {_num(e.p50_b_ms)}",
+                        f"{_num(e.p99_a_ms)} → {_num(e.p99_b_ms)}",
+                        _num(e.p99_ratio),
+                        "DRIFT" if e.drifted else "",
+                    )
+                    for e in self.latency
+                ),
+            ),
+            aligned(
+                ("ledger", "a", "b", "change"),
+                (
+                    (g.figure, _num(g.a), _num(g.b), "—" if g.change is None else f"{g.change:+,}")
+                    for g in self.ledger
+                ),
+            ),
+        ]
+        if self.unmatched:
+            blocks.append(f"in one run only, not compared: {', '.join(self.unmatched)}")
+        verdict = (
+            f"drift: {len(self.drifted)} figure(s) beyond the limits: {', '.join(self.drifted)}"
+            if self.drifted
+            else "no drift beyond the limits"
+        )
+        return "\n\n".join([*blocks, verdict]) + "\n"
+
+
+def population_stability(baseline: Values, values: Values) -> float:
+    """The PSI of ``values`` against ``baseline``, over the baseline's deciles (module doc)."""
+    if baseline.size == 0 or values.size == 0:
+        return 0.0
+    edges = np.unique(np.quantile(baseline, _DECILES))
+    bins = len(edges) + 1
+    a = np.bincount(np.searchsorted(edges, baseline, side="left"), minlength=bins)
+    b = np.bincount(np.searchsorted(edges, values, side="left"), minlength=bins)
+    share_a = np.maximum(a / baseline.size, EPSILON)
+    share_b = np.maximum(b / values.size, EPSILON)
+    return float(np.sum((share_b - share_a) * np.log(share_b / share_a)))
+
+
+def value_columns(schema: Mapping[str, pl.DataType], endpoints: Iterable[str]) -> list[str]:
+    """The features and predictions of an offers table: its numeric columns, but latencies."""
+    latencies = {f"{name}_ms" for name in endpoints}
+    return [
+        name
+        for name, dtype in schema.items()
+        if dtype.is_numeric() and name not in _NOT_VALUES and name not in latencies
+    ]
+
+
+def drift_limits(run: PastRun) -> tuple[DriftConfig, str]:
+    """The drift limits of a run's config, and where they were found.
+
+    From the config ``run.json`` holds, when it holds one; else from the config file it names,
+    as that file is now; else the defaults.
+    """
+    config = run.manifest.get("config")
+    where = run.dir / "run.json"
+    if isinstance(config, Mapping):
+        try:
+            return DriftConfig.model_validate(config.get("drift") or {}), f"{where}"
+        except ValidationError as exc:
+            raise UsageError(f"{where}: key 'config.drift': {exc}") from exc
+    path = run.manifest.get("config_path")
+    if isinstance(path, str):
+        try:
+            return load_config(Path(path)).drift, path
+        except OfferflowError as exc:
+            log.warning("drift limits: the defaults, %s cannot be loaded: %s", path, exc)
+    return DriftConfig(), "defaults"
+
+
+def compare_runs(
+    baseline: PastRun, run: PastRun, limits: DriftConfig | None = None, limits_from: str = ""
+) -> Comparison:
+    """Compare ``run`` with ``baseline`` under ``limits`` (default: :func:`drift_limits`)."""
+    if limits is None:
+        limits, limits_from = drift_limits(run)
+    columns, unmatched = _columns(baseline, run, limits)
+    return Comparison(
+        baseline=baseline,
+        run=run,
+        limits=limits,
+        limits_from=limits_from,
+        columns=columns,
+        offers=_offers(baseline, run, limits),
+        latency=_latency(baseline, run, limits),
+        ledger=_ledger(baseline, run),
+        unmatched=unmatched,
+    )
+
+
+def _columns(
+    a: PastRun, b: PastRun, limits: DriftConfig
+) -> tuple[tuple[ColumnDrift, ...], tuple[str, ...]]:
+    scans = []
+    for past in (a, b):
+        scan = past.scan(past.offers)
+        if scan is None:
+            raise UsageError(f"{past.offers}: no offers table to compare")
+        scans.append(scan)
+    names = [
+        value_columns(scan.collect_schema(), _endpoints(run))
+        for scan, run in zip(scans, (a, b), strict=True)
+    ]
+    shared = [n for n in names[0] if n in names[1]]
+    tables = [scan.select(shared).collect() for scan in scans]
+    results = []
+    for name in shared:
+        va, vb = (_finite_values(table.get_column(name)) for table in tables)
+        median_a, p90_a = _quantiles(va)
+        median_b, p90_b = _quantiles(vb)
+        psi = population_stability(va, vb)
+        median_shift = _relative(median_a, median_b)
+        p90_shift = _relative(p90_a, p90_b)
+        drifted_by = tuple(
+            figure
+            for figure, value, limit in (
+                ("psi", psi, limits.psi),
+                ("median_shift", median_shift, limits.median_shift),
+                ("p90_shift", p90_shift, limits.p90_shift),
+            )
+            if limit is not None and value is not None and abs(value) > limit
+        )
+        kind = "prediction" if name.endswith("_prediction") else "feature"
+        results.append(
+            ColumnDrift(
+                name,
+                kind,
+                psi,
+                median_a,
+                median_b,
+                median_shift,
+                p90_a,
+                p90_b,
+                p90_shift,
+                drifted_by,
+            )
+        )
+    unmatched = tuple(sorted(set(names[0]) ^ set(names[1])))
+    return tuple(results), unmatched
+
+
+def _offers(a: PastRun, b: PastRun, limits: DriftConfig) -> tuple[OfferShareChange, ...]:
+    shares = [_offer_shares(run) for run in (a, b)]
+    offers = sorted(set(shares[0]) | set(shares[1]))
+    changes = []
+    for offer in offers:
+        share_a, share_b = shares[0].get(offer, 0.0), shares[1].get(offer, 0.0)
+        change = share_b - share_a
+        changes.append(
+            OfferShareChange(offer, share_a, share_b, change, abs(change) > limits.offer_share)
+        )
+    return tuple(changes)
+
+
+def _offer_shares(run: PastRun) -> dict[str, float]:
+    scan = run.scan(run.offers)
+    if scan is None or "offer" not in scan.collect_schema():
+        return {}
+    counts = scan.drop_nulls("offer").group_by("offer").len().collect()
+    total = counts.get_column("len").sum()
+    return {offer: n / total for offer, n in counts.iter_rows()} if total else {}
+
+
+def _latency(a: PastRun, b: PastRun, limits: DriftConfig) -> tuple[LatencyChange, ...]:
+    figures = [_latencies(run) for run in (a, b)]
+    endpoints = [*figures[0], *(e for e in figures[1] if e not in figures[0])]
+    changes = []
+    for endpoint in endpoints:
+        p50_a, p99_a = figures[0].get(endpoint, (None, None))
+        p50_b, p99_b = figures[1].get(endpoint, (None, None))
+        ratio = p99_b / p99_a if p99_a and p99_b is not None else None
+        limit = limits.latency_p99_ratio
+        drifted = limit is not None and ratio is not None and ratio > limit
+        changes.append(LatencyChange(endpoint, p50_a, p50_b, p99_a, p99_b, ratio, drifted))
+    return tuple(changes)
+
+
+def _latencies(run: PastRun) -> dict[str, tuple[float, float]]:
+    """Per endpoint, in the order the summary lists them: p50 and p99 attempt latency."""
+    scan = run.scan(run.requests)
+    if scan is None:
+        return {}
+    table = (
+        scan.group_by("endpoint")
+        .agg(
+            pl.col("latency_ms").quantile(0.5, "linear").alias("p50"),
+            pl.col("latency_ms").quantile(0.99, "linear").alias("p99"),
+        )
+        .collect()
+    )
+    found = {endpoint: (p50, p99) for endpoint, p50, p99 in table.iter_rows()}
+    order = [*_endpoints(run), *sorted(found)]
+    return {e: found[e] for e in dict.fromkeys(order) if e in found}
+
+
+def _ledger(a: PastRun, b: PastRun) -> tuple[LedgerChange, ...]:
+    def figures(run: PastRun) -> dict[str, int]:
+        ledger = run.ledger
+        keys = ("rows_in", "rows_used", "rows_rejected", "members_in")
+        flat = {k: ledger[k] for k in keys if isinstance(ledger.get(k), int)}
+        by_status = ledger.get("members_by_status") or {}
+        flat.update({f"members {status}": n for status, n in by_status.items()})
+        return flat
+
+    fa, fb = (figures(run) if run.ledger else {} for run in (a, b))
+    names = [*fa, *(n for n in fb if n not in fa)]
+    return tuple(
+        LedgerChange(
+            name,
+            fa.get(name),
+            fb.get(name),
+            None if name not in fa or name not in fb else fb[name] - fa[name],
+        )
+        for name in names
+    )
+
+
+def _endpoints(run: PastRun) -> list[str]:
+    endpoints = run.summary.get("endpoints") or {}
+    return list(endpoints)
+
+
+def _finite_values(column: pl.Series) -> Values:
+    values: Values = column.drop_nulls().cast(pl.Float64).to_numpy()
+    finite: Values = values[np.isfinite(values)]
+    return finite
+
+
+def _quantiles(values: Values) -> tuple[float | None, float | None]:
+    if values.size == 0:
+        return None, None
+    median, p90 = np.quantile(values, (0.5, 0.9))
+    return float(median), float(p90)
+
+
+def _relative(a: float | None, b: float | None) -> float | None:
+    """``(b - a) / |a|``; infinite when only ``a`` is 0, None when either is missing."""
+    if a is None or b is None:
+        return None
+    if a == 0:
+        return 0.0 if b == 0 else math.copysign(math.inf, b)
+    return (b - a) / abs(a)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float as None: JSON has no infinity."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _pct(value: float | None) -> str:
+    if value is None:
+        return "—"
+    if not math.isfinite(value):
+        return "+∞" if value > 0 else "-∞"
+    return f"{value:+.0%}"
