@@ -14,7 +14,7 @@ from polars.testing import assert_frame_equal, assert_series_equal
 
 from offerflow.errors import InputError
 from offerflow.pipeline.features import compute_features
-from offerflow.pipeline.inputs import reader, sources
+from offerflow.pipeline.inputs import generate_transactions, reader, sources, write_transactions
 from offerflow.pipeline.inputs.reader import (
     DEFAULT_COLUMNS,
     REASONS,
@@ -645,6 +645,63 @@ def test_csv_dialect(
 
     assert result.transactions["member_id"].to_list() == member_ids
     assert result.transactions["revenue"].to_list() == [1.0] * len(member_ids)
+
+
+#: LF, and what becomes of it converted to CRLF once and twice
+LINE_ENDS = {"LF": b"\n", "CRLF": b"\r\n", "CR CR LF": b"\r\r\n"}
+
+
+def _assert_reads_alike(result: ReadResult, expected: ReadResult) -> None:
+    assert (result.rows_in, result.rows_used) == (expected.rows_in, expected.rows_used)
+    assert_frame_equal(result.transactions, expected.transactions)
+    assert_frame_equal(result.rejects, expected.rejects)
+    assert_series_equal(result.members, expected.members)
+
+
+def _split_after_a_cr(data: bytes, near: int) -> int:
+    """A batch size whose batches end between the CR and the LF of a line end near ``near``."""
+    return data.find(b"\r\n", near) + 1 or near
+
+
+@pytest.mark.parametrize("end", LINE_ENDS.values(), ids=LINE_ENDS.keys())
+@pytest.mark.parametrize("batches", ["split after a CR", "whole"])
+def test_the_real_file_reads_alike_with_any_line_ends(
+    tmp_path: Path,
+    member_data: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    as_of: datetime,
+    end: bytes,
+    batches: str,
+) -> None:
+    lf = member_data.read_bytes().replace(b"\r\n", b"\n")
+    expected_path = tmp_path / "lf.csv"
+    expected_path.write_bytes(lf)
+    expected = read_transactions(expected_path, as_of=as_of)
+    path = tmp_path / "converted.csv"
+    path.write_bytes(converted := lf.replace(b"\n", end))
+    chunk_bytes = _split_after_a_cr(converted, 20_000) if batches != "whole" else 1 << 22
+    monkeypatch.setattr(sources, "_CHUNK_BYTES", chunk_bytes)
+
+    result = read_transactions(path, as_of=as_of)
+
+    _assert_reads_alike(result, expected)
+    assert (result.rows_in, result.rows_used, result.rows_rejected) == (4335, 4225, 110)
+
+
+@pytest.mark.parametrize("end", LINE_ENDS.values(), ids=LINE_ENDS.keys())
+@pytest.mark.parametrize("chunk_bytes", [97, 1 << 22])
+def test_generated_data_reads_alike_with_any_line_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, as_of: datetime, end: bytes, chunk_bytes: int
+) -> None:
+    expected_path = tmp_path / "lf.csv"
+    write_transactions(generate_transactions(60, seed=1), expected_path)
+    expected = read_transactions(expected_path, as_of=as_of)
+    assert expected.rows_rejected > 0
+    path = tmp_path / "converted.csv"
+    path.write_bytes(expected_path.read_bytes().replace(b"\n", end))
+    monkeypatch.setattr(sources, "_CHUNK_BYTES", chunk_bytes)
+
+    _assert_reads_alike(read_transactions(path, as_of=as_of), expected)
 
 
 def test_line_counts_records_when_a_quoted_field_spans_lines(

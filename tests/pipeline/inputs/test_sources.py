@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from offerflow.errors import InputError
+from offerflow.pipeline.inputs import sources
 from offerflow.pipeline.inputs.sources import TextChunks, read_text_columns
 
 COLUMNS = {"member_id": "id", "ts": "when"}
@@ -64,6 +65,51 @@ def test_batches_read_like_the_whole_file(tmp_path: Path, content: bytes, chunk_
 
     assert_frame_equal(read(path, WHOLE), batched)
     assert_frame_equal(batched.drop("line"), whole)
+
+
+#: LF, and what becomes of it converted to CRLF once and twice
+LINE_ENDS = {"LF": b"\n", "CRLF": b"\r\n", "CR CR LF": b"\r\r\n"}
+LF_TEXT = b'\nid,when\nA,1\n"B\nB",2\n\nC,3\n""""\nD,4\n'
+
+
+@pytest.mark.parametrize("end", LINE_ENDS.values(), ids=LINE_ENDS.keys())
+@pytest.mark.parametrize("chunk_bytes", [1, 2, 3, 4, 5, 7, 11, WHOLE])
+def test_line_ends_read_alike_in_batches_of_any_size(
+    tmp_path: Path, end: bytes, chunk_bytes: int
+) -> None:
+    # Small batches split the file between every two bytes, a CR and its LF among them.
+    path = write(tmp_path, LF_TEXT.replace(b"\n", end))
+
+    batched = read(path, chunk_bytes)
+
+    expected = read(write(tmp_path, LF_TEXT), WHOLE)
+    # a newline inside a quoted field is the file's own: CRLF stays CRLF
+    assert_frame_equal(batched.with_columns(pl.col("member_id").str.replace("\r", "")), expected)
+    assert batched["line"].to_list() == [3, 4, 5, 6, 7, 8]
+
+
+@pytest.mark.parametrize(
+    ("data", "start"),
+    [
+        (b"id,when\n", 0),
+        (b"\nid", 1),
+        (b"\r\nid", 2),
+        (b"\r\n\r\n\nid", 5),
+        (b"\xef\xbb\xbf\r\nid", 5),
+        (b"\rid", 0),
+    ],
+)
+def test_the_header_starts_after_a_bom_and_blank_lines_of_either_end(
+    data: bytes, start: int
+) -> None:
+    assert sources._header_start(data) == start
+
+
+def test_a_file_whose_lines_end_in_a_bare_cr_is_an_input_error(tmp_path: Path) -> None:
+    path = write(tmp_path, b"id,when\rA,1\rB,2\r")
+    with pytest.raises(InputError, match="lines end in a bare CR") as raised:
+        read(path, WHOLE)
+    assert (raised.value.path, raised.value.line) == (path, 1)
 
 
 def test_line_numbers_run_on_across_batches(tmp_path: Path) -> None:

@@ -3,9 +3,9 @@
 The reader gives rows their meaning; this module only gets them out of the file. A file that
 cannot be read as a table at all is an :class:`~offerflow.errors.InputError` naming the file
 and, where they can be found, the line and the column: absent or unreadable, a directory, empty
-(no bytes, or nothing but whitespace), UTF-16, not Parquet, a mapped column missing (with a hint
-when the header looks delimited by ``;``, a tab or ``|``), a row with more fields than the
-header, a quoted field never closed.
+(no bytes, or nothing but whitespace), UTF-16, lines ending in a bare CR, not Parquet, a mapped
+column missing (with a hint when the header looks delimited by ``;``, a tab or ``|``), a row
+with more fields than the header, a quoted field never closed.
 
 The rows come in chunks, in file order, so that the text of the whole file is never in memory
 at once: the reader keeps of each row only its parsed values, and the text only of the rows it
@@ -18,13 +18,18 @@ CSV files are parsed strictly as UTF-8 first; a stray non-UTF-8 byte then costs 
 read, so that it spoils one value, not the whole file. Only when polars cannot parse a CSV file
 is it read once more, with the csv module, to find the line to blame.
 
-Like polars, a CSV file may start with a byte-order mark and blank lines before its header.
+Line ends may be LF or CRLF, the two read alike (polars drops the CR before a newline). CR CR LF,
+what converting a file that already ends its lines in CRLF to CRLF leaves, reads as CRLF; a file
+whose lines end in a bare CR (classic Mac OS) is an InputError. Like polars, a CSV file may start
+with a byte-order mark and blank lines before its header.
 """
 
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal, TypeVar
 
@@ -53,6 +58,19 @@ _DELIMITERS = {";": "';'", "\t": "a tab", "|": "'|'"}
 #: speed on every core, small enough that a chunk's text is little beside the reader's result
 _CHUNK_BYTES = 4 << 20
 _QUOTE = b'"'
+_CR_CR_LF = b"\r\r\n"
+#: a CR that ends no line: what a file whose lines end in a bare CR has in its first line
+_BARE_CR = re.compile(rb"\r[^\r]")
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """How a CSV file is laid out, as its start shows."""
+
+    #: the line number of the header (after blank lines, if any)
+    header_line: int
+    #: True when lines end in CR CR LF, read as CR LF
+    doubled_cr: bool
 
 
 def read_text_columns(
@@ -77,16 +95,19 @@ def read_text_columns(
     fmt = fmt or ("parquet" if path.suffix.lower() in _PARQUET_SUFFIXES else "csv")
     size = chunk_bytes or _CHUNK_BYTES
     try:
-        header_line = _probe(path, fmt)
-        schema = _scan(path, fmt, "utf8-lossy").collect_schema()
-        _check_schema(
-            path, list(columns.values()), schema, line=header_line if fmt == "csv" else None
-        )
         if fmt == "parquet":
+            _probe_parquet(path)
+            schema = _scan(path, fmt, "utf8").collect_schema()
+            _check_schema(path, list(columns.values()), schema, line=None)
             return then(lambda: _parquet_chunks(path, columns))
+        layout = _probe_csv(path)
+        with path.open("rb") as handle:
+            header = _header(_reads(handle, size, layout.doubled_cr))[0]
+        schema = _scan(header, fmt, "utf8-lossy").collect_schema()
+        _check_schema(path, list(columns.values()), schema, line=layout.header_line)
 
         def chunks(encoding: _Encoding) -> TextChunks:
-            return lambda: _csv_chunks(path, columns, header_line, encoding, size)
+            return lambda: _csv_chunks(path, columns, layout, encoding, size)
 
         try:
             return then(chunks("utf8"))
@@ -95,7 +116,7 @@ def read_text_columns(
         try:
             return then(chunks("utf8-lossy"))
         except pl.exceptions.ComputeError as exc:
-            raise _locate_csv_error(path, header_line, exc) from exc
+            raise _locate_csv_error(path, layout, exc) from exc
     except OSError as exc:
         raise InputError(f"cannot read the file: {exc.strerror or exc}", path=path) from exc
     except pl.exceptions.PolarsError as exc:
@@ -130,36 +151,64 @@ def _parquet_chunks(path: Path, columns: Mapping[str, str]) -> Iterator[pl.DataF
 
 
 def _csv_chunks(
-    path: Path, columns: Mapping[str, str], header_line: int, encoding: _Encoding, size: int
+    path: Path, columns: Mapping[str, str], layout: _Layout, encoding: _Encoding, size: int
 ) -> Iterator[pl.DataFrame]:
     # Each piece is parsed on its own: the records before it are only counted, for `line`.
     records = 0
     with path.open("rb") as handle:
-        for piece in _csv_pieces(handle, size):
-            chunk = _text(_scan(piece, "csv", encoding), columns, header_line + 1 + records)
+        for piece in _csv_pieces(_reads(handle, size, layout.doubled_cr)):
+            first_line = layout.header_line + 1 + records
+            chunk = _text(_scan(piece, "csv", encoding), columns, first_line)
             frame = chunk.collect()
             records += frame.height
             yield frame
 
 
-def _csv_pieces(handle: BinaryIO, size: int) -> Iterator[bytes]:
-    """The CSV file as pieces of about ``size`` bytes, each a CSV text of whole records.
+def _reads(handle: BinaryIO, size: int, doubled_cr: bool) -> Callable[[], bytes]:
+    """Read the file ``size`` bytes at a time (b"" at its end), CR CR LF as CR LF if asked."""
+    if not doubled_cr:
+        return lambda: handle.read(size)
+    carry = b""
+
+    def read() -> bytes:
+        nonlocal carry
+        while True:
+            more = handle.read(size)
+            data, carry = carry + more, b""
+            if more:
+                # trailing CRs may start a CR CR LF that the next read completes
+                kept = len(data.rstrip(b"\r"))
+                data, carry = data[:kept], data[kept:]
+                if not data:
+                    continue
+            return data.replace(_CR_CR_LF, b"\r\n")
+
+    return read
+
+
+def _header(read: Callable[[], bytes]) -> tuple[bytes, bytes]:
+    """What precedes the first record (byte-order mark, blank lines, header), and what follows
+    of the data read so far. The whole data when the header is all there is, or not even that."""
+    data = read()
+    while (start := _first_record_end(data, _header_start(data))) < 0:
+        more = read()
+        if not more:
+            return data, b""
+        data += more
+    return data[:start], data[start:]
+
+
+def _csv_pieces(read: Callable[[], bytes]) -> Iterator[bytes]:
+    """The CSV file as pieces of about the size ``read`` reads, each a CSV text of whole records.
 
     The first piece is the start of the file; every other one starts with the file's header
     (whatever precedes its first record: byte-order mark, blank lines, header), so that polars
     reads each the way it reads that part of the whole file. At least one piece is yielded.
     """
-    data = handle.read(size)
-    # Whatever precedes the first record must be read whole first.
-    while (start := _first_record_end(data, _header_start(data))) < 0:
-        more = handle.read(size)
-        if not more:
-            yield data  # the header and nothing after it (or not even a whole header)
-            return
-        data += more
-    header, first = data[:start], True
+    header, rest = _header(read)
+    data, start, first = header + rest, len(header), True
     while True:
-        more = handle.read(size)
+        more = read()
         end = _last_record_end(data, start) if more else len(data)
         if end > start or (first and not more):
             yield data[:end]
@@ -204,18 +253,24 @@ def _last_record_end(data: bytes, start: int) -> int:
     return end + 1 if end >= 0 else -1
 
 
-def _probe(path: Path, fmt: Format) -> int:
-    """Check that ``path`` is a non-empty file of its format; return its header's line number."""
+def _probe_parquet(path: Path) -> None:
+    """Check that ``path`` is a non-empty Parquet file."""
+    if path.is_dir():
+        raise InputError("this is a directory, not a file", path=path)
+    with path.open("rb") as handle:
+        head = handle.read(len(_PARQUET_MAGIC))
+    if not head:
+        raise InputError("empty file", path=path)
+    if not head.startswith(_PARQUET_MAGIC):
+        raise InputError("not a Parquet file (it does not start with PAR1)", path=path)
+
+
+def _probe_csv(path: Path) -> _Layout:
+    """Check that ``path`` is a non-empty UTF-8 text file with lines; return its layout."""
     if path.is_dir():
         raise InputError("this is a directory, not a file", path=path)
     with path.open("rb") as handle:
         head = handle.read(_PROBE_BYTES)
-        if fmt == "parquet":
-            if not head:
-                raise InputError("empty file", path=path)
-            if not head.startswith(_PARQUET_MAGIC):
-                raise InputError("not a Parquet file (it does not start with PAR1)", path=path)
-            return 1
         if head.startswith(_UTF16_BOMS):
             raise InputError("the file is UTF-16 text, not UTF-8: save it as UTF-8", path=path)
         chunk = head.removeprefix(_BOM)
@@ -223,8 +278,16 @@ def _probe(path: Path, fmt: Format) -> int:
             chunk = handle.read(_PROBE_BYTES)
         if not chunk:
             raise InputError("empty file: no header, no rows", path=path)
+    text = head.removeprefix(_BOM)
+    first = text[: text.find(b"\n")] if b"\n" in text else text
+    if _BARE_CR.search(first):
+        message = "lines end in a bare CR (classic Mac OS): save the file with LF or CRLF"
+        raise InputError(message, path=path, line=1)
+    doubled_cr = first.endswith(b"\r\r")
+    if doubled_cr:
+        head = head.replace(_CR_CR_LF, b"\r\n")
     # polars skips blank lines before the header; line numbers count them.
-    return 1 + head[: _header_start(head)].count(b"\n")
+    return _Layout(1 + head[: _header_start(head)].count(b"\n"), doubled_cr)
 
 
 def _check_schema(
@@ -254,8 +317,9 @@ def _check_schema(
     raise InputError(message, path=path, line=line, column=only)
 
 
-def _locate_csv_error(path: Path, header_line: int, exc: pl.exceptions.PolarsError) -> InputError:
+def _locate_csv_error(path: Path, layout: _Layout, exc: pl.exceptions.PolarsError) -> InputError:
     """The error polars met, located by reading the file with the csv module."""
+    header_line = layout.header_line
     width: int | None = None
     records = 0
     with path.open(encoding="utf-8-sig", errors="replace", newline="") as handle:
