@@ -189,6 +189,8 @@ def test_type_alias_must_name_a_type(
         pytest.param(",2023-05-06 07:08:09,buy,100,1.0", "missing_member_id", id="empty id"),
         pytest.param("   ,2023-05-06 07:08:09,buy,100,1.0", "missing_member_id", id="blank id"),
         pytest.param(",,,,", "missing_member_id", id="id before fields"),
+        pytest.param('B5"x,,,,', "malformed_row", id="stray quote before all"),
+        pytest.param('"B"x,2023-05-06 07:08:09,buy,100,1.0', "malformed_row", id="after quote"),
         pytest.param("A,,buy,100,1.0", "missing_field:ts", id="ts"),
         pytest.param("A,2023-05-06 07:08:09,,100,1.0", "missing_field:type", id="type"),
         pytest.param("A,2023-05-06 07:08:09,buy,,1.0", "missing_field:points", id="points"),
@@ -494,13 +496,6 @@ FOUR = HEADER.rpartition(",")[0]  # the header without lastTransactionRevenueUSD
             None,
             id="open quote",
         ),
-        pytest.param(
-            f'{HEADER}\n{ROW}\n"B"x{ROW[1:]}\n'.encode(),
-            ["malformed CSV"],
-            3,
-            None,
-            id="text after a closing quote",
-        ),
     ],
 )
 def test_unusable_csv_file_is_an_input_error_naming_file_line_and_column(
@@ -702,6 +697,24 @@ def test_generated_data_reads_alike_with_any_line_ends(
     monkeypatch.setattr(sources, "_CHUNK_BYTES", chunk_bytes)
 
     _assert_reads_alike(read_transactions(path, as_of=as_of), expected)
+
+
+def test_a_row_with_a_stray_quote_is_rejected_and_every_other_row_read(
+    write_csv: WriteCsv, as_of: datetime
+) -> None:
+    path = write_csv(ROW, f'B5"x{ROW[1:]}', f"C{ROW[1:]}", f'"D"x{ROW[1:]}', f"E{ROW[1:]}")
+
+    result = read_transactions(path, as_of=as_of)
+
+    assert result.transactions["line"].to_list() == [2, 4, 6]
+    assert result.rejects.select("line", "memberId", "reason").rows() == [
+        (3, 'B5"x', "malformed_row"),
+        (5, "Dx", "malformed_row"),
+    ]
+    assert result.rejects.row(0)[2:6] == tuple(ROW.split(",")[1:])
+    # where a malformed record's fields begin and end is a guess: its id is no member
+    assert result.members.to_list() == ["A", "C", "E"]
+    assert (result.rows_in, result.rows_used, result.rows_rejected) == (5, 3, 2)
 
 
 def test_line_counts_records_when_a_quoted_field_spans_lines(

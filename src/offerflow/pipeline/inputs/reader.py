@@ -42,7 +42,7 @@ import polars as pl
 
 from offerflow.config import DEFAULT_COLUMNS as _DEFAULT_COLUMNS
 from offerflow.errors import InputError
-from offerflow.pipeline.inputs.sources import Format, TextChunks, read_text_columns
+from offerflow.pipeline.inputs.sources import MALFORMED, Format, TextChunks, read_text_columns
 
 __all__ = [
     "CANONICAL",
@@ -63,8 +63,11 @@ DEFAULT_COLUMNS: Mapping[str, str] = MappingProxyType(_DEFAULT_COLUMNS)
 TYPES = ("buy", "gift", "redeem")
 
 _NUMBERS = ("points", "revenue")
-#: the reject reason codes, in the order they are checked: the first that applies is given
+#: the reject reason codes, in the order they are checked: the first that applies is given.
+#: From the bytes up: a record that is not well-formed CSV, then missing values, values that
+#: do not parse, values that parse but cannot be used, and last the duplicates.
 REASONS = (
+    MALFORMED,
     "missing_member_id",
     *(f"missing_field:{name}" for name in CANONICAL[1:]),
     "bad_timestamp",
@@ -252,7 +255,8 @@ def _parsed(
         text["type"].str.to_lowercase().replace_strict(types, default=None).alias("_type"),
         *(text[name].cast(pl.Float64, strict=False).alias(f"_{name}") for name in _NUMBERS),
     )
-    checks = [pl.col(f"_missing_{name}") for name in CANONICAL]
+    checks = [pl.col("problem") == MALFORMED]
+    checks += [pl.col(f"_missing_{name}") for name in CANONICAL]
     checks += [pl.col("_ts").is_null(), pl.col("_ts") > as_of, pl.col("_type").is_null()]
     checks += [pl.col(f"_{name}").is_null() | ~pl.col(f"_{name}").is_finite() for name in _NUMBERS]
     # The first failing check wins. A small integer per row is much cheaper than a string:
@@ -402,7 +406,11 @@ def _exact_duplicates(rows: pl.DataFrame) -> pl.DataFrame:
 
 
 def _members(transactions: pl.DataFrame, rejects: pl.DataFrame) -> pl.Series:
-    """Every distinct non-empty member id (stripped), of usable and rejected rows, sorted."""
-    rejected = rejects.get_column("member_id").str.strip_chars()
+    """Every distinct non-empty member id (stripped), of usable and rejected rows, sorted.
+
+    A malformed row's member id is not one: where its fields begin and end is a guess.
+    """
+    readable = rejects.filter(pl.col("_reason") != REASONS.index(MALFORMED))
+    rejected = readable.get_column("member_id").str.strip_chars()
     ids = pl.concat([transactions.get_column("member_id").unique(), rejected])
     return ids.filter(ids != "").unique().sort().alias("member_id")
