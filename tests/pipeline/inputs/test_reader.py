@@ -745,7 +745,7 @@ def test_file_name_is_not_a_pattern(tmp_path: Path, as_of: datetime) -> None:
     assert read_transactions(path, as_of=as_of).rows_used == 1
 
 
-def test_non_utf8_bytes_spoil_only_their_values(tmp_path: Path, as_of: datetime) -> None:
+def test_non_utf8_bytes_spoil_only_their_rows(tmp_path: Path, as_of: datetime) -> None:
     path = tmp_path / "partner.csv"
     path.write_bytes(
         HEADER.encode()
@@ -756,9 +756,73 @@ def test_non_utf8_bytes_spoil_only_their_values(tmp_path: Path, as_of: datetime)
 
     result = read_transactions(path, as_of=as_of)
 
-    assert result.transactions["member_id"].to_list() == ["A\ufffd", "C"]
-    assert result.rejects_by_reason == {"bad_number:points": 1}
-    assert result.members.to_list() == ["A\ufffd", "B", "C"]
+    assert result.transactions["member_id"].to_list() == ["C"]
+    assert result.rejects.select(
+        "line", "memberId", "lastTransactionPointsBought", "reason"
+    ).rows() == [
+        (2, "A\ufffd", "100", "bad_encoding:member_id"),
+        (3, "B", "1\ufffd00", "bad_encoding:points"),
+    ]
+    # an id that is not UTF-8 is no member: B's row is rejected for its points, B is one
+    assert result.members.to_list() == ["B", "C"]
+
+
+def test_two_ids_spoilt_alike_are_neither_merged_nor_members(
+    tmp_path: Path, as_of: datetime
+) -> None:
+    # Read lossily, both ids were NNNN\ufffd\ufffd01: one member, the second row its duplicate.
+    path = tmp_path / "partner.csv"
+    path.write_bytes(
+        f"{HEADER}\n{ROW}\n".encode()
+        + b"NNNN\xff\xfe01,2023-05-01 10:00:00,buy,100,1.0\n"
+        + b"NNNN\xfe\xff01,2023-05-01 10:00:00,buy,100,1.0\n"
+        + f"B{ROW[1:]}\n".encode()
+    )
+
+    result = read_transactions(path, as_of=as_of)
+
+    assert result.transactions["member_id"].to_list() == ["A", "B"]
+    assert result.rejects.select("line", "reason").rows() == [
+        (3, "bad_encoding:member_id"),
+        (4, "bad_encoding:member_id"),
+    ]
+    assert result.members.to_list() == ["A", "B"]
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        pytest.param(b"A\xe9,2023-05-06 07:08:09,buy,100,1.0", "bad_encoding:member_id", id="id"),
+        pytest.param(b"A,2023-05-06\xa007:08:09,buy,100,1.0", "bad_encoding:ts", id="ts"),
+        pytest.param(b"A,2023-05-06 07:08:09,b\xfcy,100,1.0", "bad_encoding:type", id="type"),
+        pytest.param(b"A,2023-05-06 07:08:09,buy,100,1.\x80", "bad_encoding:revenue", id="revenue"),
+        pytest.param(b"A,,b\xfcy,,", "bad_encoding:type", id="before a missing field"),
+        pytest.param(b"A\xe9,bogus,b\xfcy,x,1", "bad_encoding:member_id", id="first column"),
+        pytest.param(
+            b'A"\xe9,2023-05-06 07:08:09,buy,100,1.0', "malformed_row", id="malformed first"
+        ),
+        pytest.param(
+            b"A\xe2\x82,2023-05-06 07:08:09,buy,100,1.0", "bad_encoding:member_id", id="cut"
+        ),
+        pytest.param("A\ufffd,2023-05-06 07:08:09,buy,100,1.0".encode(), None, id="U+FFFD is text"),
+    ],
+)
+def test_a_value_that_is_not_utf8_is_rejected_naming_its_column(
+    tmp_path: Path, as_of: datetime, line: bytes, reason: str | None
+) -> None:
+    path = tmp_path / "partner.csv"
+    path.write_bytes(f"{HEADER}\n".encode() + line + b"\n")
+    result = read_transactions(path, as_of=as_of)
+    assert result.rejects["reason"].to_list() == ([] if reason is None else [reason])
+
+
+def test_bytes_that_are_not_utf8_in_a_column_not_mapped_spoil_nothing(
+    write_csv: WriteCsv, tmp_path: Path, as_of: datetime
+) -> None:
+    path = tmp_path / "partner.csv"
+    path.write_bytes(f"note,{HEADER}\n".encode() + b"caf\xe9," + f"{ROW}\n".encode())
+    result = read_transactions(path, as_of=as_of)
+    assert (result.rows_used, result.rows_rejected) == (1, 0)
 
 
 def test_blank_line_is_a_row_without_member_id(write_csv: WriteCsv, as_of: datetime) -> None:

@@ -14,7 +14,12 @@ from polars.testing import assert_frame_equal
 
 from offerflow.errors import InputError
 from offerflow.pipeline.inputs import sources
-from offerflow.pipeline.inputs.sources import MALFORMED, TextChunks, read_text_columns
+from offerflow.pipeline.inputs.sources import (
+    BAD_ENCODING,
+    MALFORMED,
+    TextChunks,
+    read_text_columns,
+)
 
 COLUMNS = {"member_id": "id", "ts": "when"}
 #: larger than any file here: the whole file in one batch
@@ -155,9 +160,17 @@ def test_a_row_with_too_many_fields_in_a_later_batch_is_located(tmp_path: Path) 
     assert raised.value.line == 5
 
 
-def test_a_non_utf8_byte_in_a_later_batch_spoils_only_its_value(tmp_path: Path) -> None:
-    path = write(tmp_path, b"id,when\nA,1\nB,2\nC\xff,3\nD,4\n")
-    assert read(path, 4)["member_id"].to_list() == ["A", "B", "C\ufffd", "D"]
+@pytest.mark.parametrize("chunk_bytes", [1, 4, 9, WHOLE])
+def test_a_non_utf8_byte_in_a_later_batch_spoils_only_its_row(
+    tmp_path: Path, chunk_bytes: int
+) -> None:
+    path = write(tmp_path, b"id,when\nA,1\nB,2\nC\xff,3\xfe\xfe\nD,4\n")
+
+    batched = read(path, chunk_bytes)
+
+    assert batched["member_id"].to_list() == ["A", "B", "C\ufffd", "D"]
+    assert batched["ts"].to_list() == ["1", "2", "3\ufffd\ufffd", "4"]
+    assert batched["problem"].to_list() == [None, None, BAD_ENCODING + "member_id", None]
 
 
 # --- records that break the quoting rules ----------------------------------------------------

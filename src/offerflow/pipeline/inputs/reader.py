@@ -42,7 +42,13 @@ import polars as pl
 
 from offerflow.config import DEFAULT_COLUMNS as _DEFAULT_COLUMNS
 from offerflow.errors import InputError
-from offerflow.pipeline.inputs.sources import MALFORMED, Format, TextChunks, read_text_columns
+from offerflow.pipeline.inputs.sources import (
+    BAD_ENCODING,
+    MALFORMED,
+    Format,
+    TextChunks,
+    read_text_columns,
+)
 
 __all__ = [
     "CANONICAL",
@@ -64,10 +70,12 @@ TYPES = ("buy", "gift", "redeem")
 
 _NUMBERS = ("points", "revenue")
 #: the reject reason codes, in the order they are checked: the first that applies is given.
-#: From the bytes up: a record that is not well-formed CSV, then missing values, values that
-#: do not parse, values that parse but cannot be used, and last the duplicates.
+#: From the bytes up: a record that is not well-formed CSV, a value that is not UTF-8, then
+#: missing values, values that do not parse, values that parse but cannot be used, and last
+#: the duplicates.
 REASONS = (
     MALFORMED,
+    *(f"{BAD_ENCODING}{name}" for name in CANONICAL),
     "missing_member_id",
     *(f"missing_field:{name}" for name in CANONICAL[1:]),
     "bad_timestamp",
@@ -256,6 +264,7 @@ def _parsed(
         *(text[name].cast(pl.Float64, strict=False).alias(f"_{name}") for name in _NUMBERS),
     )
     checks = [pl.col("problem") == MALFORMED]
+    checks += [pl.col("problem") == f"{BAD_ENCODING}{name}" for name in CANONICAL]
     checks += [pl.col(f"_missing_{name}") for name in CANONICAL]
     checks += [pl.col("_ts").is_null(), pl.col("_ts") > as_of, pl.col("_type").is_null()]
     checks += [pl.col(f"_{name}").is_null() | ~pl.col(f"_{name}").is_finite() for name in _NUMBERS]
@@ -408,9 +417,11 @@ def _exact_duplicates(rows: pl.DataFrame) -> pl.DataFrame:
 def _members(transactions: pl.DataFrame, rejects: pl.DataFrame) -> pl.Series:
     """Every distinct non-empty member id (stripped), of usable and rejected rows, sorted.
 
-    A malformed row's member id is not one: where its fields begin and end is a guess.
+    Neither is the member id of a malformed row (where its fields begin and end is a guess) nor
+    one that is not UTF-8 (two different ids may read as the same text).
     """
-    readable = rejects.filter(pl.col("_reason") != REASONS.index(MALFORMED))
+    unreadable = [REASONS.index(MALFORMED), REASONS.index(f"{BAD_ENCODING}member_id")]
+    readable = rejects.filter(~pl.col("_reason").is_in(unreadable))
     rejected = readable.get_column("member_id").str.strip_chars()
     ids = pl.concat([transactions.get_column("member_id").unique(), rejected])
     return ids.filter(ids != "").unique().sort().alias("member_id")

@@ -25,8 +25,10 @@ a stray quote turns their parity and with it every record end after it. Reading 
 ``quote_style="always"`` copy of 1.1 million generated rows (63 MB) takes 7 to 14% more CPU than
 counting quotes did; a file without quotes reads as before.
 
-CSV files are parsed strictly as UTF-8 first; a stray non-UTF-8 byte then costs a second, lossy
-read, so that it spoils one value, not the whole file.
+A piece is parsed as UTF-8. Bytes that are not UTF-8 spoil their values only: a piece holding
+some is decoded again with a marker in place of each such byte, and a row whose mapped column
+holds one comes with the problem ``bad_encoding:<name>`` (its first such column, in the order of
+``columns``), the bytes shown as U+FFFD. A U+FFFD the file itself holds, as UTF-8, is text.
 
 Line ends may be LF or CRLF, the two read alike (polars drops the CR before a newline). CR CR LF,
 what converting a file that already ends its lines in CRLF to CRLF leaves, reads as CRLF; a file
@@ -46,7 +48,7 @@ import polars as pl
 
 from offerflow.errors import InputError
 
-__all__ = ["MALFORMED", "Format", "TextChunks", "read_text_columns"]
+__all__ = ["BAD_ENCODING", "MALFORMED", "Format", "TextChunks", "read_text_columns"]
 
 #: the file formats the reader takes
 Format = Literal["csv", "parquet"]
@@ -54,6 +56,8 @@ Format = Literal["csv", "parquet"]
 TextChunks = Callable[[], Iterator[pl.DataFrame]]
 #: the problem of a row whose record breaks CSV's quoting rules
 MALFORMED = "malformed_row"
+#: the problem of a row whose mapped column holds bytes that are not UTF-8, before its name
+BAD_ENCODING = "bad_encoding:"
 
 _T = TypeVar("_T")
 _Encoding = Literal["utf8", "utf8-lossy"]
@@ -72,8 +76,10 @@ _QUOTE = b'"'
 _CR_CR_LF = b"\r\r\n"
 #: a CR that ends no line: what a file whose lines end in a bare CR has in its first line
 _BARE_CR = re.compile(rb"\r[^\r]")
-#: Unicode noncharacters: never meant as text, so one absent from a piece marks its placeholders
+#: Unicode noncharacters: never meant as text, so one absent from a piece can mark things in it
 _MARKERS = tuple(map(chr, range(0xFDD0, 0xFDF0)))
+#: what the ``surrogateescape`` error handler decodes a byte that is not UTF-8 to
+_ESCAPED = re.compile("[\udc80-\udcff]")
 
 # A quoted field, its inner quotes doubled; possessive, so that a failed match never backtracks.
 _QUOTED = rb'"[^"]*+(?:""[^"]*+)*+"'
@@ -127,7 +133,8 @@ def read_text_columns(
     as DataFrames (at least one, maybe empty) with a ``line`` column (Int64: the header's line +
     the record number; in a Parquet file the row number + 2), one String column per canonical
     name, and a ``problem`` column (String): :data:`MALFORMED` for a record that breaks CSV's
-    quoting rules, else null. ``fmt`` defaults to Parquet for a ``.parquet``/``.pq`` suffix and
+    quoting rules, :data:`BAD_ENCODING` + the canonical name for a mapped column holding bytes
+    that are not UTF-8, else null. ``fmt`` defaults to Parquet for a ``.parquet``/``.pq`` suffix and
     CSV otherwise; ``chunk_bytes`` is the size of the pieces a CSV file is parsed in. Raises
     InputError when the file cannot be read as a table, also when that shows only while
     ``then`` reads it.
@@ -146,15 +153,7 @@ def read_text_columns(
         schema = _scan(header, fmt, "utf8-lossy").collect_schema()
         _check_schema(path, list(columns.values()), schema, line=layout.header_line)
         layout = _Layout(layout.header_line, layout.doubled_cr, tuple(schema.names()))
-
-        def chunks(encoding: _Encoding) -> TextChunks:
-            return lambda: _csv_chunks(path, columns, layout, encoding, size)
-
-        try:
-            return then(chunks("utf8"))
-        except pl.exceptions.ComputeError:
-            pass  # most likely a non-UTF-8 byte: the lossy read below tells
-        return then(chunks("utf8-lossy"))
+        return then(lambda: _csv_chunks(path, columns, layout, size))
     except OSError as exc:
         raise InputError(f"cannot read the file: {exc.strerror or exc}", path=path) from exc
     except pl.exceptions.PolarsError as exc:
@@ -189,27 +188,50 @@ def _parquet_chunks(path: Path, columns: Mapping[str, str]) -> Iterator[pl.DataF
 
 
 def _csv_chunks(
-    path: Path, columns: Mapping[str, str], layout: _Layout, encoding: _Encoding, size: int
+    path: Path, columns: Mapping[str, str], layout: _Layout, size: int
 ) -> Iterator[pl.DataFrame]:
     # Each piece is parsed on its own: the records before it are only counted, for `line`.
     records = 0
     with path.open("rb") as handle:
         read = _reads(handle, size, layout.doubled_cr)
         header, data = _header(read)
+        # its names were read lossily when the mapping was checked, so they are read here too
+        header = header.decode("utf-8", "replace").encode()
         for piece in _csv_pieces(read, data, len(layout.names)):
             first_line = layout.header_line + 1 + records
             try:
-                frame = _text(_scan(header + piece.body, "csv", encoding), columns, first_line)
-                chunk = _with_malformed(frame.collect(), piece, columns, layout.names)
+                chunk = _parse(header + piece.body, columns, first_line)
             except pl.exceptions.ComputeError as exc:
-                if encoding == "utf8":
-                    raise  # maybe a non-UTF-8 byte: read_text_columns reads again, lossily
                 raise _locate(piece.body, path, first_line, len(layout.names), exc) from exc
+            chunk = _with_malformed(chunk, piece, columns, layout.names)
             records += chunk.height
             if piece.unclosed:
                 line = layout.header_line + 1 + records
                 raise InputError("a quoted field of this row is never closed", path=path, line=line)
             yield chunk
+
+
+def _parse(text: bytes, columns: Mapping[str, str], first_line: int) -> pl.DataFrame:
+    """The rows of a CSV text, each with a ``problem`` where a mapped value is not UTF-8."""
+    try:
+        return _text(_scan(text, "csv", "utf8"), columns, first_line).collect()
+    except pl.exceptions.ComputeError:
+        try:
+            text.decode()
+        except UnicodeDecodeError:
+            pass
+        else:
+            raise  # not a matter of encoding
+    decoded = text.decode("utf-8", "surrogateescape")
+    marker = _unused(decoded)
+    frame = _text(_scan(_ESCAPED.sub(marker, decoded).encode(), "csv", "utf8"), columns, first_line)
+    spoilt = {name: pl.col(name).str.contains(marker, literal=True) for name in columns}
+    return frame.with_columns(
+        *(pl.col(name).str.replace_all(marker, "\ufffd", literal=True) for name in columns),
+        pl.coalesce(
+            pl.when(spoilt[name]).then(pl.lit(BAD_ENCODING + name)) for name in columns
+        ).alias("problem"),
+    ).collect()
 
 
 def _reads(handle: BinaryIO, size: int, doubled_cr: bool) -> Callable[[], bytes]:
@@ -302,10 +324,11 @@ def _record_end(data: bytes, start: int) -> int:
     return -1 if record is None else record.end()
 
 
-def _unused(data: bytes) -> str:
+def _unused(data: bytes | str) -> str:
     """A noncharacter absent from ``data``."""
     for marker in _MARKERS:
-        if marker.encode() not in data:
+        present = marker in data if isinstance(data, str) else marker.encode() in data
+        if not present:
             return marker
     raise InputError("a piece of the file holds every Unicode noncharacter: is it text?")
 
