@@ -20,6 +20,7 @@ from offerflow.pipeline.inputs.reader import (
     REASONS,
     ReadResult,
     parse_as_of,
+    read_inputs,
     read_transactions,
 )
 from tests.reference import expected_results
@@ -893,6 +894,77 @@ def test_typed_parquet_columns_are_read_as_text_first(tmp_path: Path, as_of: dat
 
     assert result.transactions.row(0) == (2, "A", utc(2023, 5, 6, 7, 8, 9), "buy", 100.0, 1.5)
     assert result.rejects["reason"].to_list() == ["future_timestamp"]
+
+
+# --- several files (a glob) ---------------------------------------------------------------------
+
+
+def _files(tmp_path: Path, *contents: tuple[str, ...]) -> Path:
+    """Write one CSV file per tuple of data lines, in name order; returns their glob."""
+    for index, lines in enumerate(contents):
+        (tmp_path / f"part-{index}.csv").write_text(
+            "".join(f"{line}\n" for line in (HEADER, *lines)), encoding="utf-8"
+        )
+    return tmp_path / "part-*.csv"
+
+
+def test_a_row_repeating_one_of_an_earlier_file_is_a_duplicate_keeping_its_file_and_line(
+    tmp_path: Path, as_of: datetime
+) -> None:
+    other = f"B{ROW[1:]}"
+    pattern = _files(tmp_path, (ROW, other), (f"C{ROW[1:]}", ROW, ROW), (other,))
+
+    result = read_inputs(pattern, as_of=as_of)
+
+    assert result.transactions["member_id"].to_list() == ["A", "B", "C"]
+    assert result.rejects.select("file", "line", "reason").rows() == [
+        (str(tmp_path / "part-1.csv"), 3, "duplicate_row"),
+        (str(tmp_path / "part-1.csv"), 4, "duplicate_row"),
+        (str(tmp_path / "part-2.csv"), 2, "duplicate_row"),
+    ]
+    assert result.rejects.row(0)[2:] == (*ROW.split(","), "duplicate_row")
+    assert (result.rows_in, result.rows_used, result.rows_rejected) == (6, 3, 3)
+
+
+def test_several_files_keep_their_own_lines_and_their_order(
+    tmp_path: Path, as_of: datetime
+) -> None:
+    late = "A,2023-05-06 07:08:09,gift,5,1.0"  # the same instant as ROW: the later file is later
+    pattern = _files(tmp_path, (ROW, "B,,,,"), ("C,bogus,buy,1,1", late))
+
+    result = read_inputs(pattern, as_of=as_of)
+
+    assert result.rejects.select("file", "line", "reason").rows() == [
+        (str(tmp_path / "part-0.csv"), 3, "missing_field:ts"),
+        (str(tmp_path / "part-1.csv"), 2, "bad_timestamp"),
+    ]
+    lines = result.transactions["line"].to_list()
+    assert lines == sorted(set(lines))
+    assert result.transactions["type"].to_list() == ["buy", "gift"]
+    assert result.members.to_list() == ["A", "B", "C"]
+
+
+def test_a_pattern_no_file_matches_is_an_input_error(tmp_path: Path, as_of: datetime) -> None:
+    with pytest.raises(InputError, match="no file matches") as raised:
+        read_inputs(tmp_path / "none-*.csv", as_of=as_of)
+    assert raised.value.path == tmp_path / "none-*.csv"
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_rows_reads_a_sample_of_the_first_rows(
+    tmp_path: Path, write_csv: WriteCsv, as_of: datetime, suffix: str
+) -> None:
+    path = write_csv(*(f"M{i}{ROW[1:]}" for i in range(50)), "M0,bogus,buy,1,1")
+    if suffix == ".parquet":
+        path = tmp_path / "partner.parquet"
+        pl.read_csv(
+            write_csv(*(f"M{i}{ROW[1:]}" for i in range(50))), infer_schema=False
+        ).write_parquet(path)
+
+    result = read_transactions(path, as_of=as_of, rows=20)
+
+    assert result.rows_in == 20
+    assert result.transactions["member_id"].to_list() == [f"M{i}" for i in range(20)]
 
 
 # --- a member with many transactions ----------------------------------------------------------

@@ -34,9 +34,11 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
+from functools import partial
+from itertools import accumulate
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
 
@@ -93,6 +95,7 @@ _TS_ANY = (
     r"(?:[Tt ](?<time>\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?)(?<offset>[Zz]|[+-]\d{2}:\d{2})?)?$"
 )
 _AS_OF = re.compile(r"\d{4}-\d{2}-\d{2}")
+_T = TypeVar("_T")
 
 
 @dataclass(slots=True)
@@ -135,31 +138,17 @@ class ReadResult:
 def read_inputs(pattern: Path, **options: Any) -> ReadResult:
     """Read a file, or every file a glob pattern matches (in name order), as one input.
 
-    With several files, ``rejects`` gains a ``file`` column (its ``line`` counts within that
-    file), transactions are ordered file after file (equal timestamps keep that order), and
-    duplicate rows are found within a file, not across files.
+    ``options`` are those of :func:`read_transactions`. With several files, ``rejects`` gains a
+    ``file`` column (its ``line`` counts within that file), transactions are ordered file after
+    file (equal timestamps keep that order), and a row that repeats one of an earlier file is a
+    duplicate as one that repeats an earlier row of its own file is.
     """
     if not glob.has_magic(str(pattern)):
         return read_transactions(pattern, **options)
     paths = sorted(Path(p) for p in glob.glob(str(pattern)))
     if not paths:
         raise InputError("no file matches this pattern", path=pattern)
-    results = [read_transactions(path, **options) for path in paths]
-    offset = 0
-    transactions = []
-    for result in results:
-        transactions.append(result.transactions.with_columns(pl.col("line") + offset))
-        offset += result.rows_in + 2  # keeps lines of different files apart
-    rejects = pl.concat(
-        [
-            r.rejects.with_columns(pl.lit(str(p)).alias("file")).select(
-                "file", pl.all().exclude("file")
-            )
-            for p, r in zip(paths, results, strict=True)
-        ]
-    )
-    members = pl.concat([r.members for r in results]).unique().sort()
-    return ReadResult(pl.concat(transactions), rejects, members, sum(r.rows_in for r in results))
+    return _read_files(paths, several=True, **options)
 
 
 def parse_as_of(text: str | None, *, now: datetime | None = None) -> datetime:
@@ -184,6 +173,7 @@ def read_transactions(
     fmt: Format | None = None,
     type_aliases: Mapping[str, str] | None = None,
     timestamp_format: str | None = None,
+    rows: int | None = None,
 ) -> ReadResult:
     """Read a CSV or Parquet file of transactions into usable rows and rejects.
 
@@ -193,12 +183,48 @@ def read_transactions(
     ``fmt`` defaults to Parquet for a ``.parquet``/``.pq`` suffix and CSV otherwise.
     ``timestamp_format`` (a strftime pattern) replaces the ISO 8601 forms for a partner that
     writes timestamps otherwise; without an offset in the pattern they are taken as UTC.
+    ``rows`` reads only the first rows of the file, as a sample.
 
     Raises InputError, naming the file and where known the line and the column, when the file
     cannot be read as a table: absent, unreadable, empty, not of its format, a mapped column
     missing, or a CSV row with more fields than the header.
     """
-    path = Path(path)
+    return _read_files(
+        [Path(path)],
+        several=False,
+        as_of=as_of,
+        columns=columns,
+        fmt=fmt,
+        type_aliases=type_aliases,
+        timestamp_format=timestamp_format,
+        rows=rows,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _FileRows:
+    """One file's rows after the first pass: duplicates not yet found."""
+
+    path: Path
+    #: usable rows: line, the parsed values, ``_hash`` of the raw values
+    usable: pl.DataFrame
+    #: rejected rows: line, the raw values, ``_reason`` (an index into REASONS)
+    rejected: pl.DataFrame
+    rows: int
+
+
+def _read_files(
+    paths: Sequence[Path],
+    *,
+    several: bool,
+    as_of: datetime,
+    columns: Mapping[str, str] = DEFAULT_COLUMNS,
+    fmt: Format | None = None,
+    type_aliases: Mapping[str, str] | None = None,
+    timestamp_format: str | None = None,
+    rows: int | None = None,
+) -> ReadResult:
+    """Read files in turn as one input: each file's rows, then the duplicates among them all."""
     source = _source_columns(columns)
     types = _type_mapping(type_aliases)
     moment = _utc(as_of)
@@ -207,8 +233,42 @@ def read_transactions(
     def parse(raw: pl.LazyFrame) -> pl.LazyFrame:
         return _parsed(raw, moment, types, parse_ts)
 
-    return read_text_columns(
-        path, source, fmt=fmt, then=lambda chunks: _read(chunks, parse, source)
+    def read(path: Path, then: Callable[[TextChunks], _T]) -> _T:
+        return read_text_columns(path, source, fmt=fmt, then=then, rows=rows)
+
+    files = [read(path, partial(_first_pass, path, parse=parse)) for path in paths]
+    # Lines of later files are shifted past those of earlier ones: one order across the files.
+    offsets = list(accumulate((f.rows + 2 for f in files[:-1]), initial=0))
+    # No rechunk: it would copy the largest table of the read, for nothing.
+    usable = pl.concat(
+        [f.usable.with_columns(pl.col("line") + at) for f, at in zip(files, offsets, strict=True)],
+        rechunk=False,
+    )
+    duplicates = _duplicates(usable, files, offsets, read)
+    transactions = usable.filter(
+        ~pl.col("line").is_in(duplicates.get_column("line").implode())
+    ).drop("_hash")
+    del usable
+    duplicate = pl.lit(REASONS.index("duplicate_row"), pl.UInt8).alias("_reason")
+    rejected = [
+        pl.concat([f.rejected, _within(duplicates, at, f.rows).with_columns(duplicate)]).sort(
+            "line"
+        )
+        for f, at in zip(files, offsets, strict=True)
+    ]
+    rejects = pl.concat(
+        [
+            _rejects(r, source).select(pl.lit(str(f.path)).alias("file"), pl.all())
+            if several
+            else _rejects(r, source)
+            for f, r in zip(files, rejected, strict=True)
+        ]
+    )
+    return ReadResult(
+        transactions=transactions,
+        rejects=rejects,
+        members=_members(transactions, pl.concat(rejected)),
+        rows_in=sum(f.rows for f in files),
     )
 
 
@@ -323,12 +383,10 @@ def _timestamp_as(pattern: str) -> Callable[[pl.Expr], pl.Expr]:
     return parse
 
 
-def _read(
-    chunks: TextChunks,
-    parse: Callable[[pl.LazyFrame], pl.LazyFrame],
-    source: Mapping[str, str],
-) -> ReadResult:
-    """Parse the file chunk by chunk into usable rows and rejects, then find the duplicates."""
+def _first_pass(
+    path: Path, chunks: TextChunks, parse: Callable[[pl.LazyFrame], pl.LazyFrame]
+) -> _FileRows:
+    """Parse a file chunk by chunk into usable rows and rejects."""
     usable: list[pl.DataFrame] = []
     rejected: list[pl.DataFrame] = []
     rows = 0
@@ -342,33 +400,24 @@ def _read(
             )
         )
         rejected.append(parsed.filter(~ok).select("line", *_own_text(CANONICAL), "_reason"))
-    # No rechunk: it would copy the largest table of the read, for nothing.
-    transactions = pl.concat(usable, rechunk=False)
-    rejects = pl.concat(rejected)
-    del usable, rejected  # the chunks' rejects, which concat copied
-    duplicates = _duplicates(transactions, chunks)
-    if duplicates.height:
-        transactions = transactions.filter(
-            ~pl.col("line").is_in(duplicates.get_column("line").implode())
-        )
-        reason = pl.lit(REASONS.index("duplicate_row"), pl.UInt8).alias("_reason")
-        rejects = pl.concat([rejects, duplicates.with_columns(reason)]).sort("line")
-    transactions = transactions.drop("_hash")
-    return ReadResult(
-        transactions=transactions,
-        rejects=rejects.select(
-            "line",
-            *(
-                pl.when(pl.col(name) != "").then(pl.col(name)).alias(source[name])
-                for name in CANONICAL
-            ),
-            pl.col("_reason")
-            .replace_strict(dict(enumerate(REASONS)), return_dtype=pl.String)
-            .alias("reason"),
-        ),
-        members=_members(transactions, rejects),
-        rows_in=rows,
+    return _FileRows(path, pl.concat(usable, rechunk=False), pl.concat(rejected), rows)
+
+
+def _rejects(rejected: pl.DataFrame, source: Mapping[str, str]) -> pl.DataFrame:
+    """Rejected rows as ``rejects.csv`` has them: line, raw values (null for empty), reason."""
+    return rejected.select(
+        "line",
+        *(pl.when(pl.col(name) != "").then(pl.col(name)).alias(source[name]) for name in CANONICAL),
+        pl.col("_reason")
+        .replace_strict(dict(enumerate(REASONS)), return_dtype=pl.String)
+        .alias("reason"),
     )
+
+
+def _within(rows: pl.DataFrame, offset: int, lines: int) -> pl.DataFrame:
+    """The rows of one file among those of all files, its own line numbers given back."""
+    line = pl.col("line")
+    return rows.filter(line.is_between(offset, offset + lines + 1)).with_columns(line - offset)
 
 
 def _own_text(names: Sequence[str]) -> list[pl.Expr]:
@@ -380,22 +429,38 @@ def _own_text(names: Sequence[str]) -> list[pl.Expr]:
     return [pl.concat_str(pl.col(name), pl.lit("")).alias(name) for name in names]
 
 
-def _duplicates(transactions: pl.DataFrame, chunks: TextChunks) -> pl.DataFrame:
+def _duplicates(
+    usable: pl.DataFrame,
+    files: Sequence[_FileRows],
+    offsets: Sequence[int],
+    read: Callable[[Path, Callable[[TextChunks], pl.DataFrame]], pl.DataFrame],
+) -> pl.DataFrame:
     """The usable rows whose raw values are exactly those of an earlier row: line, raw values.
 
     Rows of equal raw values have equal hashes, so only the rows whose hash repeats are read
-    again from the file, and their raw text compared. In a file without duplicates that is
-    none, and nothing is read again.
+    again from their files, and their raw text compared. In an input without duplicates that
+    is none, and nothing is read again.
     """
-    repeated = _repeated(transactions.get_column("_hash"))
+    repeated = _repeated(usable.get_column("_hash"))
     if repeated.is_empty():
         return pl.DataFrame(schema=[("line", pl.Int64), *((name, pl.String) for name in CANONICAL)])
-    suspects = transactions.filter(pl.col("_hash").is_in(repeated.implode())).get_column("line")
-    again = pl.concat(
-        text.filter(pl.col("line").is_in(suspects.implode())).select("line", *_own_text(CANONICAL))
-        for text in chunks()
-    )
-    return _exact_duplicates(again)
+    suspects = usable.filter(pl.col("_hash").is_in(repeated.implode())).select("line")
+    again = []
+    for file, at in zip(files, offsets, strict=True):
+        lines = _within(suspects, at, file.rows).get_column("line")
+        if lines.is_empty():
+            continue
+
+        def suspected(chunks: TextChunks, lines: pl.Series = lines) -> pl.DataFrame:
+            return pl.concat(
+                text.filter(pl.col("line").is_in(lines.implode())).select(
+                    "line", *_own_text(CANONICAL)
+                )
+                for text in chunks()
+            )
+
+        again.append(read(file.path, suspected).with_columns(pl.col("line") + at))
+    return _exact_duplicates(pl.concat(again))
 
 
 def _repeated(hashes: pl.Series) -> pl.Series:

@@ -125,6 +125,7 @@ def read_text_columns(
     fmt: Format | None,
     then: Callable[[TextChunks], _T],
     chunk_bytes: int | None = None,
+    rows: int | None = None,
 ) -> _T:
     """Hand ``then`` the mapped columns of ``path`` as text chunks; return what it returns.
 
@@ -135,7 +136,8 @@ def read_text_columns(
     name, and a ``problem`` column (String): :data:`MALFORMED` for a record that breaks CSV's
     quoting rules, :data:`BAD_ENCODING` + the canonical name for a mapped column holding bytes
     that are not UTF-8, else null. ``fmt`` defaults to Parquet for a ``.parquet``/``.pq`` suffix and
-    CSV otherwise; ``chunk_bytes`` is the size of the pieces a CSV file is parsed in. Raises
+    CSV otherwise; ``chunk_bytes`` is the size of the pieces a CSV file is parsed in; ``rows``
+    reads only the file's first rows, as a sample. Raises
     InputError when the file cannot be read as a table, also when that shows only while
     ``then`` reads it.
     """
@@ -146,14 +148,14 @@ def read_text_columns(
             _probe_parquet(path)
             schema = _scan(path, fmt, "utf8").collect_schema()
             _check_schema(path, list(columns.values()), schema, line=None)
-            return then(lambda: _parquet_chunks(path, columns))
+            return then(lambda: _parquet_chunks(path, columns, rows))
         layout = _probe_csv(path)
         with path.open("rb") as handle:
             header = _header(_reads(handle, size, layout.doubled_cr))[0]
         schema = _scan(header, fmt, "utf8-lossy").collect_schema()
         _check_schema(path, list(columns.values()), schema, line=layout.header_line)
         layout = _Layout(layout.header_line, layout.doubled_cr, tuple(schema.names()))
-        return then(lambda: _csv_chunks(path, columns, layout, size))
+        return then(lambda: _csv_chunks(path, columns, layout, size, rows))
     except OSError as exc:
         raise InputError(f"cannot read the file: {exc.strerror or exc}", path=path) from exc
     except pl.exceptions.PolarsError as exc:
@@ -176,19 +178,24 @@ def _text(frame: pl.LazyFrame, columns: Mapping[str, str], first_line: int) -> p
     )
 
 
-def _parquet_chunks(path: Path, columns: Mapping[str, str]) -> Iterator[pl.DataFrame]:
+def _parquet_chunks(
+    path: Path, columns: Mapping[str, str], rows: int | None
+) -> Iterator[pl.DataFrame]:
     # polars' streaming engine reads a Parquet file a row group at a time. Never an empty
     # iterator: a file without rows yields one empty chunk, which has the schema.
+    frame = _text(_scan(path, "parquet", "utf8"), columns, 2)
+    if rows is not None:
+        frame = frame.head(rows)
     empty = True
-    for chunk in _text(_scan(path, "parquet", "utf8"), columns, 2).collect_batches():
+    for chunk in frame.collect_batches():
         empty = False
         yield chunk
     if empty:
-        yield _text(_scan(path, "parquet", "utf8"), columns, 2).collect()
+        yield frame.collect()
 
 
 def _csv_chunks(
-    path: Path, columns: Mapping[str, str], layout: _Layout, size: int
+    path: Path, columns: Mapping[str, str], layout: _Layout, size: int, rows: int | None
 ) -> Iterator[pl.DataFrame]:
     # Each piece is parsed on its own: the records before it are only counted, for `line`.
     records = 0
@@ -205,6 +212,9 @@ def _csv_chunks(
                 raise _locate(piece.body, path, first_line, len(layout.names), exc) from exc
             chunk = _with_malformed(chunk, piece, columns, layout.names)
             records += chunk.height
+            if rows is not None and records >= rows:
+                yield chunk.head(chunk.height - (records - rows))
+                return
             if piece.unclosed:
                 line = layout.header_line + 1 + records
                 raise InputError("a quoted field of this row is never closed", path=path, line=line)
