@@ -56,9 +56,11 @@ from offerflow.pipeline.workflow import (
     Recorder,
     build_workflow,
     check_config,
+    check_input,
     client_for,
     feature_registry,
     offers_schema,
+    read_input,
 )
 
 __all__ = [
@@ -89,6 +91,7 @@ __all__ = [
     "build_workflow",
     "check_config",
     "check_contracts",
+    "check_input",
     "client_for",
     "compute_features",
     "feature_registry",
@@ -97,6 +100,7 @@ __all__ = [
     "new_run_dir",
     "offers_schema",
     "parse_as_of",
+    "read_input",
     "read_manifest",
     "read_transactions",
     "registry_with",
