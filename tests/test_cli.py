@@ -226,6 +226,65 @@ def test_an_unwritable_output_exits_4_before_any_model_call(
     assert seen == []
 
 
+def test_bad_input_is_found_before_the_bundled_server_starts_and_leaves_a_record(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "members.csv"
+    data.write_text("a,b\n1,2\n")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "offerflow",
+            "run",
+            "--input",
+            str(data),
+            "--out",
+            str(tmp_path),
+            "--run-id",
+            "r",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == ExitCode.USAGE
+    error = f"{data}:1: missing column(s) 'memberId', "
+    assert result.stderr.startswith(f"offerflow: error: {error}")
+    assert result.stderr.count(error) == 1  # printed once: the log record is the run log's
+    run_dir = tmp_path / "default" / "r"
+    records = [json.loads(line) for line in (run_dir / "run.log").read_text().splitlines()]
+    assert [(r["level"], r["message"][:60]) for r in records] == [
+        ("ERROR", f"run failed (exit 2): {error}"[:60])
+    ]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert (summary["status"], summary["exit_code"]) == ("failed", ExitCode.USAGE)
+    assert summary["error"].startswith(error)
+
+
+def test_a_contract_mismatch_leaves_a_failed_summary_and_an_error_in_the_run_log(
+    tmp_path: Path, bundled: BundledServer, small_input: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    document = default_document(bundled.base_url, small_input)
+    document["offer"]["request"] = {"ats_prediction": "ats", "resp_prediction": "member_id"}
+    path = write_partner(tmp_path / "p.yaml", document)
+
+    code = main(["run", "--config", str(path), "--out", str(tmp_path), "--run-id", "r"])
+
+    assert code == ExitCode.USAGE
+    run_dir = tmp_path / "default" / "r"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert (summary["status"], summary["exit_code"]) == ("failed", ExitCode.USAGE)
+    assert summary["error"].startswith("endpoint contracts do not match the config:\n  offer: ")
+    assert capsys.readouterr().err.startswith(f"offerflow: error: {summary['error']}")
+    records = [json.loads(line) for line in (run_dir / "run.log").read_text().splitlines()]
+    assert (records[-1]["level"], records[-1]["message"]) == (
+        "ERROR",
+        f"run failed (exit 2): {summary['error']}",
+    )
+
+
 def test_a_bad_as_of_exits_2(tmp_path: Path) -> None:
     assert main(["run", "--as-of", "10/01/2024", "--out", str(tmp_path)]) == ExitCode.USAGE
 

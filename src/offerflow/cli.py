@@ -11,6 +11,7 @@ import contextlib
 import gc
 import logging
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -137,10 +138,16 @@ def _configure_console_logging(verbose: int) -> None:
         _console_handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
         )
+        _console_handler.addFilter(_not_printed_by_main)
         root.addHandler(_console_handler)
     # the handler filters the console; the loggers let INFO through for the run log
     _console_handler.setLevel(level)
     root.setLevel(min(level, logging.INFO))
+
+
+def _not_printed_by_main(record: logging.LogRecord) -> bool:
+    """False for the record that ends a failed run: :func:`main` prints that error itself."""
+    return not hasattr(record, "exit_code")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -148,9 +155,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from offerflow.config import DEFAULT_CONFIG, load_config
         from offerflow.pipeline import (
             ConsoleReport,
+            check_input,
             new_run_dir,
             parse_as_of,
+            read_input,
             read_manifest,
+            record_failure,
             run_log,
             run_until_done,
             write_manifest,
@@ -179,15 +189,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
         write_manifest(run_dir, config, args.config or DEFAULT_CONFIG, as_of)
     report = ConsoleReport(sys.stderr)
     with run_log(run_dir), contextlib.ExitStack() as stack:
-        server = None
-        if config.uses_bundled_server:
-            server = stack.enter_context(BundledServer(workers=args.server_workers))
-            log.info("bundled model server at %s", server.base_url)
-            config = config.with_bundled_base(server.base_url)
+        started, read, server = time.perf_counter(), None, None
+        # The input first: a file that will not do is found before a server starts.
+        try:
+            read = read_input(config, as_of)
+            check_input(config, read, as_of)
+            if config.uses_bundled_server:
+                server = stack.enter_context(BundledServer(workers=args.server_workers))
+                log.info("bundled model server at %s", server.base_url)
+                config = config.with_bundled_base(server.base_url)
+        except Exception as error:
+            wall_s = time.perf_counter() - started
+            record_failure(
+                config, run_dir=run_dir, as_of=as_of, error=error, read=read, wall_s=wall_s
+            )
+            raise
         outcome = run_until_done(
             config,
             run_dir=run_dir,
             as_of=as_of,
+            read=read,
             concurrency=args.concurrency,
             hooks=[report],
             progress=report.progress,

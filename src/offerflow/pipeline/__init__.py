@@ -50,7 +50,14 @@ from offerflow.pipeline.outputs import (
     write_json,
     write_manifest,
 )
-from offerflow.pipeline.run import Progress, RunReport, new_run_dir, run_pipeline, run_until_done
+from offerflow.pipeline.run import (
+    Progress,
+    RunReport,
+    new_run_dir,
+    record_failure,
+    run_pipeline,
+    run_until_done,
+)
 from offerflow.pipeline.stopping import Shutdown
 from offerflow.pipeline.workflow import (
     Recorder,
@@ -103,6 +110,7 @@ __all__ = [
     "read_input",
     "read_manifest",
     "read_transactions",
+    "record_failure",
     "registry_with",
     "run_log",
     "run_pipeline",
