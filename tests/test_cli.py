@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -158,7 +159,79 @@ def test_generate_data_is_deterministic(tmp_path: Path) -> None:
 def test_validate_accepts_the_default_partner(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", str(DEFAULT_CONFIG)]) == ExitCode.OK
     tasks = " → ".join(TASKS)
-    assert capsys.readouterr().out == f"{DEFAULT_CONFIG}: ok — partner 'default', tasks: {tasks}\n"
+    assert capsys.readouterr().out.splitlines() == [
+        f"input {DEFAULT_CONFIG.parent / 'default_members.csv'}: 4,954 of 5,093 rows usable, "
+        "rejected: missing_field:ts 129, missing_member_id 10 (each file's first 10,000 rows "
+        "at most)",
+        f"{DEFAULT_CONFIG}: ok — partner 'default', tasks: {tasks}",
+    ]
+
+
+def _wrong_columns(document: dict[str, Any], tmp_path: Path) -> str:
+    data = tmp_path / "columns.csv"
+    data.write_text("a,b\n1,2\n")
+    document["input"]["path"] = str(data)
+    return f"offerflow: error: {data}:1: missing column(s) 'memberId', "
+
+
+def _timestamps_otherwise(document: dict[str, Any], tmp_path: Path) -> str:
+    document["input"]["timestamp_format"] = "%d/%m/%Y %H:%M:%S"
+    return (
+        "offerflow: error: {path}: in a sample (each file's first 10,000 rows), 5,093 of 5,093 "
+        "rows are rejected (100.0%), above input.max_reject_rate (50.0%):"
+    )
+
+
+@pytest.mark.parametrize("spoil", [_wrong_columns, _timestamps_otherwise], ids=["columns", "ts"])
+def test_validate_checks_the_input_as_a_run_would_and_prints_no_ok(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], spoil: Any
+) -> None:
+    document = default_document()
+    expected = spoil(document, tmp_path).format(path=document["input"]["path"])
+    path = write_partner(tmp_path / "partner.yaml", document)
+
+    assert main(["validate", str(path)]) == ExitCode.USAGE
+
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(expected)
+
+
+def test_validate_checks_endpoints_after_the_input_and_prints_ok_last(
+    tmp_path: Path, bundled: BundledServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_partner(tmp_path / "p.yaml", default_document(bundled.base_url))
+    assert main(["validate", str(path), "--check-endpoints"]) == ExitCode.OK
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" ", 2)[:2] for line in lines] == [
+        ["input", str(DEFAULT_CONFIG.parent / "default_members.csv") + ":"],
+        ["endpoints", "checked:"],
+        [f"{path}:", "ok"],
+    ]
+
+
+def test_validate_prints_no_ok_when_the_endpoints_cannot_be_reached(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as sock:  # a port nothing listens on: bound, never listening
+        sock.bind(("127.0.0.1", 0))
+        base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        path = write_partner(tmp_path / "p.yaml", default_document(base_url))
+        assert main(["validate", str(path), "--check-endpoints"]) == ExitCode.USAGE
+    captured = capsys.readouterr()
+    assert ": ok" not in captured.out
+    assert captured.err.startswith("offerflow: error: endpoints could not be reached:")
+
+
+def test_validate_checks_the_input_before_asking_the_endpoints(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    document = default_document("http://127.0.0.1:9")
+    expected = _wrong_columns(document, tmp_path)
+    path = write_partner(tmp_path / "p.yaml", document)
+    assert main(["validate", str(path), "--check-endpoints"]) == ExitCode.USAGE
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err.startswith(expected)) == ("", True)
 
 
 def test_validate_names_an_unknown_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

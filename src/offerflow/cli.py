@@ -26,6 +26,9 @@ __all__ = ["entry", "main"]
 
 log = logging.getLogger("offerflow.cli")
 
+#: the rows of each input file ``validate`` reads: a run's checks on a sample of them
+VALIDATE_SAMPLE_ROWS = 10_000
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code (README, "Exit codes")."""
@@ -265,14 +268,24 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    """Check what a run checks before its first model call; print ok only once all passed."""
     from offerflow.config import load_config
-    from offerflow.pipeline import check_config
+    from offerflow.pipeline import check_config, check_input, parse_as_of, read_input
 
     config = load_config(args.config)
     order = check_config(config)
-    print(f"{args.config}: ok — partner {config.partner!r}, tasks: {' → '.join(order)}")
+    now = parse_as_of(None)
+    sample = read_input(config, now, rows=VALIDATE_SAMPLE_ROWS)
+    check_input(config, sample, now, sample=VALIDATE_SAMPLE_ROWS)
+    reasons = ", ".join(f"{reason} {count:,}" for reason, count in sample.rejects_by_reason.items())
+    print(
+        f"input {config.input.path}: {sample.rows_used:,} of {sample.rows_in:,} rows usable"
+        + (f", rejected: {reasons}" if reasons else "")
+        + f" (each file's first {VALIDATE_SAMPLE_ROWS:,} rows at most)"
+    )
     if args.check_endpoints:
         _check_endpoints(config)
+    print(f"{args.config}: ok — partner {config.partner!r}, tasks: {' → '.join(order)}")
     return ExitCode.OK
 
 
