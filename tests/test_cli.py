@@ -358,6 +358,58 @@ def test_a_contract_mismatch_leaves_a_failed_summary_and_an_error_in_the_run_log
     )
 
 
+def test_generate_data_to_an_unknown_suffix_exits_2_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "members.json"
+    with pytest.raises(SystemExit) as caught:
+        main(["generate-data", "--members", "3", "--out", str(out)])
+    assert caught.value.code == ExitCode.USAGE
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"offerflow generate-data: error: argument --out: {out}: the suffix says the format: "
+        ".csv or .parquet"
+    )
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [
+        ("nowhere/members.csv", "{tmp}/nowhere: no such directory"),
+        ("folder.csv", "{tmp}/folder.csv: cannot write: "),
+    ],
+    ids=["missing directory", "a directory"],
+)
+def test_generate_data_that_cannot_write_exits_4_naming_the_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], out: str, message: str
+) -> None:
+    (tmp_path / "folder.csv").mkdir()
+    code = main(["generate-data", "--members", "3", "--out", str(tmp_path / out)])
+    assert code == ExitCode.OUTPUT
+    assert capsys.readouterr().err.startswith(f"offerflow: error: {message.format(tmp=tmp_path)}")
+
+
+def test_serve_models_on_a_port_in_use_exits_2_naming_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve-models", "--port", str(port)]) == ExitCode.USAGE
+    assert capsys.readouterr().err == (
+        f"offerflow: error: cannot bind 127.0.0.1:{port}: Address already in use (port 0 picks "
+        "a free one)\n"
+    )
+
+
+def test_serve_models_refuses_a_port_out_of_range(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["serve-models", "--port", "70000"])
+    assert caught.value.code == ExitCode.USAGE
+    assert "70000 is not a port (0 to 65535" in capsys.readouterr().err
+
+
 def test_a_bad_as_of_exits_2(tmp_path: Path) -> None:
     assert main(["run", "--as-of", "10/01/2024", "--out", str(tmp_path)]) == ExitCode.USAGE
 

@@ -28,6 +28,8 @@ log = logging.getLogger("offerflow.cli")
 
 #: the rows of each input file ``validate`` reads: a run's checks on a sample of them
 VALIDATE_SAMPLE_ROWS = 10_000
+#: the suffixes ``generate-data`` writes
+_DATA_SUFFIXES = (".csv", ".parquet", ".pq")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -93,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve-models", help="serve the bundled model endpoints")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    serve.add_argument("--port", type=_port, default=8000, help="0 picks a free port")
     serve.add_argument("--workers", type=_positive, default=1)
     serve.add_argument("--access-log", action="store_true", help="log every request")
     serve.set_defaults(command=_cmd_serve)
@@ -101,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     generate = commands.add_parser("generate-data", help="write a synthetic transactions file")
     generate.add_argument("--members", type=_positive, required=True)
     generate.add_argument("--seed", type=int, default=0)
-    generate.add_argument("--out", type=Path, required=True, help=".csv or .parquet")
+    generate.add_argument("--out", type=_data_file, required=True, help=".csv or .parquet")
     generate.add_argument(
         "--config",
         type=Path,
@@ -125,6 +127,20 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
     return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port (0 to 65535; 0 picks a free one)")
+    return value
+
+
+def _data_file(text: str) -> Path:
+    path = Path(text)
+    if path.suffix.lower() not in _DATA_SUFFIXES:
+        raise argparse.ArgumentTypeError(f"{text}: the suffix says the format: .csv or .parquet")
+    return path
 
 
 _console_handler: logging.Handler | None = None
@@ -248,6 +264,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
+    from offerflow.errors import OutputError
     from offerflow.pipeline import generate_transactions, write_transactions
 
     layout: dict[str, Any] = {}
@@ -261,8 +278,13 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         layout = {"columns": source.columns, "type_spelling": spelling}
         if source.timestamp_format is not None:
             layout["timestamp_format"] = source.timestamp_format
+    if not args.out.parent.is_dir():  # found before the data is made
+        raise OutputError("no such directory", path=args.out.parent)
     table = generate_transactions(args.members, seed=args.seed, **layout)
-    write_transactions(table, args.out)
+    try:
+        write_transactions(table, args.out)
+    except OSError as exc:
+        raise OutputError(f"cannot write: {exc.strerror or exc}", path=args.out) from exc
     print(f"wrote {table.height} rows for {args.members} members to {args.out}")
     return ExitCode.OK
 
