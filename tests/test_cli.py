@@ -336,6 +336,30 @@ def test_bad_input_is_found_before_the_bundled_server_starts_and_leaves_a_record
     assert summary["error"].startswith(error)
 
 
+def test_too_many_rejects_stop_the_run_before_the_server_and_the_summary_keeps_the_ledger(
+    tmp_path: Path, small_input: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    document = default_document(input_path=small_input)  # bundled endpoints
+    document["input"]["timestamp_format"] = "%d/%m/%Y %H:%M:%S"
+    path = write_partner(tmp_path / "p.yaml", document)
+    rows = pl.read_csv(small_input).height
+
+    code = main(["run", "--config", str(path), "--out", str(tmp_path), "--run-id", "r"])
+
+    assert code == ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"offerflow: error: {small_input}: {rows:,} of {rows:,} rows are rejected"
+    )
+    assert "bad_timestamp: does input.timestamp_format '%d/%m/%Y %H:%M:%S' match '" in err
+    run_dir = tmp_path / "default" / "r"
+    log_text = (run_dir / "run.log").read_text()
+    assert "bundled model server" not in log_text
+    ledger = json.loads((run_dir / "summary.json").read_text())["ledger"]
+    assert (ledger["rows_in"], ledger["rows_used"], ledger["rows_rejected"]) == (rows, 0, rows)
+    assert sum(ledger["rejects_by_reason"].values()) == rows
+
+
 def test_a_contract_mismatch_leaves_a_failed_summary_and_an_error_in_the_run_log(
     tmp_path: Path, bundled: BundledServer, small_input: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -817,6 +817,18 @@ def test_a_value_that_is_not_utf8_is_rejected_naming_its_column(
     assert result.rejects["reason"].to_list() == ([] if reason is None else [reason])
 
 
+def test_a_u_fffd_of_the_file_stays_text_beside_bytes_that_are_not_utf8(
+    tmp_path: Path, as_of: datetime
+) -> None:
+    path = tmp_path / "partner.csv"
+    path.write_bytes(f"{HEADER}\nA\ufffd{ROW[1:]}\n".encode() + b"B\xff" + f"{ROW[1:]}\n".encode())
+    result = read_transactions(path, as_of=as_of)
+    assert result.transactions["member_id"].to_list() == ["A\ufffd"]
+    assert result.rejects.select("memberId", "reason").rows() == [
+        ("B\ufffd", "bad_encoding:member_id")
+    ]
+
+
 def test_bytes_that_are_not_utf8_in_a_column_not_mapped_spoil_nothing(
     write_csv: WriteCsv, tmp_path: Path, as_of: datetime
 ) -> None:
