@@ -9,17 +9,19 @@ tables (the row ledger)::
 
 A row is checked in the order of :data:`REASONS` and rejected with the first reason that applies.
 The last check is ``duplicate_row``: a row whose raw values in the five mapped columns (other
-columns are not compared) are exactly those of an earlier row. Identical raw values always get
-the same verdict from the other checks, so a duplicate of a usable row is rejected as
-``duplicate_row`` (the first occurrence is used), and a duplicate of a rejected row is rejected
-for the same reason as that row.
+columns are not compared) are exactly those of an earlier row, of its own file or of an earlier
+file of a glob. Identical raw values get the same verdict from the other checks, so a duplicate
+of a usable row is rejected as ``duplicate_row`` (the first occurrence is used), and a duplicate
+of a rejected row is rejected for the same reason as that row. (The values of a ``malformed_row``
+and those holding bytes that are not UTF-8 are a reading of the file, not its text: the row
+whose text they resemble is no copy of theirs.)
 
-The file is read in chunks (:mod:`~offerflow.pipeline.inputs.sources`), and of each row only what
+A file is read in chunks (:mod:`~offerflow.pipeline.inputs.sources`), and of each row only what
 the result needs is kept: the parsed values of a usable row, the raw text of a rejected one. So
-duplicates are found after the last chunk, and among usable rows only (a duplicate of a rejected
-row has its reason already): on a 64-bit hash of each row's raw values, after which the rows
-whose hash repeats are read again from the file and their raw text compared, so that a hash
-collision can cost time, never a row.
+duplicates are found after the last chunk of the last file, and among usable rows only (a
+duplicate of a rejected row has its reason already): on a 64-bit hash of each row's raw values,
+after which the rows whose hash repeats are read again from their files and their raw text
+compared, so that a hash collision can cost time, never a row.
 
 ``line`` numbers rows the way a person counts lines in the file: the header is line 1 (or later,
 after blank lines before it) and the first data row the next. In a CSV file it is the *record*
