@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -161,7 +162,79 @@ def test_generate_data_is_deterministic(tmp_path: Path) -> None:
 def test_validate_accepts_the_default_partner(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", str(DEFAULT_CONFIG)]) == ExitCode.OK
     tasks = " → ".join(TASKS)
-    assert capsys.readouterr().out == f"{DEFAULT_CONFIG}: ok — partner 'default', tasks: {tasks}\n"
+    assert capsys.readouterr().out.splitlines() == [
+        f"input {DEFAULT_CONFIG.parent / 'default_members.csv'}: 4,954 of 5,093 rows usable, "
+        "rejected: missing_field:ts 129, missing_member_id 10 (each file's first 10,000 rows "
+        "at most)",
+        f"{DEFAULT_CONFIG}: ok — partner 'default', tasks: {tasks}",
+    ]
+
+
+def _wrong_columns(document: dict[str, Any], tmp_path: Path) -> str:
+    data = tmp_path / "columns.csv"
+    data.write_text("a,b\n1,2\n")
+    document["input"]["path"] = str(data)
+    return f"offerflow: error: {data}:1: missing column(s) 'memberId', "
+
+
+def _timestamps_otherwise(document: dict[str, Any], tmp_path: Path) -> str:
+    document["input"]["timestamp_format"] = "%d/%m/%Y %H:%M:%S"
+    return (
+        "offerflow: error: {path}: in a sample (each file's first 10,000 rows), 5,093 of 5,093 "
+        "rows are rejected (100.0%), above input.max_reject_rate (50.0%):"
+    )
+
+
+@pytest.mark.parametrize("spoil", [_wrong_columns, _timestamps_otherwise], ids=["columns", "ts"])
+def test_validate_checks_the_input_as_a_run_would_and_prints_no_ok(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], spoil: Any
+) -> None:
+    document = default_document()
+    expected = spoil(document, tmp_path).format(path=document["input"]["path"])
+    path = write_partner(tmp_path / "partner.yaml", document)
+
+    assert main(["validate", str(path)]) == ExitCode.USAGE
+
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(expected)
+
+
+def test_validate_checks_endpoints_after_the_input_and_prints_ok_last(
+    tmp_path: Path, bundled: BundledServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_partner(tmp_path / "p.yaml", default_document(bundled.base_url))
+    assert main(["validate", str(path), "--check-endpoints"]) == ExitCode.OK
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" ", 2)[:2] for line in lines] == [
+        ["input", str(DEFAULT_CONFIG.parent / "default_members.csv") + ":"],
+        ["endpoints", "checked:"],
+        [f"{path}:", "ok"],
+    ]
+
+
+def test_validate_prints_no_ok_when_the_endpoints_cannot_be_reached(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as sock:  # a port nothing listens on: bound, never listening
+        sock.bind(("127.0.0.1", 0))
+        base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        path = write_partner(tmp_path / "p.yaml", default_document(base_url))
+        assert main(["validate", str(path), "--check-endpoints"]) == ExitCode.USAGE
+    captured = capsys.readouterr()
+    assert ": ok" not in captured.out
+    assert captured.err.startswith("offerflow: error: endpoints could not be reached:")
+
+
+def test_validate_checks_the_input_before_asking_the_endpoints(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    document = default_document("http://127.0.0.1:9")
+    expected = _wrong_columns(document, tmp_path)
+    path = write_partner(tmp_path / "p.yaml", document)
+    assert main(["validate", str(path), "--check-endpoints"]) == ExitCode.USAGE
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err.startswith(expected)) == ("", True)
 
 
 def test_validate_names_an_unknown_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -227,6 +300,141 @@ def test_an_unwritable_output_exits_4_before_any_model_call(
     blocker.write_text("")
     assert main(["run", "--config", str(path), "--out", str(blocker)]) == ExitCode.OUTPUT
     assert seen == []
+
+
+def test_bad_input_is_found_before_the_bundled_server_starts_and_leaves_a_record(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "members.csv"
+    data.write_text("a,b\n1,2\n")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "offerflow",
+            "run",
+            "--input",
+            str(data),
+            "--out",
+            str(tmp_path),
+            "--run-id",
+            "r",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == ExitCode.USAGE
+    error = f"{data}:1: missing column(s) 'memberId', "
+    assert result.stderr.startswith(f"offerflow: error: {error}")
+    assert result.stderr.count(error) == 1  # printed once: the log record is the run log's
+    run_dir = tmp_path / "default" / "r"
+    records = [json.loads(line) for line in (run_dir / "run.log").read_text().splitlines()]
+    assert [(r["level"], r["message"][:60]) for r in records] == [
+        ("ERROR", f"run failed (exit 2): {error}"[:60])
+    ]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert (summary["status"], summary["exit_code"]) == ("failed", ExitCode.USAGE)
+    assert summary["error"].startswith(error)
+
+
+def test_too_many_rejects_stop_the_run_before_the_server_and_the_summary_keeps_the_ledger(
+    tmp_path: Path, small_input: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    document = default_document(input_path=small_input)  # bundled endpoints
+    document["input"]["timestamp_format"] = "%d/%m/%Y %H:%M:%S"
+    path = write_partner(tmp_path / "p.yaml", document)
+    rows = pl.read_csv(small_input).height
+
+    code = main(["run", "--config", str(path), "--out", str(tmp_path), "--run-id", "r"])
+
+    assert code == ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"offerflow: error: {small_input}: {rows:,} of {rows:,} rows are rejected"
+    )
+    assert "bad_timestamp: does input.timestamp_format '%d/%m/%Y %H:%M:%S' match '" in err
+    run_dir = tmp_path / "default" / "r"
+    log_text = (run_dir / "run.log").read_text()
+    assert "bundled model server" not in log_text
+    ledger = json.loads((run_dir / "summary.json").read_text())["ledger"]
+    assert (ledger["rows_in"], ledger["rows_used"], ledger["rows_rejected"]) == (rows, 0, rows)
+    assert sum(ledger["rejects_by_reason"].values()) == rows
+
+
+def test_a_contract_mismatch_leaves_a_failed_summary_and_an_error_in_the_run_log(
+    tmp_path: Path, bundled: BundledServer, small_input: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    document = default_document(bundled.base_url, small_input)
+    document["offer"]["request"] = {"ats_prediction": "ats", "resp_prediction": "member_id"}
+    path = write_partner(tmp_path / "p.yaml", document)
+
+    code = main(["run", "--config", str(path), "--out", str(tmp_path), "--run-id", "r"])
+
+    assert code == ExitCode.USAGE
+    run_dir = tmp_path / "default" / "r"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert (summary["status"], summary["exit_code"]) == ("failed", ExitCode.USAGE)
+    assert summary["error"].startswith("endpoint contracts do not match the config:\n  offer: ")
+    assert capsys.readouterr().err.startswith(f"offerflow: error: {summary['error']}")
+    records = [json.loads(line) for line in (run_dir / "run.log").read_text().splitlines()]
+    assert (records[-1]["level"], records[-1]["message"]) == (
+        "ERROR",
+        f"run failed (exit 2): {summary['error']}",
+    )
+
+
+def test_generate_data_to_an_unknown_suffix_exits_2_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "members.json"
+    with pytest.raises(SystemExit) as caught:
+        main(["generate-data", "--members", "3", "--out", str(out)])
+    assert caught.value.code == ExitCode.USAGE
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"offerflow generate-data: error: argument --out: {out}: the suffix says the format: "
+        ".csv or .parquet"
+    )
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [
+        ("nowhere/members.csv", "{tmp}/nowhere: no such directory"),
+        ("folder.csv", "{tmp}/folder.csv: cannot write: "),
+    ],
+    ids=["missing directory", "a directory"],
+)
+def test_generate_data_that_cannot_write_exits_4_naming_the_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], out: str, message: str
+) -> None:
+    (tmp_path / "folder.csv").mkdir()
+    code = main(["generate-data", "--members", "3", "--out", str(tmp_path / out)])
+    assert code == ExitCode.OUTPUT
+    assert capsys.readouterr().err.startswith(f"offerflow: error: {message.format(tmp=tmp_path)}")
+
+
+def test_serve_models_on_a_port_in_use_exits_2_naming_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve-models", "--port", str(port)]) == ExitCode.USAGE
+    assert capsys.readouterr().err == (
+        f"offerflow: error: cannot bind 127.0.0.1:{port}: Address already in use (port 0 picks "
+        "a free one)\n"
+    )
+
+
+def test_serve_models_refuses_a_port_out_of_range(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["serve-models", "--port", "70000"])
+    assert caught.value.code == ExitCode.USAGE
+    assert "70000 is not a port (0 to 65535" in capsys.readouterr().err
 
 
 def test_a_bad_as_of_exits_2(tmp_path: Path) -> None:

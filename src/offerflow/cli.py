@@ -11,6 +11,7 @@ import contextlib
 import gc
 import logging
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -24,6 +25,11 @@ if TYPE_CHECKING:
 __all__ = ["entry", "main"]
 
 log = logging.getLogger("offerflow.cli")
+
+#: the rows of each input file ``validate`` reads: a run's checks on a sample of them
+VALIDATE_SAMPLE_ROWS = 10_000
+#: the suffixes ``generate-data`` writes
+_DATA_SUFFIXES = (".csv", ".parquet", ".pq")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -94,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve-models", help="serve the bundled model endpoints")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    serve.add_argument("--port", type=_port, default=8000, help="0 picks a free port")
     serve.add_argument("--workers", type=_positive, default=1)
     serve.add_argument("--access-log", action="store_true", help="log every request")
     serve.set_defaults(command=_cmd_serve)
@@ -102,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     generate = commands.add_parser("generate-data", help="write a synthetic transactions file")
     generate.add_argument("--members", type=_positive, required=True)
     generate.add_argument("--seed", type=int, default=0)
-    generate.add_argument("--out", type=Path, required=True, help=".csv or .parquet")
+    generate.add_argument("--out", type=_data_file, required=True, help=".csv or .parquet")
     generate.add_argument(
         "--config",
         type=Path,
@@ -156,6 +162,20 @@ def _positive(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port (0 to 65535; 0 picks a free one)")
+    return value
+
+
+def _data_file(text: str) -> Path:
+    path = Path(text)
+    if path.suffix.lower() not in _DATA_SUFFIXES:
+        raise argparse.ArgumentTypeError(f"{text}: the suffix says the format: .csv or .parquet")
+    return path
+
+
 _console_handler: logging.Handler | None = None
 
 
@@ -170,10 +190,16 @@ def _configure_console_logging(verbose: int) -> None:
         _console_handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
         )
+        _console_handler.addFilter(_not_printed_by_main)
         root.addHandler(_console_handler)
     # the handler filters the console; the loggers let INFO through for the run log
     _console_handler.setLevel(level)
     root.setLevel(min(level, logging.INFO))
+
+
+def _not_printed_by_main(record: logging.LogRecord) -> bool:
+    """False for the record that ends a failed run: :func:`main` prints that error itself."""
+    return not hasattr(record, "exit_code")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -181,10 +207,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from offerflow.config import DEFAULT_CONFIG, load_config
         from offerflow.pipeline import (
             ConsoleReport,
+            check_input,
             check_run_id,
             new_run_dir,
             parse_as_of,
+            read_input,
             read_manifest,
+            record_failure,
             run_log,
             run_until_done,
             write_manifest,
@@ -219,15 +248,32 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config, as_of = manifest.partner_config(run_dir), manifest.as_of
     report = ConsoleReport(sys.stderr)
     with run_log(run_dir, mode=config.output.file_mode), contextlib.ExitStack() as stack:
-        server = None
-        if config.uses_bundled_server:
-            server = stack.enter_context(BundledServer(workers=args.server_workers))
-            log.info("bundled model server at %s", server.base_url)
-            config = config.with_bundled_base(server.base_url)
+        started, read, server = time.perf_counter(), None, None
+        # The input first: a file that will not do is found before a server starts.
+        try:
+            read = read_input(config, as_of)
+            check_input(config, read, as_of)
+            if config.uses_bundled_server:
+                server = stack.enter_context(BundledServer(workers=args.server_workers))
+                log.info("bundled model server at %s", server.base_url)
+                config = config.with_bundled_base(server.base_url)
+        except Exception as error:
+            wall_s = time.perf_counter() - started
+            record_failure(
+                config,
+                run_dir=run_dir,
+                as_of=as_of,
+                error=error,
+                read=read,
+                wall_s=wall_s,
+                config_hash=manifest.fingerprint,
+            )
+            raise
         outcome = run_until_done(
             config,
             run_dir=run_dir,
             as_of=as_of,
+            read=read,
             concurrency=args.concurrency,
             hooks=[report],
             progress=report.progress,
@@ -265,6 +311,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
+    from offerflow.errors import OutputError
     from offerflow.pipeline import generate_transactions, write_transactions
 
     layout: dict[str, Any] = {}
@@ -278,21 +325,36 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         layout = {"columns": source.columns, "type_spelling": spelling}
         if source.timestamp_format is not None:
             layout["timestamp_format"] = source.timestamp_format
+    if not args.out.parent.is_dir():  # found before the data is made
+        raise OutputError("no such directory", path=args.out.parent)
     table = generate_transactions(args.members, seed=args.seed, **layout)
-    write_transactions(table, args.out)
+    try:
+        write_transactions(table, args.out)
+    except OSError as exc:
+        raise OutputError(f"cannot write: {exc.strerror or exc}", path=args.out) from exc
     print(f"wrote {table.height} rows for {args.members} members to {args.out}")
     return ExitCode.OK
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    """Check what a run checks before its first model call; print ok only once all passed."""
     from offerflow.config import load_config
-    from offerflow.pipeline import check_config
+    from offerflow.pipeline import check_config, check_input, parse_as_of, read_input
 
     config = load_config(args.config)
     order = check_config(config)
-    print(f"{args.config}: ok — partner {config.partner!r}, tasks: {' → '.join(order)}")
+    now = parse_as_of(None)
+    sample = read_input(config, now, rows=VALIDATE_SAMPLE_ROWS)
+    check_input(config, sample, now, sample=VALIDATE_SAMPLE_ROWS)
+    reasons = ", ".join(f"{reason} {count:,}" for reason, count in sample.rejects_by_reason.items())
+    print(
+        f"input {config.input.path}: {sample.rows_used:,} of {sample.rows_in:,} rows usable"
+        + (f", rejected: {reasons}" if reasons else "")
+        + f" (each file's first {VALIDATE_SAMPLE_ROWS:,} rows at most)"
+    )
     if args.check_endpoints:
         _check_endpoints(config)
+    print(f"{args.config}: ok — partner {config.partner!r}, tasks: {' → '.join(order)}")
     return ExitCode.OK
 
 

@@ -755,7 +755,8 @@ def test_random_rows_through_a_whole_run_balance_both_ledgers(
     data = directory / "members.csv"
     frame = pl.DataFrame(rows, schema=list(DEFAULT_COLUMNS.values()), orient="row")
     frame.write_csv(data)
-    config = partner(directory, bundled.base_url, data)
+    # however many rows are rejected: the limit on that is tests/pipeline/inputs/test_rejects.py's
+    config = partner(directory, bundled.base_url, data, input={"max_reject_rate": 1.0})
     result = anyio.run(run, config, directory / "run")
     whole = assert_whole(result.run_dir, data)
     assert whole.summary["ledger"]["rows_in"] == len(rows)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -17,7 +18,14 @@ import pytest
 
 from offerflow.cli import main
 from offerflow.config import DEFAULT_FEATURES, PartnerConfig, load_config
-from offerflow.errors import CycleError, ExitCode, FailureBudgetExceeded, InputError, UsageError
+from offerflow.errors import (
+    ContractError,
+    CycleError,
+    ExitCode,
+    FailureBudgetExceeded,
+    InputError,
+    UsageError,
+)
 from offerflow.pipeline import (
     RunReport,
     generate_transactions,
@@ -567,3 +575,100 @@ def test_a_resume_refuses_the_settings_of_a_new_run(
     assert capsys.readouterr().err == (
         f"offerflow: error: --resume takes the run's own settings; drop {flag[0]}\n"
     )
+
+
+# --- an input the config does not fit, and runs that fail at their start ---------------------
+
+
+async def test_a_timestamp_format_matching_no_row_stops_the_run_before_any_model_call(
+    tmp_path: Path, some_offers_fail: FaultServer, generated: Path
+) -> None:
+    document = default_document(some_offers_fail.base_url, generated)
+    document["input"]["timestamp_format"] = "%d/%m/%Y %H:%M:%S"
+    config = load_config(write_partner(tmp_path / "partner.yaml", document))
+    first_ts = pl.read_csv(generated, infer_schema=False)["lastTransactionUtcTs"].drop_nulls()[0]
+    calls_before = len(some_offers_fail.requests())
+
+    with pytest.raises(InputError) as raised:
+        await _run(config, tmp_path)
+
+    message = str(raised.value)
+    rows = pl.read_csv(generated, infer_schema=False).height
+    assert message.startswith(f"{generated}: {rows:,} of {rows:,} rows are rejected (100.0%)")
+    assert "above input.max_reject_rate (50.0%)" in message
+    assert (
+        f"rows bad_timestamp: does input.timestamp_format '%d/%m/%Y %H:%M:%S' match "
+        f"'{first_ts}'?" in message
+    )
+    assert raised.value.exit_code == ExitCode.USAGE
+    assert len(some_offers_fail.requests()) == calls_before  # not even the contract check
+    summary = json.loads((tmp_path / "runs" / "default" / "test" / "summary.json").read_text())
+    assert (summary["status"], summary["exit_code"], summary["error"]) == ("failed", 2, message)
+    ledger = summary["ledger"]
+    assert (ledger["rows_in"], ledger["rows_used"], ledger["rows_rejected"]) == (rows, 0, rows)
+
+
+async def test_every_row_after_the_as_of_warns_when_the_limit_allows_it(
+    tmp_path: Path, bundled: BundledServer, generated: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    document = default_document(bundled.base_url, generated)
+    document["input"]["max_reject_rate"] = 1.0
+    config = load_config(write_partner(tmp_path / "partner.yaml", document))
+    run_dir = new_run_dir(config, tmp_path / "runs", "test")
+
+    with caplog.at_level(logging.WARNING):
+        report = await run_pipeline(config, run_dir=run_dir, as_of=parse_as_of("2000-01-01"))
+
+    assert report.exit_code == ExitCode.OK
+    assert set(report.summary["ledger"]["members_by_status"]) == {"no_transactions"}
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.getMessage().startswith(f"{generated}: no row of ")
+    assert "rows future_timestamp: " in warning.getMessage()
+    assert "is after the as-of, 2000-01-01 23:59:59 UTC: is --as-of right?" in warning.getMessage()
+
+
+def _missing_columns(document: dict[str, Any], tmp_path: Path) -> None:
+    data = tmp_path / "columns.csv"
+    data.write_text("a,b\n1,2\n")
+    document["input"]["path"] = str(data)
+
+
+def _contract_mismatch(document: dict[str, Any], tmp_path: Path) -> None:
+    document["offer"]["request"] = {"ats_prediction": "ats", "resp_prediction": "member_id"}
+
+
+def _cycle(document: dict[str, Any], tmp_path: Path) -> None:
+    document["models"][0]["request"] = {"resp": "resp"}
+    document["models"][1]["request"] = {"ats": "ats"}
+
+
+@pytest.mark.parametrize(
+    ("spoil", "error"),
+    [
+        (_missing_columns, InputError),
+        (_contract_mismatch, ContractError),
+        (_cycle, CycleError),
+    ],
+    ids=["missing columns", "contract mismatch", "cycle"],
+)
+async def test_a_run_failing_at_its_start_leaves_a_failed_summary_and_logs_the_error(
+    tmp_path: Path,
+    bundled: BundledServer,
+    generated: Path,
+    caplog: pytest.LogCaptureFixture,
+    spoil: Any,
+    error: type[UsageError],
+) -> None:
+    document = default_document(bundled.base_url, generated)
+    spoil(document, tmp_path)
+    config = load_config(write_partner(tmp_path / "partner.yaml", document))
+
+    with caplog.at_level(logging.ERROR), pytest.raises(error) as raised:
+        await _run(config, tmp_path)
+
+    summary = json.loads((tmp_path / "runs" / "default" / "test" / "summary.json").read_text())
+    assert (summary["status"], summary["exit_code"]) == ("failed", ExitCode.USAGE)
+    assert summary["error"] == str(raised.value)
+    assert (summary["run_id"], summary["partner"]) == ("test", "default")
+    (record,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert record.getMessage() == f"run failed (exit 2): {raised.value}"

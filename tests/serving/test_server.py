@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from offerflow.errors import UsageError, WorldError
+from offerflow.errors import UsageError
 from offerflow.serving import BundledServer
 from offerflow.serving.server import is_loopback, serve
 from tests.processes import busy_port
@@ -76,8 +76,8 @@ def test_serve_needs_a_worker() -> None:
         serve(port=0, workers=0)
 
 
-def test_serve_on_a_busy_port_is_a_clear_error() -> None:
-    with busy_port() as port, pytest.raises(WorldError, match=f"cannot bind 127.0.0.1:{port}"):
+def test_serve_on_a_busy_port_is_a_usage_error_naming_it() -> None:
+    with busy_port() as port, pytest.raises(UsageError, match=f"cannot bind 127.0.0.1:{port}"):
         serve(port=port)
 
 

@@ -76,6 +76,9 @@ class InputConfig(_Strict):
     timestamp_format: str | None = None
     columns: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_COLUMNS))
     type_aliases: dict[str, str] = Field(default_factory=dict)
+    #: the largest fraction of the input's rows that may be rejected: above it, the run stops
+    #: after reading (exit 2), before any model call
+    max_reject_rate: float = Field(default=0.5, ge=0, le=1)
 
     @field_validator("columns")
     @classmethod

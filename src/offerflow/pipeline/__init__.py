@@ -63,6 +63,7 @@ from offerflow.pipeline.run import (
     RunReport,
     check_run_id,
     new_run_dir,
+    record_failure,
     run_pipeline,
     run_until_done,
 )
@@ -71,9 +72,11 @@ from offerflow.pipeline.workflow import (
     Recorder,
     build_workflow,
     check_config,
+    check_input,
     client_for,
     feature_registry,
     offers_schema,
+    read_input,
 )
 
 __all__ = [
@@ -106,6 +109,7 @@ __all__ = [
     "build_workflow",
     "check_config",
     "check_contracts",
+    "check_input",
     "check_run_id",
     "client_for",
     "compare_runs",
@@ -117,9 +121,11 @@ __all__ = [
     "new_run_dir",
     "offers_schema",
     "parse_as_of",
+    "read_input",
     "read_manifest",
     "read_run",
     "read_transactions",
+    "record_failure",
     "registry_with",
     "run_log",
     "run_pipeline",

@@ -33,15 +33,18 @@ from offerflow.errors import (
     UsageError,
 )
 from offerflow.pipeline.endpoints import check_contracts
+from offerflow.pipeline.inputs import ReadResult
 from offerflow.pipeline.members import Member, Status
 from offerflow.pipeline.outputs import ChunkedTable, RequestLog, atomic_write, make_dir, write_json
 from offerflow.pipeline.stopping import Shutdown, cancel_after_grace, watch_signals
 from offerflow.pipeline.workflow import (
     Recorder,
     build_workflow,
+    check_input,
     client_for,
     feature_registry,
     offers_schema,
+    read_input,
 )
 
 __all__ = [
@@ -50,6 +53,7 @@ __all__ = [
     "RunReport",
     "check_run_id",
     "new_run_dir",
+    "record_failure",
     "run_pipeline",
     "run_until_done",
 ]
@@ -126,6 +130,7 @@ async def run_pipeline(
     *,
     run_dir: Path,
     as_of: datetime,
+    read: ReadResult | None = None,
     concurrency: int | None = None,
     hooks: Sequence[Hook] = (),
     shutdown: Shutdown | None = None,
@@ -135,14 +140,63 @@ async def run_pipeline(
 ) -> RunReport:
     """Run the offer workflow for one partner into ``run_dir`` and write every output file.
 
-    With ``resume``, members already committed there as ``ok`` or ``no_transactions`` are not
-    scored again, and the run's files are completed in place. ``progress`` is told a few times
-    a second how many members are recorded, and of how many once the input is read.
+    ``read`` is the input, read by :func:`~offerflow.pipeline.workflow.read_input` and checked
+    by :func:`~offerflow.pipeline.workflow.check_input`; without it the input is read and
+    checked first, before anything else. With ``resume``, members already
+    committed there as ``ok`` or ``no_transactions`` are not scored again, and the run's files
+    are completed in place. ``progress`` is told a few times a second how many members are
+    recorded, and of how many once the input is read. A run that fails before its summary is
+    written (bad input, a contract mismatch, a cycle, …) leaves one all the same, with status
+    ``failed`` and the error, which it also logs (see :func:`record_failure`).
     ``config_hash`` is the summary's (the fingerprint in ``run.json``; by default ``config``'s).
     """
     started = time.perf_counter()
     config_hash = config_hash or config.fingerprint()
-    shutdown = shutdown or Shutdown()
+    try:
+        if read is None:
+            read = read_input(config, as_of)
+            check_input(config, read, as_of)
+        return await _run_pipeline(
+            config,
+            run_dir=run_dir,
+            as_of=as_of,
+            read=read,
+            concurrency=concurrency,
+            hooks=hooks,
+            shutdown=shutdown or Shutdown(),
+            resume=resume,
+            progress=progress,
+            started=started,
+            config_hash=config_hash,
+        )
+    except Exception as error:
+        wall_s = time.perf_counter() - started
+        record_failure(
+            config,
+            run_dir=run_dir,
+            as_of=as_of,
+            error=error,
+            read=read,
+            wall_s=wall_s,
+            config_hash=config_hash,
+        )
+        raise
+
+
+async def _run_pipeline(
+    config: PartnerConfig,
+    *,
+    run_dir: Path,
+    as_of: datetime,
+    read: ReadResult,
+    concurrency: int | None,
+    hooks: Sequence[Hook],
+    shutdown: Shutdown,
+    resume: bool,
+    progress: Progress | None,
+    started: float,
+    config_hash: str,
+) -> RunReport:
     config = _with_concurrency(config, concurrency)
     metrics = MetricsHook()
     chunk_rows = config.output.chunk_rows
@@ -172,6 +226,7 @@ async def run_pipeline(
             registry=registry,
             skip=skip,
             stop=shutdown.stopping.is_set,
+            already_read=read,
         )
         workflow.validate()
         contracts = await check_contracts(config, client)
@@ -219,7 +274,7 @@ async def run_pipeline(
         config,
         run_dir=run_dir,
         as_of=as_of,
-        recorder=recorder,
+        read=recorder.read,
         by_status=by_status,
         metrics=metrics,
         wall_s=time.perf_counter() - started,
@@ -229,9 +284,61 @@ async def run_pipeline(
         config_hash=config_hash,
     )
     write_json(run_dir / "summary.json", summary, mode=file_mode)
-    offers.discard_parts()
-    requests.discard_parts()
+    if error is not None:
+        log.error("run failed (exit %d): %s", exit_code, error, extra={"exit_code": exit_code})
+    try:
+        offers.discard_parts()
+        requests.discard_parts()
+    except OSError as exc:  # every output is written: the chunks are only in the way
+        log.warning("committed chunks left in %s: %s", run_dir / ".parts", exc.strerror or exc)
     return RunReport(run_dir, summary, exit_code, error)
+
+
+def record_failure(
+    config: PartnerConfig,
+    *,
+    run_dir: Path,
+    as_of: datetime,
+    error: BaseException,
+    read: ReadResult | None = None,
+    wall_s: float = 0.0,
+    config_hash: str | None = None,
+) -> dict[str, Any]:
+    """Leave the summary of a run that failed before writing its own, and log the error.
+
+    The summary has status ``failed``, the error and its exit code, and the row ledger when the
+    input was read. The error is logged at ERROR with an ``exit_code`` attribute (the command
+    line prints it itself). A summary that cannot be written is logged, not raised: the error
+    that ended the run is the one to report.
+    """
+    exit_code = error.exit_code if isinstance(error, OfferflowError) else ExitCode.INTERNAL
+    internal = None if isinstance(error, OfferflowError) else error
+    log.error(
+        "run failed (exit %d): %s",
+        exit_code,
+        error,
+        exc_info=internal,
+        extra={"exit_code": exit_code},
+    )
+    offers = run_dir / "offers.parquet"
+    summary = _summary(
+        config,
+        run_dir=run_dir,
+        as_of=as_of,
+        read=read,
+        by_status=_counts(offers, "status") if offers.exists() else {},
+        metrics=None,
+        wall_s=wall_s,
+        state="failed",
+        exit_code=exit_code,
+        error=error,
+        config_hash=config_hash or config.fingerprint(),
+    )
+    try:
+        write_json(run_dir / "summary.json", summary, mode=config.output.file_mode)
+    except OutputError as exc:
+        log.error("the summary of the failed run was not written: %s", exc)
+    return summary
 
 
 def run_until_done(
@@ -239,6 +346,7 @@ def run_until_done(
     *,
     run_dir: Path,
     as_of: datetime,
+    read: ReadResult | None = None,
     concurrency: int | None = None,
     hooks: Sequence[Hook] = (),
     progress: Progress | None = None,
@@ -262,6 +370,7 @@ def run_until_done(
                     config,
                     run_dir=run_dir,
                     as_of=as_of,
+                    read=read,
                     concurrency=concurrency,
                     hooks=hooks,
                     shutdown=shutdown,
@@ -369,18 +478,18 @@ def _summary(
     *,
     run_dir: Path,
     as_of: datetime,
-    recorder: Recorder,
+    read: ReadResult | None,
     by_status: dict[str, int],
-    metrics: MetricsHook,
+    metrics: MetricsHook | None,
     wall_s: float,
     state: str,
     exit_code: int,
-    error: OfferflowError | None,
+    error: BaseException | None,
     config_hash: str,
 ) -> dict[str, Any]:
-    read = recorder.read
     members_in = 0 if read is None else read.members.len()
-    figures = _endpoint_figures(run_dir / "requests.parquet")
+    requests, offers = run_dir / "requests.parquet", run_dir / "offers.parquet"
+    figures = _endpoint_figures(requests) if requests.exists() else {}
     return {
         "run_id": run_dir.name,
         "partner": config.partner,
@@ -395,7 +504,7 @@ def _summary(
         },
         "status": state,
         "exit_code": exit_code,
-        "error": None if error is None else str(error),
+        "error": None if error is None else _error_text(error),
         "ledger": {
             "rows_in": 0 if read is None else read.rows_in,
             "rows_used": 0 if read is None else read.rows_used,
@@ -405,16 +514,21 @@ def _summary(
             "members_by_status": by_status,
             "balanced": sum(by_status.values()) == members_in,
         },
-        "offers_by_type": _counts(run_dir / "offers.parquet", "offer"),
+        "offers_by_type": _counts(offers, "offer") if offers.exists() else {},
         "wall_s": round(wall_s, 4),
         "members_per_s": round(members_in / wall_s, 1) if wall_s else None,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "tasks": {
             name: {k: round(v, 4) if isinstance(v, float) else v for k, v in m.as_dict().items()}
-            for name, m in metrics.snapshot().items()
+            for name, m in (metrics.snapshot() if metrics is not None else {}).items()
         },
         "endpoints": {e.name: figures[e.name] for e in config.endpoints if e.name in figures},
     }
+
+
+def _error_text(error: BaseException) -> str:
+    """An error as the summary states it: an offerflow error's message, or a bug's class too."""
+    return str(error) if isinstance(error, OfferflowError) else f"{type(error).__name__}: {error}"
 
 
 def _endpoint_figures(path: Path) -> dict[str, dict[str, int]]:

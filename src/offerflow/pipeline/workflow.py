@@ -49,7 +49,7 @@ from offerflow.pipeline.features import (
     compute_features,
     registry_with,
 )
-from offerflow.pipeline.inputs import ReadResult, read_inputs
+from offerflow.pipeline.inputs import ReadResult, check_rejects, read_inputs
 from offerflow.pipeline.members import Member, MemberRows, Status
 from offerflow.pipeline.outputs import ChunkedTable
 
@@ -58,9 +58,11 @@ __all__ = [
     "Recorder",
     "build_workflow",
     "check_config",
+    "check_input",
     "client_for",
     "feature_registry",
     "offers_schema",
+    "read_input",
 ]
 
 RESERVED_TASKS = frozenset({"read", "features", "unscored", "record"})
@@ -88,12 +90,14 @@ def build_workflow(
     registry: FeatureRegistry,
     skip: pl.Series | None = None,
     stop: Callable[[], bool] = lambda: False,
+    already_read: ReadResult | None = None,
 ) -> Workflow:
     """The offer workflow for one partner, writing through ``recorder``.
 
     ``registry`` (from :func:`feature_registry`) resolves the partner's features. Members in
     ``skip`` (already committed by an earlier session of the run) are left alone; once
-    ``stop()`` is true no new member is taken.
+    ``stop()`` is true no new member is taken. The read step hands on ``already_read`` (read by
+    :func:`read_input` and checked by :func:`check_input`), or reads and checks the input.
     """
     clash = sorted(RESERVED_TASKS & {e.name for e in config.endpoints})
     if clash:
@@ -105,14 +109,11 @@ def build_workflow(
     wf = Workflow(f"offers:{config.partner}")
 
     def read() -> ReadResult:
-        recorder.read = read_inputs(
-            config.input.path,
-            as_of=as_of,
-            columns=config.input.columns,
-            fmt=config.input.format,
-            type_aliases=config.input.type_aliases,
-            timestamp_format=config.input.timestamp_format,
-        )
+        if already_read is None:
+            recorder.read = read_input(config, as_of)
+            check_input(config, recorder.read, as_of)
+        else:
+            recorder.read = already_read
         return recorder.read
 
     def features(read: ReadResult) -> MemberRows:
@@ -213,6 +214,45 @@ def client_for(
         attempts=attempts,
         budget=RetryBudget(ratio=config.retry_budget.ratio, floor=config.retry_budget.floor),
         stopping=stopping,
+    )
+
+
+def read_input(config: PartnerConfig, as_of: datetime, *, rows: int | None = None) -> ReadResult:
+    """Read a partner's input as a run reads it; InputError (exit 2) when it cannot be read.
+
+    ``rows`` reads only the first rows of each file, as a sample. A run checks what it read
+    with :func:`check_input` before going on.
+    """
+    source = config.input
+    return read_inputs(
+        source.path,
+        as_of=as_of,
+        columns=source.columns,
+        fmt=source.format,
+        type_aliases=source.type_aliases,
+        timestamp_format=source.timestamp_format,
+        rows=rows,
+    )
+
+
+def check_input(
+    config: PartnerConfig, read: ReadResult, as_of: datetime, *, sample: int | None = None
+) -> None:
+    """Check what :func:`read_input` read as a run does before any model call.
+
+    Raises InputError (exit 2) when more of its rows than ``input.max_reject_rate`` are
+    rejected, naming the reasons; warns when no row can be used (see
+    ``offerflow.pipeline.inputs.rejects``). ``sample``: ``read`` holds only so many first rows
+    of each file.
+    """
+    check_rejects(
+        read,
+        limit=config.input.max_reject_rate,
+        path=config.input.path,
+        columns=config.input.columns,
+        timestamp_format=config.input.timestamp_format,
+        as_of=as_of,
+        sample=sample,
     )
 
 

@@ -39,7 +39,8 @@ def serve(
     ``port=0`` picks a free port. By default the announcement is the line
     ``offerflow serving on http://HOST:PORT`` on stdout; ``on_ready`` replaces it. A ``host``
     that is not a loopback address is logged as a WARNING: the endpoints have no authentication.
-    Raises WorldError when the socket cannot be bound or the server fails to start.
+    Raises UsageError when the address cannot be listened on (a port in use, a host that is
+    not this machine's), WorldError when the server fails to start.
     """
     if workers < 1:
         raise UsageError(f"workers must be at least 1, got {workers}")
@@ -94,7 +95,8 @@ def is_loopback(host: str) -> bool:
 
 
 def _bind(host: str, port: int) -> socket.socket:
-    """Bind a listening-ready TCP socket; translate failure into a WorldError."""
+    """Bind a listening-ready TCP socket; translate failure into a UsageError: the address
+    was asked for."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -103,7 +105,8 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise WorldError(f"cannot bind {host}:{port}: {exc}") from exc
+        reason = exc.strerror or str(exc)
+        raise UsageError(f"cannot bind {host}:{port}: {reason} (port 0 picks a free one)") from exc
     # Worker processes receive the socket from this one.
     sock.set_inheritable(True)
     return sock

@@ -14,12 +14,13 @@ from polars.testing import assert_frame_equal, assert_series_equal
 
 from offerflow.errors import InputError
 from offerflow.pipeline.features import compute_features
-from offerflow.pipeline.inputs import reader, sources
+from offerflow.pipeline.inputs import generate_transactions, reader, sources, write_transactions
 from offerflow.pipeline.inputs.reader import (
     DEFAULT_COLUMNS,
     REASONS,
     ReadResult,
     parse_as_of,
+    read_inputs,
     read_transactions,
 )
 from tests.reference import expected_results
@@ -189,6 +190,8 @@ def test_type_alias_must_name_a_type(
         pytest.param(",2023-05-06 07:08:09,buy,100,1.0", "missing_member_id", id="empty id"),
         pytest.param("   ,2023-05-06 07:08:09,buy,100,1.0", "missing_member_id", id="blank id"),
         pytest.param(",,,,", "missing_member_id", id="id before fields"),
+        pytest.param('B5"x,,,,', "malformed_row", id="stray quote before all"),
+        pytest.param('"B"x,2023-05-06 07:08:09,buy,100,1.0', "malformed_row", id="after quote"),
         pytest.param("A,,buy,100,1.0", "missing_field:ts", id="ts"),
         pytest.param("A,2023-05-06 07:08:09,,100,1.0", "missing_field:type", id="type"),
         pytest.param("A,2023-05-06 07:08:09,buy,,1.0", "missing_field:points", id="points"),
@@ -494,13 +497,6 @@ FOUR = HEADER.rpartition(",")[0]  # the header without lastTransactionRevenueUSD
             None,
             id="open quote",
         ),
-        pytest.param(
-            f'{HEADER}\n{ROW}\n"B"x{ROW[1:]}\n'.encode(),
-            ["malformed CSV"],
-            3,
-            None,
-            id="text after a closing quote",
-        ),
     ],
 )
 def test_unusable_csv_file_is_an_input_error_naming_file_line_and_column(
@@ -647,6 +643,81 @@ def test_csv_dialect(
     assert result.transactions["revenue"].to_list() == [1.0] * len(member_ids)
 
 
+#: LF, and what becomes of it converted to CRLF once and twice
+LINE_ENDS = {"LF": b"\n", "CRLF": b"\r\n", "CR CR LF": b"\r\r\n"}
+
+
+def _assert_reads_alike(result: ReadResult, expected: ReadResult) -> None:
+    assert (result.rows_in, result.rows_used) == (expected.rows_in, expected.rows_used)
+    assert_frame_equal(result.transactions, expected.transactions)
+    assert_frame_equal(result.rejects, expected.rejects)
+    assert_series_equal(result.members, expected.members)
+
+
+def _split_after_a_cr(data: bytes, near: int) -> int:
+    """A batch size whose batches end between the CR and the LF of a line end near ``near``."""
+    return data.find(b"\r\n", near) + 1 or near
+
+
+@pytest.mark.parametrize("end", LINE_ENDS.values(), ids=LINE_ENDS.keys())
+@pytest.mark.parametrize("batches", ["split after a CR", "whole"])
+def test_the_real_file_reads_alike_with_any_line_ends(
+    tmp_path: Path,
+    member_data: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    as_of: datetime,
+    end: bytes,
+    batches: str,
+) -> None:
+    lf = member_data.read_bytes().replace(b"\r\n", b"\n")
+    expected_path = tmp_path / "lf.csv"
+    expected_path.write_bytes(lf)
+    expected = read_transactions(expected_path, as_of=as_of)
+    path = tmp_path / "converted.csv"
+    path.write_bytes(converted := lf.replace(b"\n", end))
+    chunk_bytes = _split_after_a_cr(converted, 20_000) if batches != "whole" else 1 << 22
+    monkeypatch.setattr(sources, "_CHUNK_BYTES", chunk_bytes)
+
+    result = read_transactions(path, as_of=as_of)
+
+    _assert_reads_alike(result, expected)
+    assert (result.rows_in, result.rows_used, result.rows_rejected) == (4335, 4225, 110)
+
+
+@pytest.mark.parametrize("end", LINE_ENDS.values(), ids=LINE_ENDS.keys())
+@pytest.mark.parametrize("chunk_bytes", [97, 1 << 22])
+def test_generated_data_reads_alike_with_any_line_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, as_of: datetime, end: bytes, chunk_bytes: int
+) -> None:
+    expected_path = tmp_path / "lf.csv"
+    write_transactions(generate_transactions(60, seed=1), expected_path)
+    expected = read_transactions(expected_path, as_of=as_of)
+    assert expected.rows_rejected > 0
+    path = tmp_path / "converted.csv"
+    path.write_bytes(expected_path.read_bytes().replace(b"\n", end))
+    monkeypatch.setattr(sources, "_CHUNK_BYTES", chunk_bytes)
+
+    _assert_reads_alike(read_transactions(path, as_of=as_of), expected)
+
+
+def test_a_row_with_a_stray_quote_is_rejected_and_every_other_row_read(
+    write_csv: WriteCsv, as_of: datetime
+) -> None:
+    path = write_csv(ROW, f'B5"x{ROW[1:]}', f"C{ROW[1:]}", f'"D"x{ROW[1:]}', f"E{ROW[1:]}")
+
+    result = read_transactions(path, as_of=as_of)
+
+    assert result.transactions["line"].to_list() == [2, 4, 6]
+    assert result.rejects.select("line", "memberId", "reason").rows() == [
+        (3, 'B5"x', "malformed_row"),
+        (5, "Dx", "malformed_row"),
+    ]
+    assert result.rejects.row(0)[2:6] == tuple(ROW.split(",")[1:])
+    # where a malformed record's fields begin and end is a guess: its id is no member
+    assert result.members.to_list() == ["A", "C", "E"]
+    assert (result.rows_in, result.rows_used, result.rows_rejected) == (5, 3, 2)
+
+
 def test_line_counts_records_when_a_quoted_field_spans_lines(
     write_csv: WriteCsv, as_of: datetime
 ) -> None:
@@ -675,7 +746,7 @@ def test_file_name_is_not_a_pattern(tmp_path: Path, as_of: datetime) -> None:
     assert read_transactions(path, as_of=as_of).rows_used == 1
 
 
-def test_non_utf8_bytes_spoil_only_their_values(tmp_path: Path, as_of: datetime) -> None:
+def test_non_utf8_bytes_spoil_only_their_rows(tmp_path: Path, as_of: datetime) -> None:
     path = tmp_path / "partner.csv"
     path.write_bytes(
         HEADER.encode()
@@ -686,9 +757,85 @@ def test_non_utf8_bytes_spoil_only_their_values(tmp_path: Path, as_of: datetime)
 
     result = read_transactions(path, as_of=as_of)
 
-    assert result.transactions["member_id"].to_list() == ["A\ufffd", "C"]
-    assert result.rejects_by_reason == {"bad_number:points": 1}
-    assert result.members.to_list() == ["A\ufffd", "B", "C"]
+    assert result.transactions["member_id"].to_list() == ["C"]
+    assert result.rejects.select(
+        "line", "memberId", "lastTransactionPointsBought", "reason"
+    ).rows() == [
+        (2, "A\ufffd", "100", "bad_encoding:member_id"),
+        (3, "B", "1\ufffd00", "bad_encoding:points"),
+    ]
+    # an id that is not UTF-8 is no member: B's row is rejected for its points, B is one
+    assert result.members.to_list() == ["B", "C"]
+
+
+def test_two_ids_spoilt_alike_are_neither_merged_nor_members(
+    tmp_path: Path, as_of: datetime
+) -> None:
+    # Read lossily, both ids were NNNN\ufffd\ufffd01: one member, the second row its duplicate.
+    path = tmp_path / "partner.csv"
+    path.write_bytes(
+        f"{HEADER}\n{ROW}\n".encode()
+        + b"NNNN\xff\xfe01,2023-05-01 10:00:00,buy,100,1.0\n"
+        + b"NNNN\xfe\xff01,2023-05-01 10:00:00,buy,100,1.0\n"
+        + f"B{ROW[1:]}\n".encode()
+    )
+
+    result = read_transactions(path, as_of=as_of)
+
+    assert result.transactions["member_id"].to_list() == ["A", "B"]
+    assert result.rejects.select("line", "reason").rows() == [
+        (3, "bad_encoding:member_id"),
+        (4, "bad_encoding:member_id"),
+    ]
+    assert result.members.to_list() == ["A", "B"]
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        pytest.param(b"A\xe9,2023-05-06 07:08:09,buy,100,1.0", "bad_encoding:member_id", id="id"),
+        pytest.param(b"A,2023-05-06\xa007:08:09,buy,100,1.0", "bad_encoding:ts", id="ts"),
+        pytest.param(b"A,2023-05-06 07:08:09,b\xfcy,100,1.0", "bad_encoding:type", id="type"),
+        pytest.param(b"A,2023-05-06 07:08:09,buy,100,1.\x80", "bad_encoding:revenue", id="revenue"),
+        pytest.param(b"A,,b\xfcy,,", "bad_encoding:type", id="before a missing field"),
+        pytest.param(b"A\xe9,bogus,b\xfcy,x,1", "bad_encoding:member_id", id="first column"),
+        pytest.param(
+            b'A"\xe9,2023-05-06 07:08:09,buy,100,1.0', "malformed_row", id="malformed first"
+        ),
+        pytest.param(
+            b"A\xe2\x82,2023-05-06 07:08:09,buy,100,1.0", "bad_encoding:member_id", id="cut"
+        ),
+        pytest.param("A\ufffd,2023-05-06 07:08:09,buy,100,1.0".encode(), None, id="U+FFFD is text"),
+    ],
+)
+def test_a_value_that_is_not_utf8_is_rejected_naming_its_column(
+    tmp_path: Path, as_of: datetime, line: bytes, reason: str | None
+) -> None:
+    path = tmp_path / "partner.csv"
+    path.write_bytes(f"{HEADER}\n".encode() + line + b"\n")
+    result = read_transactions(path, as_of=as_of)
+    assert result.rejects["reason"].to_list() == ([] if reason is None else [reason])
+
+
+def test_a_u_fffd_of_the_file_stays_text_beside_bytes_that_are_not_utf8(
+    tmp_path: Path, as_of: datetime
+) -> None:
+    path = tmp_path / "partner.csv"
+    path.write_bytes(f"{HEADER}\nA\ufffd{ROW[1:]}\n".encode() + b"B\xff" + f"{ROW[1:]}\n".encode())
+    result = read_transactions(path, as_of=as_of)
+    assert result.transactions["member_id"].to_list() == ["A\ufffd"]
+    assert result.rejects.select("memberId", "reason").rows() == [
+        ("B\ufffd", "bad_encoding:member_id")
+    ]
+
+
+def test_bytes_that_are_not_utf8_in_a_column_not_mapped_spoil_nothing(
+    write_csv: WriteCsv, tmp_path: Path, as_of: datetime
+) -> None:
+    path = tmp_path / "partner.csv"
+    path.write_bytes(f"note,{HEADER}\n".encode() + b"caf\xe9," + f"{ROW}\n".encode())
+    result = read_transactions(path, as_of=as_of)
+    assert (result.rows_used, result.rows_rejected) == (1, 0)
 
 
 def test_blank_line_is_a_row_without_member_id(write_csv: WriteCsv, as_of: datetime) -> None:
@@ -759,6 +906,77 @@ def test_typed_parquet_columns_are_read_as_text_first(tmp_path: Path, as_of: dat
 
     assert result.transactions.row(0) == (2, "A", utc(2023, 5, 6, 7, 8, 9), "buy", 100.0, 1.5)
     assert result.rejects["reason"].to_list() == ["future_timestamp"]
+
+
+# --- several files (a glob) ---------------------------------------------------------------------
+
+
+def _files(tmp_path: Path, *contents: tuple[str, ...]) -> Path:
+    """Write one CSV file per tuple of data lines, in name order; returns their glob."""
+    for index, lines in enumerate(contents):
+        (tmp_path / f"part-{index}.csv").write_text(
+            "".join(f"{line}\n" for line in (HEADER, *lines)), encoding="utf-8"
+        )
+    return tmp_path / "part-*.csv"
+
+
+def test_a_row_repeating_one_of_an_earlier_file_is_a_duplicate_keeping_its_file_and_line(
+    tmp_path: Path, as_of: datetime
+) -> None:
+    other = f"B{ROW[1:]}"
+    pattern = _files(tmp_path, (ROW, other), (f"C{ROW[1:]}", ROW, ROW), (other,))
+
+    result = read_inputs(pattern, as_of=as_of)
+
+    assert result.transactions["member_id"].to_list() == ["A", "B", "C"]
+    assert result.rejects.select("file", "line", "reason").rows() == [
+        (str(tmp_path / "part-1.csv"), 3, "duplicate_row"),
+        (str(tmp_path / "part-1.csv"), 4, "duplicate_row"),
+        (str(tmp_path / "part-2.csv"), 2, "duplicate_row"),
+    ]
+    assert result.rejects.row(0)[2:] == (*ROW.split(","), "duplicate_row")
+    assert (result.rows_in, result.rows_used, result.rows_rejected) == (6, 3, 3)
+
+
+def test_several_files_keep_their_own_lines_and_their_order(
+    tmp_path: Path, as_of: datetime
+) -> None:
+    late = "A,2023-05-06 07:08:09,gift,5,1.0"  # the same instant as ROW: the later file is later
+    pattern = _files(tmp_path, (ROW, "B,,,,"), ("C,bogus,buy,1,1", late))
+
+    result = read_inputs(pattern, as_of=as_of)
+
+    assert result.rejects.select("file", "line", "reason").rows() == [
+        (str(tmp_path / "part-0.csv"), 3, "missing_field:ts"),
+        (str(tmp_path / "part-1.csv"), 2, "bad_timestamp"),
+    ]
+    lines = result.transactions["line"].to_list()
+    assert lines == sorted(set(lines))
+    assert result.transactions["type"].to_list() == ["buy", "gift"]
+    assert result.members.to_list() == ["A", "B", "C"]
+
+
+def test_a_pattern_no_file_matches_is_an_input_error(tmp_path: Path, as_of: datetime) -> None:
+    with pytest.raises(InputError, match="no file matches") as raised:
+        read_inputs(tmp_path / "none-*.csv", as_of=as_of)
+    assert raised.value.path == tmp_path / "none-*.csv"
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_rows_reads_a_sample_of_the_first_rows(
+    tmp_path: Path, write_csv: WriteCsv, as_of: datetime, suffix: str
+) -> None:
+    path = write_csv(*(f"M{i}{ROW[1:]}" for i in range(50)), "M0,bogus,buy,1,1")
+    if suffix == ".parquet":
+        path = tmp_path / "partner.parquet"
+        pl.read_csv(
+            write_csv(*(f"M{i}{ROW[1:]}" for i in range(50))), infer_schema=False
+        ).write_parquet(path)
+
+    result = read_transactions(path, as_of=as_of, rows=20)
+
+    assert result.rows_in == 20
+    assert result.transactions["member_id"].to_list() == [f"M{i}" for i in range(20)]
 
 
 # --- a member with many transactions ----------------------------------------------------------

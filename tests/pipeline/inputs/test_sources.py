@@ -13,7 +13,13 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from offerflow.errors import InputError
-from offerflow.pipeline.inputs.sources import TextChunks, read_text_columns
+from offerflow.pipeline.inputs import sources
+from offerflow.pipeline.inputs.sources import (
+    BAD_ENCODING,
+    MALFORMED,
+    TextChunks,
+    read_text_columns,
+)
 
 COLUMNS = {"member_id": "id", "ts": "when"}
 #: larger than any file here: the whole file in one batch
@@ -63,7 +69,53 @@ def test_batches_read_like_the_whole_file(tmp_path: Path, content: bytes, chunk_
     batched = read(path, chunk_bytes)
 
     assert_frame_equal(read(path, WHOLE), batched)
-    assert_frame_equal(batched.drop("line"), whole)
+    assert_frame_equal(batched.drop("line", "problem"), whole)
+    assert batched["problem"].null_count() == batched.height
+
+
+#: LF, and what becomes of it converted to CRLF once and twice
+LINE_ENDS = {"LF": b"\n", "CRLF": b"\r\n", "CR CR LF": b"\r\r\n"}
+LF_TEXT = b'\nid,when\nA,1\n"B\nB",2\n\nC,3\n""""\nD,4\n'
+
+
+@pytest.mark.parametrize("end", LINE_ENDS.values(), ids=LINE_ENDS.keys())
+@pytest.mark.parametrize("chunk_bytes", [1, 2, 3, 4, 5, 7, 11, WHOLE])
+def test_line_ends_read_alike_in_batches_of_any_size(
+    tmp_path: Path, end: bytes, chunk_bytes: int
+) -> None:
+    # Small batches split the file between every two bytes, a CR and its LF among them.
+    path = write(tmp_path, LF_TEXT.replace(b"\n", end))
+
+    batched = read(path, chunk_bytes)
+
+    expected = read(write(tmp_path, LF_TEXT), WHOLE)
+    # a newline inside a quoted field is the file's own: CRLF stays CRLF
+    assert_frame_equal(batched.with_columns(pl.col("member_id").str.replace("\r", "")), expected)
+    assert batched["line"].to_list() == [3, 4, 5, 6, 7, 8]
+
+
+@pytest.mark.parametrize(
+    ("data", "start"),
+    [
+        (b"id,when\n", 0),
+        (b"\nid", 1),
+        (b"\r\nid", 2),
+        (b"\r\n\r\n\nid", 5),
+        (b"\xef\xbb\xbf\r\nid", 5),
+        (b"\rid", 0),
+    ],
+)
+def test_the_header_starts_after_a_bom_and_blank_lines_of_either_end(
+    data: bytes, start: int
+) -> None:
+    assert sources._header_start(data) == start
+
+
+def test_a_file_whose_lines_end_in_a_bare_cr_is_an_input_error(tmp_path: Path) -> None:
+    path = write(tmp_path, b"id,when\rA,1\rB,2\r")
+    with pytest.raises(InputError, match="lines end in a bare CR") as raised:
+        read(path, WHOLE)
+    assert (raised.value.path, raised.value.line) == (path, 1)
 
 
 def test_line_numbers_run_on_across_batches(tmp_path: Path) -> None:
@@ -86,7 +138,7 @@ def test_a_file_without_rows_is_one_empty_batch(tmp_path: Path) -> None:
 
     assert len(batches) == 1
     assert batches[0].schema == pl.Schema(
-        {"line": pl.Int64, "member_id": pl.String, "ts": pl.String}
+        {"line": pl.Int64, "member_id": pl.String, "ts": pl.String, "problem": pl.String}
     )
 
 
@@ -108,9 +160,88 @@ def test_a_row_with_too_many_fields_in_a_later_batch_is_located(tmp_path: Path) 
     assert raised.value.line == 5
 
 
-def test_a_non_utf8_byte_in_a_later_batch_spoils_only_its_value(tmp_path: Path) -> None:
-    path = write(tmp_path, b"id,when\nA,1\nB,2\nC\xff,3\nD,4\n")
-    assert read(path, 4)["member_id"].to_list() == ["A", "B", "C\ufffd", "D"]
+@pytest.mark.parametrize("chunk_bytes", [1, 4, 9, WHOLE])
+def test_a_non_utf8_byte_in_a_later_batch_spoils_only_its_row(
+    tmp_path: Path, chunk_bytes: int
+) -> None:
+    path = write(tmp_path, b"id,when\nA,1\nB,2\nC\xff,3\xfe\xfe\nD,4\n")
+
+    batched = read(path, chunk_bytes)
+
+    assert batched["member_id"].to_list() == ["A", "B", "C\ufffd", "D"]
+    assert batched["ts"].to_list() == ["1", "2", "3\ufffd\ufffd", "4"]
+    assert batched["problem"].to_list() == [None, None, BAD_ENCODING + "member_id", None]
+
+
+# --- records that break the quoting rules ----------------------------------------------------
+
+#: (text, member ids by line, lines of malformed records); the columns are ``id,when``
+MALFORMED_TEXTS = {
+    "stray quote": (b'id,when\nA,1\nB5"x,2\nC,3\n', ["A", 'B5"x', "C"], [3]),
+    "stray quote before a delimiter": (b'id,when\nA,1\nB5",2\nC,3\n', ["A", 'B5"', "C"], [3]),
+    "two stray quotes, one record each": (
+        b'id,when\nA,1\nB"x,2\nC,3\nD"y,4\nE,5\n',
+        ["A", 'B"x', "C", 'D"y', "E"],
+        [3, 5],
+    ),
+    "two stray quotes in one field": (b'id,when\nA,1\nB"x"y,2\nC,3\n', ["A", 'B"x"y', "C"], [3]),
+    "text after a closing quote": (b'id,when\nA,1\n"B"x,2\nC,3\n', ["A", "Bx", "C"], [3]),
+    "stray quote, then a field spanning lines": (
+        b'id,when\nA,1\nB"x,"2\n2"\n"C\nC",3\nD,4\n',
+        ["A", 'B"x', "C\nC", "D"],
+        [3],
+    ),
+    "stray quote in the last field, CRLF": (
+        b'id,when\r\nA,1\r\nB,2"\r\nC,3\r\n',
+        ["A", "B", "C"],
+        [3],
+    ),
+    "stray quote in a column not mapped": (
+        b'x,id,when\n1,A,1\n2",B,2\n3,C,3\n',
+        ["A", "B", "C"],
+        [3],
+    ),
+    "stray quote in the last record, no final newline": (b'id,when\nA,1\nB"x,2', ["A", 'B"x'], [3]),
+}
+
+
+@pytest.mark.parametrize(
+    ("content", "member_ids", "malformed"), MALFORMED_TEXTS.values(), ids=MALFORMED_TEXTS.keys()
+)
+@pytest.mark.parametrize("chunk_bytes", [1, 2, 3, 5, 8, 13, 40, WHOLE])
+def test_a_record_breaking_the_quoting_rules_is_marked_and_every_other_is_read(
+    tmp_path: Path, content: bytes, member_ids: list[str], malformed: list[int], chunk_bytes: int
+) -> None:
+    path = write(tmp_path, content)
+
+    batched = read(path, chunk_bytes)
+
+    assert batched["member_id"].to_list() == member_ids
+    assert batched["line"].to_list() == list(range(2, len(member_ids) + 2))
+    marked = batched.filter(pl.col("problem") == MALFORMED)["line"].to_list()
+    assert marked == malformed
+    assert batched["problem"].drop_nulls().to_list() == [MALFORMED] * len(malformed)
+
+
+def test_a_stray_quote_early_in_a_large_file_costs_one_record(tmp_path: Path) -> None:
+    # Counted by parity, the stray quote would leave every later newline inside a field.
+    rows = [f"M{i},{i}" for i in range(3000)]
+    rows[1] = 'M1"x,1'
+    path = write(tmp_path, ("id,when\n" + "\n".join(rows) + "\n").encode())
+
+    batched = read(path, 4096)
+
+    assert batched.height == 3000
+    assert batched["line"].to_list() == list(range(2, 3002))
+    assert batched.filter(pl.col("problem").is_not_null())["line"].to_list() == [3]
+    assert batched["ts"].to_list() == [str(i) for i in range(3000)]
+
+
+def test_a_quoted_field_never_closed_is_an_input_error_at_its_row(tmp_path: Path) -> None:
+    path = write(tmp_path, b'id,when\nA,1\nB"x,2\nC,"3\nD,4\n')
+    with pytest.raises(InputError, match="never closed") as raised:
+        read(path, 5)
+    assert raised.value.line == 4
 
 
 # --- properties ------------------------------------------------------------------------------
@@ -141,3 +272,52 @@ def test_any_csv_text_reads_the_same_in_batches_of_any_size(
     path.write_text(text.getvalue(), encoding="utf-8")
 
     assert_frame_equal(read(path, chunk_bytes), read(path, WHOLE))
+
+
+def _field(value: str) -> str:
+    """One value as a CSV field, quoted when it must be."""
+    needs = any(c in value for c in ',"\r\n')
+    return '"' + value.replace('"', '""') + '"' if needs else value
+
+
+_PLAIN = st.text(st.sampled_from("ab \u00e9"), min_size=2, max_size=5)
+# No bare CR: with LF line ends the csv module leaves one unquoted.
+_QUOTABLE = st.text(st.sampled_from('ab ,"\n\t\u00e9'), max_size=6)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    rows=st.lists(st.tuples(_QUOTABLE, _PLAIN, _QUOTABLE), min_size=1, max_size=12),
+    strays=st.sets(st.integers(min_value=0, max_value=11)),
+    line_end=st.sampled_from(["\n", "\r\n"]),
+    chunk_bytes=st.integers(min_value=1, max_value=48),
+)
+def test_stray_quotes_cost_only_their_records_in_batches_of_any_size(
+    tmp_path_factory: pytest.TempPathFactory,
+    rows: list[tuple[str, str, str]],
+    strays: set[int],
+    line_end: str,
+    chunk_bytes: int,
+) -> None:
+    strays = {index for index in strays if index < len(rows)}
+    text = f"id,other,when{line_end}"
+    for index, (first, plain, last) in enumerate(rows):
+        if index in strays:  # a quote inside the unquoted middle field
+            plain = f'{plain[0]}"{plain[1:]}'
+        text += f"{_field(first)},{plain},{_field(last)}{line_end}"
+    path = tmp_path_factory.mktemp("strays") / "partner.csv"
+    path.write_text(text, encoding="utf-8")
+
+    batched = read(path, chunk_bytes)
+
+    assert batched["line"].to_list() == list(range(2, len(rows) + 2))
+    assert batched.filter(pl.col("problem") == MALFORMED)["line"].to_list() == sorted(
+        index + 2 for index in strays
+    )
+    # each record's own values, CRLF's CR dropped from the last field as polars drops it
+    expected = [
+        (first, last.removesuffix("\r") if line_end == "\r\n" else last) for first, _, last in rows
+    ]
+    assert list(zip(batched["member_id"], batched["ts"], strict=True)) == [
+        (first or None, last or None) for first, last in expected
+    ]

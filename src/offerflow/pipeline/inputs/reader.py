@@ -9,17 +9,19 @@ tables (the row ledger)::
 
 A row is checked in the order of :data:`REASONS` and rejected with the first reason that applies.
 The last check is ``duplicate_row``: a row whose raw values in the five mapped columns (other
-columns are not compared) are exactly those of an earlier row. Identical raw values always get
-the same verdict from the other checks, so a duplicate of a usable row is rejected as
-``duplicate_row`` (the first occurrence is used), and a duplicate of a rejected row is rejected
-for the same reason as that row.
+columns are not compared) are exactly those of an earlier row, of its own file or of an earlier
+file of a glob. Identical raw values get the same verdict from the other checks, so a duplicate
+of a usable row is rejected as ``duplicate_row`` (the first occurrence is used), and a duplicate
+of a rejected row is rejected for the same reason as that row. (The values of a ``malformed_row``
+and those holding bytes that are not UTF-8 are a reading of the file, not its text: the row
+whose text they resemble is no copy of theirs.)
 
-The file is read in chunks (:mod:`~offerflow.pipeline.inputs.sources`), and of each row only what
+A file is read in chunks (:mod:`~offerflow.pipeline.inputs.sources`), and of each row only what
 the result needs is kept: the parsed values of a usable row, the raw text of a rejected one. So
-duplicates are found after the last chunk, and among usable rows only (a duplicate of a rejected
-row has its reason already): on a 64-bit hash of each row's raw values, after which the rows
-whose hash repeats are read again from the file and their raw text compared, so that a hash
-collision can cost time, never a row.
+duplicates are found after the last chunk of the last file, and among usable rows only (a
+duplicate of a rejected row has its reason already): on a 64-bit hash of each row's raw values,
+after which the rows whose hash repeats are read again from their files and their raw text
+compared, so that a hash collision can cost time, never a row.
 
 ``line`` numbers rows the way a person counts lines in the file: the header is line 1 (or later,
 after blank lines before it) and the first data row the next. In a CSV file it is the *record*
@@ -34,15 +36,23 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
+from functools import partial
+from itertools import accumulate
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
 
 from offerflow.config import DEFAULT_COLUMNS as _DEFAULT_COLUMNS
 from offerflow.errors import InputError
-from offerflow.pipeline.inputs.sources import Format, TextChunks, read_text_columns
+from offerflow.pipeline.inputs.sources import (
+    BAD_ENCODING,
+    MALFORMED,
+    Format,
+    TextChunks,
+    read_text_columns,
+)
 
 __all__ = [
     "CANONICAL",
@@ -63,8 +73,13 @@ DEFAULT_COLUMNS: Mapping[str, str] = MappingProxyType(_DEFAULT_COLUMNS)
 TYPES = ("buy", "gift", "redeem")
 
 _NUMBERS = ("points", "revenue")
-#: the reject reason codes, in the order they are checked: the first that applies is given
+#: the reject reason codes, in the order they are checked: the first that applies is given.
+#: From the bytes up: a record that is not well-formed CSV, a value that is not UTF-8, then
+#: missing values, values that do not parse, values that parse but cannot be used, and last
+#: the duplicates.
 REASONS = (
+    MALFORMED,
+    *(f"{BAD_ENCODING}{name}" for name in CANONICAL),
     "missing_member_id",
     *(f"missing_field:{name}" for name in CANONICAL[1:]),
     "bad_timestamp",
@@ -82,6 +97,7 @@ _TS_ANY = (
     r"(?:[Tt ](?<time>\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?)(?<offset>[Zz]|[+-]\d{2}:\d{2})?)?$"
 )
 _AS_OF = re.compile(r"\d{4}-\d{2}-\d{2}")
+_T = TypeVar("_T")
 
 
 @dataclass(slots=True)
@@ -124,31 +140,17 @@ class ReadResult:
 def read_inputs(pattern: Path, **options: Any) -> ReadResult:
     """Read a file, or every file a glob pattern matches (in name order), as one input.
 
-    With several files, ``rejects`` gains a ``file`` column (its ``line`` counts within that
-    file), transactions are ordered file after file (equal timestamps keep that order), and
-    duplicate rows are found within a file, not across files.
+    ``options`` are those of :func:`read_transactions`. With several files, ``rejects`` gains a
+    ``file`` column (its ``line`` counts within that file), transactions are ordered file after
+    file (equal timestamps keep that order), and a row that repeats one of an earlier file is a
+    duplicate as one that repeats an earlier row of its own file is.
     """
     if not glob.has_magic(str(pattern)):
         return read_transactions(pattern, **options)
     paths = sorted(Path(p) for p in glob.glob(str(pattern)))
     if not paths:
         raise InputError("no file matches this pattern", path=pattern)
-    results = [read_transactions(path, **options) for path in paths]
-    offset = 0
-    transactions = []
-    for result in results:
-        transactions.append(result.transactions.with_columns(pl.col("line") + offset))
-        offset += result.rows_in + 2  # keeps lines of different files apart
-    rejects = pl.concat(
-        [
-            r.rejects.with_columns(pl.lit(str(p)).alias("file")).select(
-                "file", pl.all().exclude("file")
-            )
-            for p, r in zip(paths, results, strict=True)
-        ]
-    )
-    members = pl.concat([r.members for r in results]).unique().sort()
-    return ReadResult(pl.concat(transactions), rejects, members, sum(r.rows_in for r in results))
+    return _read_files(paths, several=True, **options)
 
 
 def parse_as_of(text: str | None, *, now: datetime | None = None) -> datetime:
@@ -173,6 +175,7 @@ def read_transactions(
     fmt: Format | None = None,
     type_aliases: Mapping[str, str] | None = None,
     timestamp_format: str | None = None,
+    rows: int | None = None,
 ) -> ReadResult:
     """Read a CSV or Parquet file of transactions into usable rows and rejects.
 
@@ -182,12 +185,48 @@ def read_transactions(
     ``fmt`` defaults to Parquet for a ``.parquet``/``.pq`` suffix and CSV otherwise.
     ``timestamp_format`` (a strftime pattern) replaces the ISO 8601 forms for a partner that
     writes timestamps otherwise; without an offset in the pattern they are taken as UTC.
+    ``rows`` reads only the first rows of the file, as a sample.
 
     Raises InputError, naming the file and where known the line and the column, when the file
     cannot be read as a table: absent, unreadable, empty, not of its format, a mapped column
     missing, or a CSV row with more fields than the header.
     """
-    path = Path(path)
+    return _read_files(
+        [Path(path)],
+        several=False,
+        as_of=as_of,
+        columns=columns,
+        fmt=fmt,
+        type_aliases=type_aliases,
+        timestamp_format=timestamp_format,
+        rows=rows,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _FileRows:
+    """One file's rows after the first pass: duplicates not yet found."""
+
+    path: Path
+    #: usable rows: line, the parsed values, ``_hash`` of the raw values
+    usable: pl.DataFrame
+    #: rejected rows: line, the raw values, ``_reason`` (an index into REASONS)
+    rejected: pl.DataFrame
+    rows: int
+
+
+def _read_files(
+    paths: Sequence[Path],
+    *,
+    several: bool,
+    as_of: datetime,
+    columns: Mapping[str, str] = DEFAULT_COLUMNS,
+    fmt: Format | None = None,
+    type_aliases: Mapping[str, str] | None = None,
+    timestamp_format: str | None = None,
+    rows: int | None = None,
+) -> ReadResult:
+    """Read files in turn as one input: each file's rows, then the duplicates among them all."""
     source = _source_columns(columns)
     types = _type_mapping(type_aliases)
     moment = _utc(as_of)
@@ -196,8 +235,42 @@ def read_transactions(
     def parse(raw: pl.LazyFrame) -> pl.LazyFrame:
         return _parsed(raw, moment, types, parse_ts)
 
-    return read_text_columns(
-        path, source, fmt=fmt, then=lambda chunks: _read(chunks, parse, source)
+    def read(path: Path, then: Callable[[TextChunks], _T]) -> _T:
+        return read_text_columns(path, source, fmt=fmt, then=then, rows=rows)
+
+    files = [read(path, partial(_first_pass, path, parse=parse)) for path in paths]
+    # Lines of later files are shifted past those of earlier ones: one order across the files.
+    offsets = list(accumulate((f.rows + 2 for f in files[:-1]), initial=0))
+    # No rechunk: it would copy the largest table of the read, for nothing.
+    usable = pl.concat(
+        [f.usable.with_columns(pl.col("line") + at) for f, at in zip(files, offsets, strict=True)],
+        rechunk=False,
+    )
+    duplicates = _duplicates(usable, files, offsets, read)
+    transactions = usable.filter(
+        ~pl.col("line").is_in(duplicates.get_column("line").implode())
+    ).drop("_hash")
+    del usable
+    duplicate = pl.lit(REASONS.index("duplicate_row"), pl.UInt8).alias("_reason")
+    rejected = [
+        pl.concat([f.rejected, _within(duplicates, at, f.rows).with_columns(duplicate)]).sort(
+            "line"
+        )
+        for f, at in zip(files, offsets, strict=True)
+    ]
+    rejects = pl.concat(
+        [
+            _rejects(r, source).select(pl.lit(str(f.path)).alias("file"), pl.all())
+            if several
+            else _rejects(r, source)
+            for f, r in zip(files, rejected, strict=True)
+        ]
+    )
+    return ReadResult(
+        transactions=transactions,
+        rejects=rejects,
+        members=_members(transactions, pl.concat(rejected)),
+        rows_in=sum(f.rows for f in files),
     )
 
 
@@ -252,7 +325,9 @@ def _parsed(
         text["type"].str.to_lowercase().replace_strict(types, default=None).alias("_type"),
         *(text[name].cast(pl.Float64, strict=False).alias(f"_{name}") for name in _NUMBERS),
     )
-    checks = [pl.col(f"_missing_{name}") for name in CANONICAL]
+    checks = [pl.col("problem") == MALFORMED]
+    checks += [pl.col("problem") == f"{BAD_ENCODING}{name}" for name in CANONICAL]
+    checks += [pl.col(f"_missing_{name}") for name in CANONICAL]
     checks += [pl.col("_ts").is_null(), pl.col("_ts") > as_of, pl.col("_type").is_null()]
     checks += [pl.col(f"_{name}").is_null() | ~pl.col(f"_{name}").is_finite() for name in _NUMBERS]
     # The first failing check wins. A small integer per row is much cheaper than a string:
@@ -310,12 +385,10 @@ def _timestamp_as(pattern: str) -> Callable[[pl.Expr], pl.Expr]:
     return parse
 
 
-def _read(
-    chunks: TextChunks,
-    parse: Callable[[pl.LazyFrame], pl.LazyFrame],
-    source: Mapping[str, str],
-) -> ReadResult:
-    """Parse the file chunk by chunk into usable rows and rejects, then find the duplicates."""
+def _first_pass(
+    path: Path, chunks: TextChunks, parse: Callable[[pl.LazyFrame], pl.LazyFrame]
+) -> _FileRows:
+    """Parse a file chunk by chunk into usable rows and rejects."""
     usable: list[pl.DataFrame] = []
     rejected: list[pl.DataFrame] = []
     rows = 0
@@ -329,33 +402,24 @@ def _read(
             )
         )
         rejected.append(parsed.filter(~ok).select("line", *_own_text(CANONICAL), "_reason"))
-    # No rechunk: it would copy the largest table of the read, for nothing.
-    transactions = pl.concat(usable, rechunk=False)
-    rejects = pl.concat(rejected)
-    del usable, rejected  # the chunks' rejects, which concat copied
-    duplicates = _duplicates(transactions, chunks)
-    if duplicates.height:
-        transactions = transactions.filter(
-            ~pl.col("line").is_in(duplicates.get_column("line").implode())
-        )
-        reason = pl.lit(REASONS.index("duplicate_row"), pl.UInt8).alias("_reason")
-        rejects = pl.concat([rejects, duplicates.with_columns(reason)]).sort("line")
-    transactions = transactions.drop("_hash")
-    return ReadResult(
-        transactions=transactions,
-        rejects=rejects.select(
-            "line",
-            *(
-                pl.when(pl.col(name) != "").then(pl.col(name)).alias(source[name])
-                for name in CANONICAL
-            ),
-            pl.col("_reason")
-            .replace_strict(dict(enumerate(REASONS)), return_dtype=pl.String)
-            .alias("reason"),
-        ),
-        members=_members(transactions, rejects),
-        rows_in=rows,
+    return _FileRows(path, pl.concat(usable, rechunk=False), pl.concat(rejected), rows)
+
+
+def _rejects(rejected: pl.DataFrame, source: Mapping[str, str]) -> pl.DataFrame:
+    """Rejected rows as ``rejects.csv`` has them: line, raw values (null for empty), reason."""
+    return rejected.select(
+        "line",
+        *(pl.when(pl.col(name) != "").then(pl.col(name)).alias(source[name]) for name in CANONICAL),
+        pl.col("_reason")
+        .replace_strict(dict(enumerate(REASONS)), return_dtype=pl.String)
+        .alias("reason"),
     )
+
+
+def _within(rows: pl.DataFrame, offset: int, lines: int) -> pl.DataFrame:
+    """The rows of one file among those of all files, its own line numbers given back."""
+    line = pl.col("line")
+    return rows.filter(line.is_between(offset, offset + lines + 1)).with_columns(line - offset)
 
 
 def _own_text(names: Sequence[str]) -> list[pl.Expr]:
@@ -367,22 +431,38 @@ def _own_text(names: Sequence[str]) -> list[pl.Expr]:
     return [pl.concat_str(pl.col(name), pl.lit("")).alias(name) for name in names]
 
 
-def _duplicates(transactions: pl.DataFrame, chunks: TextChunks) -> pl.DataFrame:
+def _duplicates(
+    usable: pl.DataFrame,
+    files: Sequence[_FileRows],
+    offsets: Sequence[int],
+    read: Callable[[Path, Callable[[TextChunks], pl.DataFrame]], pl.DataFrame],
+) -> pl.DataFrame:
     """The usable rows whose raw values are exactly those of an earlier row: line, raw values.
 
     Rows of equal raw values have equal hashes, so only the rows whose hash repeats are read
-    again from the file, and their raw text compared. In a file without duplicates that is
-    none, and nothing is read again.
+    again from their files, and their raw text compared. In an input without duplicates that
+    is none, and nothing is read again.
     """
-    repeated = _repeated(transactions.get_column("_hash"))
+    repeated = _repeated(usable.get_column("_hash"))
     if repeated.is_empty():
         return pl.DataFrame(schema=[("line", pl.Int64), *((name, pl.String) for name in CANONICAL)])
-    suspects = transactions.filter(pl.col("_hash").is_in(repeated.implode())).get_column("line")
-    again = pl.concat(
-        text.filter(pl.col("line").is_in(suspects.implode())).select("line", *_own_text(CANONICAL))
-        for text in chunks()
-    )
-    return _exact_duplicates(again)
+    suspects = usable.filter(pl.col("_hash").is_in(repeated.implode())).select("line")
+    again = []
+    for file, at in zip(files, offsets, strict=True):
+        lines = _within(suspects, at, file.rows).get_column("line")
+        if lines.is_empty():
+            continue
+
+        def suspected(chunks: TextChunks, lines: pl.Series = lines) -> pl.DataFrame:
+            return pl.concat(
+                text.filter(pl.col("line").is_in(lines.implode())).select(
+                    "line", *_own_text(CANONICAL)
+                )
+                for text in chunks()
+            )
+
+        again.append(read(file.path, suspected).with_columns(pl.col("line") + at))
+    return _exact_duplicates(pl.concat(again))
 
 
 def _repeated(hashes: pl.Series) -> pl.Series:
@@ -402,7 +482,13 @@ def _exact_duplicates(rows: pl.DataFrame) -> pl.DataFrame:
 
 
 def _members(transactions: pl.DataFrame, rejects: pl.DataFrame) -> pl.Series:
-    """Every distinct non-empty member id (stripped), of usable and rejected rows, sorted."""
-    rejected = rejects.get_column("member_id").str.strip_chars()
+    """Every distinct non-empty member id (stripped), of usable and rejected rows, sorted.
+
+    Neither is the member id of a malformed row (where its fields begin and end is a guess) nor
+    one that is not UTF-8 (two different ids may read as the same text).
+    """
+    unreadable = [REASONS.index(MALFORMED), REASONS.index(f"{BAD_ENCODING}member_id")]
+    readable = rejects.filter(~pl.col("_reason").is_in(unreadable))
+    rejected = readable.get_column("member_id").str.strip_chars()
     ids = pl.concat([transactions.get_column("member_id").unique(), rejected])
     return ids.filter(ids != "").unique().sort().alias("member_id")
