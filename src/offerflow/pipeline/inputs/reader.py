@@ -32,15 +32,14 @@ several lines; in a Parquet file it is the row number + 2.
 from __future__ import annotations
 
 import glob
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from datetime import datetime
 from functools import partial
 from itertools import accumulate
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import polars as pl
 
@@ -53,15 +52,19 @@ from offerflow.pipeline.inputs.sources import (
     TextChunks,
     read_text_columns,
 )
+from offerflow.pipeline.inputs.timestamps import parse_as_of, timestamp_parser, utc
 
 __all__ = [
     "CANONICAL",
     "DEFAULT_COLUMNS",
     "REASONS",
     "TYPES",
+    "FileSource",
     "ReadResult",
+    "TextSource",
     "parse_as_of",
     "read_inputs",
+    "read_sources",
     "read_transactions",
 ]
 
@@ -89,14 +92,6 @@ REASONS = (
     "duplicate_row",
 )
 
-# The common case, parsed by polars' fast path; everything else goes through _TS_ANY.
-_TS_PLAIN = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$"
-# A date, optionally with a time (`T`, `t` or a space between), fraction and `Z` or ±HH:MM offset.
-_TS_ANY = (
-    r"^(?<date>\d{4}-\d{2}-\d{2})"
-    r"(?:[Tt ](?<time>\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?)(?<offset>[Zz]|[+-]\d{2}:\d{2})?)?$"
-)
-_AS_OF = re.compile(r"\d{4}-\d{2}-\d{2}")
 _T = TypeVar("_T")
 
 
@@ -153,20 +148,6 @@ def read_inputs(pattern: Path, **options: Any) -> ReadResult:
     return _read_files(paths, several=True, **options)
 
 
-def parse_as_of(text: str | None, *, now: datetime | None = None) -> datetime:
-    """The as-of instant of a run: ``now`` (UTC) for None, the end of the UTC day for YYYY-MM-DD."""
-    if text is None:
-        return _utc(now) if now is not None else datetime.now(UTC)
-    stripped = text.strip()
-    if not _AS_OF.fullmatch(stripped):
-        raise ValueError(f"as-of must be a date YYYY-MM-DD, got {text!r}")
-    try:
-        day = date.fromisoformat(stripped)
-    except ValueError as exc:
-        raise ValueError(f"as-of {text!r} is not a calendar date: {exc}") from None
-    return datetime.combine(day, time.max, tzinfo=UTC)
-
-
 def read_transactions(
     path: Path,
     *,
@@ -203,16 +184,50 @@ def read_transactions(
     )
 
 
+class TextSource(Protocol):
+    """Where one file's rows come from as text: the file itself, or its rows kept elsewhere
+    (e.g. the rows of one partition of its members)."""
+
+    #: the file, as rejects name it
+    @property
+    def name(self) -> str: ...
+
+    def read(self, then: Callable[[TextChunks], _T]) -> _T:
+        """Call ``then`` with the file's rows as text chunks (lines as in the file, in order)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class FileSource:
+    """A CSV or Parquet file read from its start (``rows``: only its first rows)."""
+
+    path: Path
+    columns: Mapping[str, str]
+    fmt: Format | None = None
+    rows: int | None = None
+
+    @property
+    def name(self) -> str:
+        """The file's path."""
+        return str(self.path)
+
+    def read(self, then: Callable[[TextChunks], _T]) -> _T:
+        """Call ``then`` with the file's rows as text chunks."""
+        return read_text_columns(self.path, self.columns, fmt=self.fmt, then=then, rows=self.rows)
+
+
 @dataclass(frozen=True, slots=True)
 class _FileRows:
     """One file's rows after the first pass: duplicates not yet found."""
 
-    path: Path
+    source: TextSource
     #: usable rows: line, the parsed values, ``_hash`` of the raw values
     usable: pl.DataFrame
     #: rejected rows: line, the raw values, ``_reason`` (an index into REASONS)
     rejected: pl.DataFrame
     rows: int
+    #: one more than the largest line number of its rows: where the next file's lines may start
+    span: int
 
 
 def _read_files(
@@ -226,41 +241,61 @@ def _read_files(
     timestamp_format: str | None = None,
     rows: int | None = None,
 ) -> ReadResult:
-    """Read files in turn as one input: each file's rows, then the duplicates among them all."""
+    """Read files in turn as one input."""
+    source = _source_columns(columns)
+    sources = [FileSource(path, source, fmt, rows) for path in paths]
+    return read_sources(
+        sources,
+        several=several,
+        as_of=as_of,
+        columns=columns,
+        type_aliases=type_aliases,
+        timestamp_format=timestamp_format,
+    )
+
+
+def read_sources(
+    sources: Sequence[TextSource],
+    *,
+    several: bool,
+    as_of: datetime,
+    columns: Mapping[str, str] = DEFAULT_COLUMNS,
+    type_aliases: Mapping[str, str] | None = None,
+    timestamp_format: str | None = None,
+) -> ReadResult:
+    """Read files' rows in turn as one input: each file's rows, then the duplicates among them
+    all. ``several``: the rejects name the file of each row (a ``file`` column)."""
     source = _source_columns(columns)
     types = _type_mapping(type_aliases)
-    moment = _utc(as_of)
-    parse_ts = _timestamp if timestamp_format is None else _timestamp_as(timestamp_format)
+    moment = utc(as_of)
+    parse_ts = timestamp_parser(timestamp_format)
 
     def parse(raw: pl.LazyFrame) -> pl.LazyFrame:
         return _parsed(raw, moment, types, parse_ts)
 
-    def read(path: Path, then: Callable[[TextChunks], _T]) -> _T:
-        return read_text_columns(path, source, fmt=fmt, then=then, rows=rows)
-
-    files = [read(path, partial(_first_pass, path, parse=parse)) for path in paths]
+    files = [text.read(partial(_first_pass, text, parse=parse)) for text in sources]
     # Lines of later files are shifted past those of earlier ones: one order across the files.
-    offsets = list(accumulate((f.rows + 2 for f in files[:-1]), initial=0))
+    offsets = list(accumulate((f.span for f in files[:-1]), initial=0))
     # No rechunk: it would copy the largest table of the read, for nothing.
     usable = pl.concat(
         [f.usable.with_columns(pl.col("line") + at) for f, at in zip(files, offsets, strict=True)],
         rechunk=False,
     )
-    duplicates = _duplicates(usable, files, offsets, read)
+    duplicates = _duplicates(usable, files, offsets)
     transactions = usable.filter(
         ~pl.col("line").is_in(duplicates.get_column("line").implode())
     ).drop("_hash")
     del usable
     duplicate = pl.lit(REASONS.index("duplicate_row"), pl.UInt8).alias("_reason")
     rejected = [
-        pl.concat([f.rejected, _within(duplicates, at, f.rows).with_columns(duplicate)]).sort(
+        pl.concat([f.rejected, _within(duplicates, at, f.span).with_columns(duplicate)]).sort(
             "line"
         )
         for f, at in zip(files, offsets, strict=True)
     ]
     rejects = pl.concat(
         [
-            _rejects(r, source).select(pl.lit(str(f.path)).alias("file"), pl.all())
+            _rejects(r, source).select(pl.lit(f.source.name).alias("file"), pl.all())
             if several
             else _rejects(r, source)
             for f, r in zip(files, rejected, strict=True)
@@ -296,12 +331,6 @@ def _type_mapping(aliases: Mapping[str, str] | None) -> dict[str, str]:
             raise ValueError(f"type alias {alias!r} -> {kind!r}: the target must be one of {TYPES}")
         mapping[key] = kind
     return mapping
-
-
-def _utc(moment: datetime) -> datetime:
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
 
 
 def _parsed(
@@ -349,52 +378,18 @@ def _row_hash() -> pl.Expr:
     return pl.struct(CANONICAL).hash()
 
 
-def _timestamp(text: pl.Expr) -> pl.Expr:
-    """Parse UTC timestamps; null where the text is not one of the accepted forms."""
-    plain = text.str.contains(_TS_PLAIN)
-    fast = text.str.to_datetime("%Y-%m-%d %H:%M:%S", time_unit="us", time_zone="UTC", strict=False)
-    # Only the rows the fast path did not take reach the slow path: nulls cost next to nothing.
-    parts = pl.when(~plain).then(text).str.extract_groups(_TS_ANY)
-    offset = parts.struct["offset"]
-    utc_offset = (
-        pl.when(offset.is_null() | (offset.str.to_uppercase() == "Z"))
-        .then(pl.lit("+00:00"))
-        .otherwise(offset)
-    )
-    iso = pl.concat_str(
-        parts.struct["date"],
-        pl.lit("T"),
-        parts.struct["time"].fill_null("00:00:00"),
-        utc_offset,
-    )
-    slow = iso.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%:z", time_unit="us", strict=False)
-    return pl.when(plain).then(fast).otherwise(slow)
-
-
-def _timestamp_as(pattern: str) -> Callable[[pl.Expr], pl.Expr]:
-    """Parse timestamps written with a partner's strftime pattern; null where they are not."""
-    aware = "%z" in pattern or "%:z" in pattern
-
-    def parse(text: pl.Expr) -> pl.Expr:
-        if aware:
-            return text.str.to_datetime(pattern, time_unit="us", strict=False).dt.convert_time_zone(
-                "UTC"
-            )
-        return text.str.to_datetime(pattern, time_unit="us", time_zone="UTC", strict=False)
-
-    return parse
-
-
 def _first_pass(
-    path: Path, chunks: TextChunks, parse: Callable[[pl.LazyFrame], pl.LazyFrame]
+    source: TextSource, chunks: TextChunks, parse: Callable[[pl.LazyFrame], pl.LazyFrame]
 ) -> _FileRows:
     """Parse a file chunk by chunk into usable rows and rejects."""
     usable: list[pl.DataFrame] = []
     rejected: list[pl.DataFrame] = []
-    rows = 0
+    rows = span = 0
     for text in chunks():
         parsed = parse(text.lazy()).collect()
         rows += parsed.height
+        if parsed.height:
+            span = max(span, int(parsed.get_column("line").max()) + 1)  # type: ignore[arg-type]
         ok = parsed.get_column("_reason").is_null()
         usable.append(
             parsed.filter(ok).select(
@@ -402,7 +397,7 @@ def _first_pass(
             )
         )
         rejected.append(parsed.filter(~ok).select("line", *_own_text(CANONICAL), "_reason"))
-    return _FileRows(path, pl.concat(usable, rechunk=False), pl.concat(rejected), rows)
+    return _FileRows(source, pl.concat(usable, rechunk=False), pl.concat(rejected), rows, span)
 
 
 def _rejects(rejected: pl.DataFrame, source: Mapping[str, str]) -> pl.DataFrame:
@@ -416,10 +411,12 @@ def _rejects(rejected: pl.DataFrame, source: Mapping[str, str]) -> pl.DataFrame:
     )
 
 
-def _within(rows: pl.DataFrame, offset: int, lines: int) -> pl.DataFrame:
+def _within(rows: pl.DataFrame, offset: int, span: int) -> pl.DataFrame:
     """The rows of one file among those of all files, its own line numbers given back."""
     line = pl.col("line")
-    return rows.filter(line.is_between(offset, offset + lines + 1)).with_columns(line - offset)
+    return rows.filter(line.is_between(offset, offset + span, closed="left")).with_columns(
+        line - offset
+    )
 
 
 def _own_text(names: Sequence[str]) -> list[pl.Expr]:
@@ -432,10 +429,7 @@ def _own_text(names: Sequence[str]) -> list[pl.Expr]:
 
 
 def _duplicates(
-    usable: pl.DataFrame,
-    files: Sequence[_FileRows],
-    offsets: Sequence[int],
-    read: Callable[[Path, Callable[[TextChunks], pl.DataFrame]], pl.DataFrame],
+    usable: pl.DataFrame, files: Sequence[_FileRows], offsets: Sequence[int]
 ) -> pl.DataFrame:
     """The usable rows whose raw values are exactly those of an earlier row: line, raw values.
 
@@ -449,7 +443,7 @@ def _duplicates(
     suspects = usable.filter(pl.col("_hash").is_in(repeated.implode())).select("line")
     again = []
     for file, at in zip(files, offsets, strict=True):
-        lines = _within(suspects, at, file.rows).get_column("line")
+        lines = _within(suspects, at, file.span).get_column("line")
         if lines.is_empty():
             continue
 
@@ -461,7 +455,7 @@ def _duplicates(
                 for text in chunks()
             )
 
-        again.append(read(file.path, suspected).with_columns(pl.col("line") + at))
+        again.append(file.source.read(suspected).with_columns(pl.col("line") + at))
     return _exact_duplicates(pl.concat(again))
 
 

@@ -1,0 +1,88 @@
+"""Timestamps of a partner's input, and the as-of instant of a run.
+
+Timestamps are UTC: ``YYYY-MM-DD HH:MM:SS`` (polars' fast path), or ISO 8601 with ``T``, a
+fraction, ``Z`` or an offset (converted to UTC), or a bare date; a partner may give a strftime
+pattern instead. What does not parse is null, for the reader to reject.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC, date, datetime, time
+
+import polars as pl
+
+__all__ = ["parse_as_of", "timestamp_parser", "utc"]
+
+# The common case, parsed by polars' fast path; everything else goes through _TS_ANY.
+_TS_PLAIN = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$"
+# A date, optionally with a time (`T`, `t` or a space between), fraction and `Z` or ±HH:MM offset.
+_TS_ANY = (
+    r"^(?<date>\d{4}-\d{2}-\d{2})"
+    r"(?:[Tt ](?<time>\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?)(?<offset>[Zz]|[+-]\d{2}:\d{2})?)?$"
+)
+_AS_OF = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def parse_as_of(text: str | None, *, now: datetime | None = None) -> datetime:
+    """The as-of instant of a run: ``now`` (UTC) for None, the end of the UTC day for YYYY-MM-DD."""
+    if text is None:
+        return utc(now) if now is not None else datetime.now(UTC)
+    stripped = text.strip()
+    if not _AS_OF.fullmatch(stripped):
+        raise ValueError(f"as-of must be a date YYYY-MM-DD, got {text!r}")
+    try:
+        day = date.fromisoformat(stripped)
+    except ValueError as exc:
+        raise ValueError(f"as-of {text!r} is not a calendar date: {exc}") from None
+    return datetime.combine(day, time.max, tzinfo=UTC)
+
+
+def utc(moment: datetime) -> datetime:
+    """``moment`` in UTC; a naive one is taken as UTC."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def timestamp_parser(pattern: str | None) -> Callable[[pl.Expr], pl.Expr]:
+    """How a column of timestamp text becomes UTC datetimes: the accepted ISO forms without a
+    pattern, else the partner's strftime ``pattern``."""
+    return _timestamp if pattern is None else _timestamp_as(pattern)
+
+
+def _timestamp(text: pl.Expr) -> pl.Expr:
+    """Parse UTC timestamps; null where the text is not one of the accepted forms."""
+    plain = text.str.contains(_TS_PLAIN)
+    fast = text.str.to_datetime("%Y-%m-%d %H:%M:%S", time_unit="us", time_zone="UTC", strict=False)
+    # Only the rows the fast path did not take reach the slow path: nulls cost next to nothing.
+    parts = pl.when(~plain).then(text).str.extract_groups(_TS_ANY)
+    offset = parts.struct["offset"]
+    utc_offset = (
+        pl.when(offset.is_null() | (offset.str.to_uppercase() == "Z"))
+        .then(pl.lit("+00:00"))
+        .otherwise(offset)
+    )
+    iso = pl.concat_str(
+        parts.struct["date"],
+        pl.lit("T"),
+        parts.struct["time"].fill_null("00:00:00"),
+        utc_offset,
+    )
+    slow = iso.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%:z", time_unit="us", strict=False)
+    return pl.when(plain).then(fast).otherwise(slow)
+
+
+def _timestamp_as(pattern: str) -> Callable[[pl.Expr], pl.Expr]:
+    """Parse timestamps written with a partner's strftime pattern; null where they are not."""
+    aware = "%z" in pattern or "%:z" in pattern
+
+    def parse(text: pl.Expr) -> pl.Expr:
+        if aware:
+            return text.str.to_datetime(pattern, time_unit="us", strict=False).dt.convert_time_zone(
+                "UTC"
+            )
+        return text.str.to_datetime(pattern, time_unit="us", time_zone="UTC", strict=False)
+
+    return parse
