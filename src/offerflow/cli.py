@@ -284,6 +284,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     report.final(outcome.summary, outcome.run_dir)
     if outcome.error is not None:
         print(f"offerflow: error: {outcome.error}", file=sys.stderr)
+    if outcome.summary.get("status") == "interrupted":
+        print(f"offerflow: to finish the run: offerflow run --resume {run_dir}", file=sys.stderr)
     return outcome.exit_code
 
 

@@ -21,6 +21,8 @@ class Status(StrEnum):
     INVALID_RESPONSE = "invalid_response"
     ENDPOINT_UNAVAILABLE = "endpoint_unavailable"
     TLS_ERROR = "tls_error"
+    #: a cluster could not run the member's partition (its workers died on it, time and again)
+    PARTITION_FAILED = "partition_failed"
     INTERRUPTED = "interrupted"
 
 

@@ -1,14 +1,19 @@
-"""One run of the offer workflow: its directory, its outputs, its summary, its stop and resume."""
+"""One run of the offer pipeline in this process: its partition, its summary, stop and resume.
+
+A run checks its endpoints' contracts, runs its one partition (:mod:`~offerflow.pipeline.
+partition`: every member, end to end), then finishes as every run does, whatever ran its
+partitions (:func:`finish_run`): the summary merged from the partitions' results, the exit code
+it earned, ``offers.csv`` and ``rejects.csv`` for people, ``report.html``.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import logging
 import platform
-import re
 import resource
-import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -22,56 +27,50 @@ import anyio
 import polars as pl
 
 from offerflow.config import PartnerConfig
-from offerflow.engine import Hook, MetricsHook
+from offerflow.engine import Hook
 from offerflow.errors import (
     ContractError,
     ExitCode,
     FailureBudgetExceeded,
     OfferflowError,
     OutputError,
-    TaskFailedError,
-    UsageError,
 )
 from offerflow.pipeline.endpoints import check_contracts
 from offerflow.pipeline.inputs import ReadResult
-from offerflow.pipeline.members import Member, Status
-from offerflow.pipeline.outputs import ChunkedTable, RequestLog, atomic_write, make_dir, write_json
-from offerflow.pipeline.stopping import Shutdown, cancel_after_grace, watch_signals
-from offerflow.pipeline.workflow import (
-    Recorder,
-    build_workflow,
-    check_input,
-    client_for,
-    feature_registry,
-    offers_schema,
-    read_input,
+from offerflow.pipeline.members import Status
+from offerflow.pipeline.outputs import (
+    PartitionResult,
+    atomic_write,
+    merge,
+    write_json,
 )
+from offerflow.pipeline.partition import (
+    Progress,
+    describe_error,
+    partition_result,
+    run_partition,
+)
+from offerflow.pipeline.stopping import Shutdown, watch_signals
+from offerflow.pipeline.workflow import check_input, client_for, read_input, workflow_order
 
 __all__ = [
-    "RUN_ID",
-    "Progress",
     "RunReport",
-    "check_run_id",
-    "new_run_dir",
+    "finish_run",
     "record_failure",
     "run_pipeline",
     "run_until_done",
+    "with_concurrency",
 ]
 
 log = logging.getLogger(__name__)
 
-#: told how many members are recorded so far, and of how many (None until the input is read)
-Progress = Callable[[int, int | None], None]
-#: how often ``progress`` is told
-_PROGRESS_EVERY_S = 0.25
-
-#: statuses a resumed run does not score again
-FINAL = (Status.OK, Status.NO_TRANSACTIONS)
-_FAILED = (
+#: the statuses of members whose scoring failed: they count against the failure budget
+FAILED = (
     Status.MODEL_ERROR,
     Status.INVALID_RESPONSE,
     Status.ENDPOINT_UNAVAILABLE,
     Status.TLS_ERROR,
+    Status.PARTITION_FAILED,
 )
 
 
@@ -83,46 +82,6 @@ class RunReport:
     summary: dict[str, Any]
     exit_code: int
     error: OfferflowError | None = None
-
-
-#: a run id: one path component of 1 to 128 letters, digits, ``.``, ``_`` and ``-``, starting
-#: with a letter or a digit (never ``.``, ``..``, a hidden name or an option-like ``-x``)
-RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-
-
-def check_run_id(run_id: str) -> str:
-    """``run_id`` when it matches :data:`RUN_ID`; else a ValueError saying what a run id is."""
-    if not RUN_ID.fullmatch(run_id):
-        raise ValueError(
-            f"{run_id!r} is not a run id: use 1 to 128 letters, digits, '.', '_' or '-', "
-            "starting with a letter or a digit"
-        )
-    return run_id
-
-
-def new_run_dir(config: PartnerConfig, out: Path | None = None, run_id: str | None = None) -> Path:
-    """Create ``<out>/<partner>/<run_id>/``, failing (exit 4) before any work when it can't.
-
-    A ``run_id`` that is not one safe path component (:data:`RUN_ID`) is a UsageError. The run
-    directory gets the config's ``output.dir_mode`` whatever the umask (the directories above it,
-    shared by runs, are made as the umask says).
-    """
-    if run_id is None:
-        run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
-    try:
-        check_run_id(run_id)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    run_dir = (out or config.output.dir) / config.partner / run_id
-    try:
-        run_dir.parent.mkdir(parents=True, exist_ok=True)
-        make_dir(run_dir, config.output.dir_mode)
-        probe = run_dir / ".write-probe"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise OutputError(f"cannot create the run directory: {exc.strerror}", path=run_dir) from exc
-    return run_dir
 
 
 async def run_pipeline(
@@ -142,156 +101,139 @@ async def run_pipeline(
 
     ``read`` is the input, read by :func:`~offerflow.pipeline.workflow.read_input` and checked
     by :func:`~offerflow.pipeline.workflow.check_input`; without it the input is read and
-    checked first, before anything else. With ``resume``, members already
-    committed there as ``ok`` or ``no_transactions`` are not scored again, and the run's files
-    are completed in place. ``progress`` is told a few times a second how many members are
-    recorded, and of how many once the input is read. A run that fails before its summary is
-    written (bad input, a contract mismatch, a cycle, …) leaves one all the same, with status
-    ``failed`` and the error, which it also logs (see :func:`record_failure`).
-    ``config_hash`` is the summary's (the fingerprint in ``run.json``; by default ``config``'s).
+    checked first, before anything else. With ``resume``, members already committed there as
+    ``ok`` or ``no_transactions`` are not scored again, and the run's files are completed in
+    place. ``progress`` is told a few times a second how many members are recorded, and of how
+    many once the input is read. A run that fails before its summary is written (bad input, a
+    contract mismatch, a cycle, …) leaves one all the same, with status ``failed`` and the
+    error, which it also logs (see :func:`record_failure`). ``config_hash`` is the summary's
+    (the fingerprint in ``run.json``; by default ``config``'s).
     """
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     config_hash = config_hash or config.fingerprint()
+    shutdown = shutdown or Shutdown()
     try:
         if read is None:
             read = read_input(config, as_of)
             check_input(config, read, as_of)
-        return await _run_pipeline(
+        config = with_concurrency(config, concurrency)
+        workflow_order(config)  # a cycle among models is refused before any call
+        await check_endpoint_contracts(config)
+        outcome = await run_partition(
             config,
             run_dir=run_dir,
             as_of=as_of,
             read=read,
-            concurrency=concurrency,
             hooks=hooks,
-            shutdown=shutdown or Shutdown(),
+            shutdown=shutdown,
             resume=resume,
             progress=progress,
-            started=started,
-            config_hash=config_hash,
         )
-    except Exception as error:
-        wall_s = time.perf_counter() - started
+    except Exception as exc:
         record_failure(
             config,
             run_dir=run_dir,
             as_of=as_of,
-            error=error,
+            error=exc,
             read=read,
-            wall_s=wall_s,
+            wall_s=time.perf_counter() - started,
             config_hash=config_hash,
         )
         raise
+    error: OfferflowError | None = outcome.failure
+    if outcome.lost and error is None:
+        error = OfferflowError(f"{outcome.lost} members had no result recorded (internal error)")
+    return finish_run(
+        config,
+        run_dir=run_dir,
+        as_of=as_of,
+        results=[outcome.result],
+        shutdown=shutdown,
+        error=error,
+        wall_s=time.perf_counter() - started,
+        started_at=started_at,
+        config_hash=config_hash,
+        resume=resume,
+    )
 
 
-async def _run_pipeline(
+async def check_endpoint_contracts(config: PartnerConfig) -> None:
+    """Compare every endpoint's published schema with what the config sends; a mismatch is a
+    ContractError (exit 2), an endpoint that cannot be asked a warning."""
+    async with client_for(config) as client:
+        contracts = await check_contracts(config, client)
+    for problem in contracts.unreachable:
+        log.warning("contract not checked: %s", problem)
+    if contracts.mismatches:
+        raise ContractError(contracts.mismatches)
+
+
+def finish_run(
     config: PartnerConfig,
     *,
     run_dir: Path,
     as_of: datetime,
-    read: ReadResult,
-    concurrency: int | None,
-    hooks: Sequence[Hook],
+    results: Sequence[PartitionResult],
     shutdown: Shutdown,
-    resume: bool,
-    progress: Progress | None,
-    started: float,
+    error: OfferflowError | None,
+    wall_s: float,
+    started_at: float,
     config_hash: str,
+    resume: bool,
+    extra: dict[str, Any] | None = None,
 ) -> RunReport:
-    config = _with_concurrency(config, concurrency)
-    metrics = MetricsHook()
-    chunk_rows = config.output.chunk_rows
-    registry = feature_registry(config)  # loads the partner's feature modules, once
-    schema = offers_schema(config, registry)
-    file_mode, dir_mode = config.output.file_mode, config.output.dir_mode
-    offers = ChunkedTable(
-        run_dir, "offers", schema, chunk_rows=chunk_rows, file_mode=file_mode, dir_mode=dir_mode
-    )
-    requests = RequestLog(
-        run_dir, chunk_rows=4 * chunk_rows, file_mode=file_mode, dir_mode=dir_mode
-    )
-    skip = None
-    if resume:
-        offers.adopt(run_dir / "offers.parquet")
-        requests.adopt(run_dir / "requests.parquet")
-        skip = _final_members(offers)
-        log.info("resuming %s: %d members already final", run_dir, skip.len())
-    recorder = Recorder(offers)
-    failure: TaskFailedError | None = None
-    async with client_for(config, attempts=requests, stopping=shutdown.stopping) as client:
-        workflow = build_workflow(
-            config,
-            as_of=as_of,
-            client=client,
-            recorder=recorder,
-            registry=registry,
-            skip=skip,
-            stop=shutdown.stopping.is_set,
-            already_read=read,
-        )
-        workflow.validate()
-        contracts = await check_contracts(config, client)
-        for problem in contracts.unreachable:
-            log.warning("contract not checked: %s", problem)
-        if contracts.mismatches:
-            raise ContractError(contracts.mismatches)
-        scope = anyio.CancelScope()
-        async with anyio.create_task_group() as guard:
-            guard.start_soon(cancel_after_grace, shutdown, scope, config.shutdown_grace_s)
-            if progress is not None:
-                done_before = 0 if skip is None else skip.len()
-                guard.start_soon(_report_progress, progress, recorder, done_before)
-            try:
-                with scope:
-                    await workflow.run(hooks=[metrics, *hooks])
-            except TaskFailedError as exc:
-                failure = exc
-            guard.cancel_scope.cancel()
-    if failure is not None and isinstance(failure.cause, UsageError | OutputError):
-        raise failure.cause from failure
+    """End a run whose partitions are done: its summary, exit code, exports and report.
 
-    lost = _close_member_ledger(recorder, shutdown)
-    offers.finish(config.output.formats, sort_by="member_id", unique_by="member_id")
-    requests.finish()
-    if recorder.read is not None:
-        atomic_write(run_dir / "rejects.csv", recorder.read.rejects.write_csv, mode=file_mode)
-
-    error: OfferflowError | None = failure
-    if lost and error is None:
-        error = OfferflowError(f"{lost} members had no result recorded (internal error)")
-    by_status = _counts(run_dir / "offers.parquet", "status")
+    ``error`` is what went wrong on the way (a failed task, lost members, a partition that
+    failed); without one, a share of failed members above the partner's failure budget is one.
+    ``extra`` goes into the summary as it is (e.g. how a cluster ran the run).
+    """
+    figures = merge(results)
+    by_status = figures["ledger"]["members_by_status"]
     if shutdown.requested:
         exit_code, state = shutdown.exit_code, "interrupted"
     elif error is not None:
         exit_code, state = error.exit_code, "failed"
     else:
         exit_code, state = ExitCode.OK, "ok"
-        failed = sum(by_status.get(s, 0) for s in _FAILED)
+        failed = sum(by_status.get(s, 0) for s in FAILED)
         scored = sum(by_status.values()) - by_status.get(Status.NO_TRANSACTIONS, 0)
         if scored and failed / scored > config.failure_budget:
             error = FailureBudgetExceeded(failed, scored, config.failure_budget)
             exit_code, state = error.exit_code, "failed"
+    mode = config.output.file_mode
+    export_tables(config, run_dir)
     summary = _summary(
         config,
         run_dir=run_dir,
         as_of=as_of,
-        read=recorder.read,
-        by_status=by_status,
-        metrics=metrics,
-        wall_s=time.perf_counter() - started,
+        figures=figures,
+        wall_s=wall_s,
         state=state,
         exit_code=exit_code,
         error=error,
         config_hash=config_hash,
+        started_at=started_at,
+        resume=resume,
+        partitions=len(results),
     )
-    write_json(run_dir / "summary.json", summary, mode=file_mode)
+    summary.update(extra or {})
+    write_json(run_dir / "summary.json", summary, mode=mode)
     if error is not None:
         log.error("run failed (exit %d): %s", exit_code, error, extra={"exit_code": exit_code})
-    try:
-        offers.discard_parts()
-        requests.discard_parts()
-    except OSError as exc:  # every output is written: the chunks are only in the way
-        log.warning("committed chunks left in %s: %s", run_dir / ".parts", exc.strerror or exc)
     return RunReport(run_dir, summary, exit_code, error)
+
+
+def export_tables(config: PartnerConfig, run_dir: Path) -> None:
+    """Write the tables people open: ``offers.csv`` (when the config's formats say so) and
+    ``rejects.csv``, each one file over every partition's part, streamed."""
+    mode = config.output.file_mode
+    if "csv" in config.output.formats:
+        offers = pl.scan_parquet(run_dir / "offers.parquet").sort("member_id")
+        atomic_write(run_dir / "offers.csv", offers.sink_csv, mode=mode)
+    rejects = pl.scan_parquet(run_dir / "rejects.parquet")
+    order = ["file", "line"] if "file" in rejects.collect_schema().names() else ["line"]
+    atomic_write(run_dir / "rejects.csv", rejects.sort(order).sink_csv, mode=mode)
 
 
 def record_failure(
@@ -320,25 +262,36 @@ def record_failure(
         exc_info=internal,
         extra={"exit_code": exit_code},
     )
-    offers = run_dir / "offers.parquet"
+    started_at = time.time() - wall_s
+    result = partition_result(0, run_dir=run_dir, read=read, metrics=None, started_at=started_at)
     summary = _summary(
         config,
         run_dir=run_dir,
         as_of=as_of,
-        read=read,
-        by_status=_counts(offers, "status") if offers.exists() else {},
-        metrics=None,
+        figures=merge([result]),
         wall_s=wall_s,
         state="failed",
         exit_code=exit_code,
         error=error,
         config_hash=config_hash or config.fingerprint(),
+        started_at=started_at,
+        resume=False,
+        partitions=0,
     )
     try:
         write_json(run_dir / "summary.json", summary, mode=config.output.file_mode)
     except OutputError as exc:
         log.error("the summary of the failed run was not written: %s", exc)
     return summary
+
+
+def with_concurrency(config: PartnerConfig, concurrency: int | None) -> PartnerConfig:
+    """``config`` with every endpoint's concurrency set to ``concurrency`` (None: as it is)."""
+    if concurrency is None:
+        return config
+    models = tuple(m.model_copy(update={"concurrency": concurrency}) for m in config.models)
+    offer = config.offer.model_copy(update={"concurrency": concurrency})
+    return config.model_copy(update={"models": models, "offer": offer})
 
 
 def run_until_done(
@@ -416,80 +369,33 @@ def _collector_tuned_for_a_run() -> Iterator[None]:
         gc.unfreeze()
 
 
-async def _report_progress(progress: Progress, recorder: Recorder, done_before: int) -> None:
-    """Tell ``progress`` what the recorder has recorded, a few times a second, until cancelled."""
-    while True:
-        read = recorder.read
-        total = None if read is None else read.members.len() - done_before
-        progress(recorder.table.rows, total)
-        await anyio.sleep(_PROGRESS_EVERY_S)
-
-
-def _with_concurrency(config: PartnerConfig, concurrency: int | None) -> PartnerConfig:
-    if concurrency is None:
-        return config
-    models = tuple(m.model_copy(update={"concurrency": concurrency}) for m in config.models)
-    offer = config.offer.model_copy(update={"concurrency": concurrency})
-    return config.model_copy(update={"models": models, "offer": offer})
-
-
-def _final_members(offers: ChunkedTable) -> pl.Series:
-    """Members an earlier session committed with a status that needs no more work."""
-    return (
-        offers.committed()
-        .filter(pl.col("status").is_in([str(s) for s in FINAL]))
-        .select(pl.col("member_id").unique())
-        .collect()
-        .get_column("member_id")
-    )
-
-
-def _close_member_ledger(recorder: Recorder, shutdown: Shutdown) -> int:
-    """Give every input member without a row one: ``interrupted`` if the run was stopped.
-
-    Returns how many members were missing without a stop: those would have been lost, which is
-    a bug; they are recorded as ``model_error`` and the run exits 1.
-    """
-    read = recorder.read
-    if read is None:
-        return 0
-    recorder.table.flush()
-    recorded = recorder.table.committed().select("member_id").unique().collect()
-    missing = read.members.to_frame("member_id").join(recorded, on="member_id", how="anti")
-    status = Status.INTERRUPTED if shutdown.requested else Status.MODEL_ERROR
-    reason = (
-        "run stopped before this member was scored"
-        if shutdown.requested
-        else "no result recorded (internal error)"
-    )
-    for member_id in missing.get_column("member_id"):
-        recorder.record(Member(member_id, {}), status, reason)
-    return 0 if shutdown.requested else missing.height
-
-
-def _counts(path: Path, column: str) -> dict[str, int]:
-    """Rows of a parquet file by the values of one column, sorted by value."""
-    table = pl.scan_parquet(path).group_by(column).len().sort(column).collect()
-    return {value: count for value, count in table.iter_rows() if value is not None}
-
-
 def _summary(
     config: PartnerConfig,
     *,
     run_dir: Path,
     as_of: datetime,
-    read: ReadResult | None,
-    by_status: dict[str, int],
-    metrics: MetricsHook | None,
+    figures: dict[str, Any],
     wall_s: float,
     state: str,
     exit_code: int,
     error: BaseException | None,
     config_hash: str,
+    started_at: float,
+    resume: bool,
+    partitions: int,
 ) -> dict[str, Any]:
-    members_in = 0 if read is None else read.members.len()
-    requests, offers = run_dir / "requests.parquet", run_dir / "offers.parquet"
-    figures = _endpoint_figures(requests) if requests.exists() else {}
+    finished_at = time.time()
+    ledger = figures["ledger"]
+    by_status = ledger["members_by_status"]
+    unscored = (Status.NO_TRANSACTIONS, Status.INTERRUPTED)
+    scored = sum(n for status, n in by_status.items() if status not in unscored)
+    session = {
+        "started_at": _iso(started_at),
+        "finished_at": _iso(finished_at),
+        "status": state,
+        "exit_code": exit_code,
+        "resumed": resume,
+    }
     return {
         "run_id": run_dir.name,
         "partner": config.partner,
@@ -504,47 +410,38 @@ def _summary(
         },
         "status": state,
         "exit_code": exit_code,
-        "error": None if error is None else _error_text(error),
-        "ledger": {
-            "rows_in": 0 if read is None else read.rows_in,
-            "rows_used": 0 if read is None else read.rows_used,
-            "rows_rejected": 0 if read is None else read.rows_rejected,
-            "rejects_by_reason": {} if read is None else read.rejects_by_reason,
-            "members_in": members_in,
-            "members_by_status": by_status,
-            "balanced": sum(by_status.values()) == members_in,
-        },
-        "offers_by_type": _counts(offers, "offer") if offers.exists() else {},
+        "error": None if error is None else describe_error(error),
+        "started_at": session["started_at"],
+        "finished_at": session["finished_at"],
+        "sessions": [*(_sessions(run_dir) if resume else []), session],
+        "ledger": ledger,
+        "offers_by_type": figures["offers_by_type"],
         "wall_s": round(wall_s, 4),
-        "members_per_s": round(members_in / wall_s, 1) if wall_s else None,
+        "members_scored": scored,
+        "members_per_s": round(scored / wall_s, 1) if wall_s else None,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "partitions": partitions,
         "tasks": {
-            name: {k: round(v, 4) if isinstance(v, float) else v for k, v in m.as_dict().items()}
-            for name, m in (metrics.snapshot() if metrics is not None else {}).items()
+            name: {k: round(v, 4) if isinstance(v, float) else v for k, v in task.items()}
+            for name, task in figures["tasks"].items()
         },
-        "endpoints": {e.name: figures[e.name] for e in config.endpoints if e.name in figures},
+        "endpoints": {
+            e.name: figures["endpoints"][e.name]
+            for e in config.endpoints
+            if e.name in figures["endpoints"]
+        },
     }
 
 
-def _error_text(error: BaseException) -> str:
-    """An error as the summary states it: an offerflow error's message, or a bug's class too."""
-    return str(error) if isinstance(error, OfferflowError) else f"{type(error).__name__}: {error}"
+def _sessions(run_dir: Path) -> list[dict[str, Any]]:
+    """The sessions an earlier summary of the run recorded (none if it has no summary yet)."""
+    try:
+        earlier = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    sessions = earlier.get("sessions")
+    return list(sessions) if isinstance(sessions, list) else []
 
 
-def _endpoint_figures(path: Path) -> dict[str, dict[str, int]]:
-    """Per endpoint, from the requests table: HTTP attempts, those that failed, and retries.
-
-    Its latency is the task's of the same name (``tasks``: a member's time in it, retries
-    included); every attempt's own is in the requests table.
-    """
-    table = (
-        pl.scan_parquet(path)
-        .group_by("endpoint")
-        .agg(
-            pl.len().alias("requests"),
-            pl.col("error").is_not_null().sum().alias("errors"),
-            (pl.col("attempt") > 1).sum().alias("retries"),
-        )
-        .collect()
-    )
-    return {row.pop("endpoint"): row for row in table.iter_rows(named=True)}
+def _iso(epoch_s: float) -> str:
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat()

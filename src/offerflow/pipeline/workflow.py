@@ -18,6 +18,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -261,9 +262,15 @@ def check_config(config: PartnerConfig) -> tuple[str, ...]:
     pattern = str(config.input.path)
     if not (glob.glob(pattern) if glob.has_magic(pattern) else config.input.path.exists()):
         raise ConfigError(f"no input file at {pattern}", key="input.path")
+    return workflow_order(config)
+
+
+def workflow_order(config: PartnerConfig) -> tuple[str, ...]:
+    """The tasks of the config's workflow in order; a GraphError (a cycle among models) when
+    the graph is not a DAG."""
     registry = feature_registry(config)
     schema = offers_schema(config, registry)
-    table = ChunkedTable(config.output.dir, "offers", schema, chunk_rows=1)  # never written
+    table = ChunkedTable(Path(config.output.dir), "offers", schema, chunk_rows=1)  # never written
     workflow = build_workflow(
         config,
         as_of=datetime.now(UTC),

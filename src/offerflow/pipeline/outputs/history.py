@@ -21,7 +21,16 @@ import polars as pl
 from offerflow.errors import UsageError
 from offerflow.pipeline.outputs.console import aligned, format_number
 
-__all__ = ["PastRun", "list_runs", "read_run", "runs_table", "runs_text", "task_graph"]
+__all__ = [
+    "PastRun",
+    "RunTables",
+    "list_runs",
+    "open_run",
+    "read_run",
+    "runs_table",
+    "runs_text",
+    "task_graph",
+]
 
 SUMMARY = "summary.json"
 MANIFEST = "run.json"
@@ -118,6 +127,57 @@ class PastRun:
         if not table.exists() or (table.is_dir() and not any(table.glob("*.parquet"))):
             return None
         return pl.scan_parquet(table)
+
+
+@dataclass(frozen=True, slots=True)
+class RunTables:
+    """A run's tables as polars LazyFrames, whatever ran it, and its summary.
+
+    Each table is a Parquet dataset, a part file per partition of the run (one for a run in
+    one process); the frames read every part. ``location`` is a directory or an ``s3://``
+    URL; an object store is reached with the standard AWS environment variables.
+    """
+
+    location: str
+    #: ``summary.json`` (empty while the run has not written one)
+    summary: Mapping[str, Any]
+
+    @property
+    def offers(self) -> pl.LazyFrame:
+        """One row per member: features, predictions, offer, status, error, latencies."""
+        return self._scan("offers.parquet")
+
+    @property
+    def requests(self) -> pl.LazyFrame:
+        """One row per HTTP attempt."""
+        return self._scan("requests.parquet")
+
+    @property
+    def rejects(self) -> pl.LazyFrame:
+        """One row per rejected input row: (file,) line, the raw values, the reason."""
+        return self._scan("rejects.parquet")
+
+    def _scan(self, table: str) -> pl.LazyFrame:
+        where = f"{self.location.rstrip('/')}/{table}"
+        if "://" in self.location:
+            return pl.scan_parquet(f"{where}/*.parquet")
+        return pl.scan_parquet(where)
+
+
+def open_run(location: str | Path) -> RunTables:
+    """The run at ``location`` (a run directory, or an ``s3://`` URL of one), ready to read;
+    a UsageError when there is no run there."""
+    text = str(location)
+    if "://" in text:
+        import fsspec
+
+        try:
+            with fsspec.open(f"{text.rstrip('/')}/{SUMMARY}", "rb") as handle:
+                summary = json.loads(handle.read())
+        except FileNotFoundError:
+            summary = {}
+        return RunTables(text, summary)
+    return RunTables(text, read_run(Path(text)).summary)
 
 
 def read_run(run_dir: Path) -> PastRun:

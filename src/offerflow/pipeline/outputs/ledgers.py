@@ -20,9 +20,12 @@ from offerflow.engine import MetricsHook
 
 __all__ = ["PartitionResult", "TaskFigures", "merge", "task_figures"]
 
-#: latencies a partition hands on per task, at most: enough for p99 within a fraction of a
-#: percent, small enough to send back from a worker
-SAMPLE = 8192
+#: the statuses that need no more work (``Status.OK``, ``Status.NO_TRANSACTIONS``)
+_FINAL = ("ok", "no_transactions")
+
+#: latencies a partition hands on per task, at most: enough for p99 within about a percent,
+#: small enough to send back from a worker and keep with the partition's result
+SAMPLE = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +38,25 @@ class TaskFigures:
     ended_at: float | None
     #: seconds; a uniform sample of the latencies the percentiles were taken over
     latencies: list[float] = field(default_factory=list)
+
+    def document(self) -> dict[str, Any]:
+        """The figures as JSON data (latencies to the microsecond)."""
+        return {
+            "metrics": self.metrics,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "latencies": [round(latency, 6) for latency in self.latencies],
+        }
+
+    @classmethod
+    def of(cls, document: Mapping[str, Any]) -> TaskFigures:
+        """The figures :meth:`document` wrote."""
+        return cls(
+            dict(document["metrics"]),
+            document["started_at"],
+            document["ended_at"],
+            [float(latency) for latency in document["latencies"]],
+        )
 
 
 def task_figures(hook: MetricsHook, run_started_at: float) -> dict[str, TaskFigures]:
@@ -76,6 +98,24 @@ class PartitionResult:
     def rows_rejected(self) -> int:
         """The partition's rejected rows."""
         return sum(self.rejects_by_reason.values())
+
+    @property
+    def done(self) -> bool:
+        """Whether every member of the partition is final: a resume has nothing to do in it."""
+        return set(self.members_by_status) <= set(_FINAL)
+
+    def document(self) -> dict[str, Any]:
+        """The result as JSON data."""
+        document = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        document["tasks"] = {name: task.document() for name, task in self.tasks.items()}
+        return document
+
+    @classmethod
+    def of(cls, document: Mapping[str, Any]) -> PartitionResult:
+        """The result :meth:`document` wrote."""
+        fields = dict(document)
+        fields["tasks"] = {name: TaskFigures.of(task) for name, task in fields["tasks"].items()}
+        return cls(**fields)
 
 
 def merge(results: Sequence[PartitionResult]) -> dict[str, Any]:

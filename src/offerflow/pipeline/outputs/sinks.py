@@ -12,7 +12,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from offerflow.errors import OutputError
 __all__ = [
     "DIR_MODE",
     "FILE_MODE",
+    "PARTS",
     "ChunkedTable",
     "RequestLog",
     "atomic_write",
@@ -30,6 +31,8 @@ __all__ = [
     "write_json",
 ]
 
+#: the directory of a run where tables keep their committed chunks while the run goes
+PARTS = ".parts"
 #: permission bits of the files a run writes unless its config says otherwise: member data is
 #: personal data, readable by its owner only
 FILE_MODE = 0o600
@@ -83,16 +86,15 @@ class ChunkedTable:
     """A table appended to row by row and committed to disk in chunks.
 
     A chunk is committed every ``chunk_rows`` rows or ``commit_every_s`` seconds, whichever
-    comes first, as ``<dir>/.parts/<name>-NNNNN.parquet``; chunks already there (an earlier,
+    comes first, as ``<parts_dir>/<name>-NNNNN.parquet``; chunks already there (an earlier,
     interrupted session of the same run) are kept and numbered after. :meth:`finish` merges every
-    chunk into ``<dir>/<name>.parquet`` (and ``.csv`` when asked); :meth:`discard_parts` removes
-    the chunks once everything that depends on them is written. Files get ``file_mode``,
-    ``.parts`` gets ``dir_mode``.
+    chunk into one Parquet file; :meth:`discard_parts` removes the chunks once everything that
+    depends on them is written. Files get ``file_mode``, directories ``dir_mode``.
     """
 
     def __init__(
         self,
-        directory: Path,
+        parts_dir: Path,
         name: str,
         schema: Mapping[str, pl.DataType],
         *,
@@ -101,7 +103,6 @@ class ChunkedTable:
         file_mode: int = FILE_MODE,
         dir_mode: int = DIR_MODE,
     ) -> None:
-        self.directory = directory
         self.name = name
         self.schema = pl.Schema(dict(schema))
         self.chunk_rows = chunk_rows
@@ -109,7 +110,7 @@ class ChunkedTable:
         self.file_mode = file_mode
         self.dir_mode = dir_mode
         self.rows = 0
-        self._parts_dir = directory / ".parts"
+        self._parts_dir = parts_dir
         self._parts = sorted(self._parts_dir.glob(f"{name}-*.parquet"))
         self._columns: dict[str, list[Any]] = {column: [] for column in self.schema}
         self._appenders = [(column, values.append) for column, values in self._columns.items()]
@@ -164,13 +165,10 @@ class ChunkedTable:
         )
 
     def finish(
-        self,
-        formats: Sequence[str] = ("parquet",),
-        *,
-        sort_by: str | None = None,
-        unique_by: str | None = None,
+        self, target: Path, *, sort_by: str | None = None, unique_by: str | None = None
     ) -> None:
-        """Commit what is pending and merge every chunk into the final file(s).
+        """Commit what is pending and merge every chunk into the Parquet file ``target`` (its
+        directory is made if need be).
 
         With ``unique_by``, a key committed more than once keeps its latest row.
         """
@@ -180,13 +178,11 @@ class ChunkedTable:
             table = _latest_rows(table, unique_by)
         if sort_by is not None:
             table = table.sort(sort_by, maintain_order=True)
-        parquet = self.directory / f"{self.name}.parquet"
-        if "parquet" in formats:
-            atomic_write(parquet, table.sink_parquet, mode=self.file_mode)
-            # the CSV streams from the file just written: no second sort, no second table
-            table = pl.scan_parquet(parquet)
-        if "csv" in formats:
-            atomic_write(self.directory / f"{self.name}.csv", table.sink_csv, mode=self.file_mode)
+        try:
+            make_dir(target.parent, self.dir_mode, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create: {exc.strerror}", path=target.parent) from exc
+        atomic_write(target, table.sink_parquet, mode=self.file_mode)
 
     def discard_parts(self) -> None:
         """Remove the committed chunks (after finish and everything else is written)."""
@@ -195,9 +191,14 @@ class ChunkedTable:
         self._parts.clear()
         with contextlib.suppress(OSError):
             self._parts_dir.rmdir()  # only when no other table's chunks are left
+        if self._parts_dir.parent.name == PARTS:
+            with contextlib.suppress(OSError):
+                self._parts_dir.parent.rmdir()  # ... and no other partition's
 
     def _commit(self, write: Callable[[Path], object]) -> None:
         try:
+            if self._parts_dir.parent.name == PARTS:
+                make_dir(self._parts_dir.parent, self.dir_mode, exist_ok=True)
             make_dir(self._parts_dir, self.dir_mode, exist_ok=True)
         except OSError as exc:
             raise OutputError(f"cannot create: {exc.strerror}", path=self._parts_dir) from exc
@@ -240,14 +241,14 @@ class RequestLog(ChunkedTable):
 
     def __init__(
         self,
-        directory: Path,
+        parts_dir: Path,
         *,
         chunk_rows: int = 65536,
         file_mode: int = FILE_MODE,
         dir_mode: int = DIR_MODE,
     ) -> None:
         super().__init__(
-            directory,
+            parts_dir,
             "requests",
             self.SCHEMA,
             chunk_rows=chunk_rows,
