@@ -84,7 +84,7 @@ def _validated(
     proxies = EnvironmentProxies.from_environ(env)
     config = config.model_copy(
         update={
-            "input": config.input.model_copy(update={"path": base / config.input.path}),
+            "input": config.input.model_copy(update={"path": _relative(base, config.input.path)}),
             "feature_modules": tuple(base / m for m in config.feature_modules),
             "models": tuple(
                 m.resolved(base=base, source=source, key=f"models.{i}", environment=proxies)
@@ -244,3 +244,8 @@ def _line_of(node: yaml.Node | None, loc: tuple[str, ...]) -> int | None:
         else:
             return line
     return line
+
+
+def _relative(base: Path, location: Path | str) -> Path | str:
+    """A local path taken relative to ``base``; an object store URL as it is."""
+    return base / location if isinstance(location, Path) else location

@@ -66,11 +66,23 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
 
+def _location(value: Any) -> Any:
+    """A local path as a Path; an object store URL (``s3://…``) kept as the string it is."""
+    if isinstance(value, str) and "://" not in value:
+        return Path(value)
+    return value
+
+
+#: a local path, or the URL of an object store (``s3://bucket/key``)
+PathOrUrl = Annotated[Path | str, BeforeValidator(_location)]
+
+
 class InputConfig(_Strict):
     """Where the transactions are and how their columns map to the canonical names."""
 
-    #: a file, or a glob pattern (``data/*.csv``) whose files are read in name order
-    path: Path
+    #: a file, or a glob pattern (``data/*.csv``) whose files are read in name order; local, or
+    #: an object store URL (``s3://bucket/exports/*.csv``)
+    path: PathOrUrl
     format: Literal["csv", "parquet"] | None = None
     #: how timestamps are written when not ISO 8601, as a strftime pattern (``%d/%m/%Y %H:%M``)
     timestamp_format: str | None = None
@@ -114,7 +126,8 @@ Mode = Annotated[
 class OutputConfig(_Strict):
     """Where runs are written, in which formats offers are kept, and who may read them."""
 
-    dir: Path = Path("runs")
+    #: a local directory, or an object store URL (``s3://bucket/runs``)
+    dir: PathOrUrl = Path("runs")
     formats: tuple[Literal["parquet", "csv"], ...] = ("parquet", "csv")
     #: rows per committed chunk of a result table (a chunk is also committed every 2 s)
     chunk_rows: int = Field(default=16384, ge=1)

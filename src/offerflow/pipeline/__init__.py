@@ -33,9 +33,13 @@ from offerflow.pipeline.features import (
 )
 from offerflow.pipeline.inputs import (
     ReadResult,
+    RejectSample,
+    check_rejects,
     generate_transactions,
     parse_as_of,
+    read_sources,
     read_transactions,
+    source_columns,
     write_transactions,
 )
 from offerflow.pipeline.members import Member, MemberRows, Status
@@ -43,6 +47,7 @@ from offerflow.pipeline.outputs import (
     ChunkedTable,
     Comparison,
     ConsoleReport,
+    PartitionResult,
     PastRun,
     RequestLog,
     RunManifest,
@@ -61,10 +66,18 @@ from offerflow.pipeline.outputs import (
     write_manifest,
     write_report,
 )
-from offerflow.pipeline.partition import PartitionOutcome, Progress, run_partition
+from offerflow.pipeline.partition import (
+    TABLES,
+    PartitionOutcome,
+    Progress,
+    record_members,
+    run_partition,
+)
 from offerflow.pipeline.run import (
     RunReport,
+    check_endpoint_contracts,
     finish_run,
+    loop_options,
     record_failure,
     run_pipeline,
     run_until_done,
@@ -80,12 +93,14 @@ from offerflow.pipeline.workflow import (
     feature_registry,
     offers_schema,
     read_input,
+    workflow_order,
 )
 
 __all__ = [
     "CANONICAL_SCHEMA",
     "DEFAULT_FEATURES",
     "DEFAULT_REGISTRY",
+    "TABLES",
     "CallResult",
     "ChunkedTable",
     "Codec",
@@ -100,10 +115,12 @@ __all__ = [
     "MemberRows",
     "ModelClient",
     "PartitionOutcome",
+    "PartitionResult",
     "PastRun",
     "Progress",
     "ReadResult",
     "Recorder",
+    "RejectSample",
     "RequestLog",
     "RunManifest",
     "RunReport",
@@ -113,7 +130,9 @@ __all__ = [
     "build_workflow",
     "check_config",
     "check_contracts",
+    "check_endpoint_contracts",
     "check_input",
+    "check_rejects",
     "check_run_id",
     "client_for",
     "compare_runs",
@@ -123,6 +142,7 @@ __all__ = [
     "generate_transactions",
     "list_runs",
     "load_feature_module",
+    "loop_options",
     "new_run_dir",
     "offers_schema",
     "open_run",
@@ -130,8 +150,10 @@ __all__ = [
     "read_input",
     "read_manifest",
     "read_run",
+    "read_sources",
     "read_transactions",
     "record_failure",
+    "record_members",
     "registry_with",
     "run_log",
     "run_partition",
@@ -139,7 +161,9 @@ __all__ = [
     "run_until_done",
     "runs_table",
     "runs_text",
+    "source_columns",
     "with_concurrency",
+    "workflow_order",
     "write_json",
     "write_manifest",
     "write_report",

@@ -54,6 +54,7 @@ __all__ = [
     "Progress",
     "part_name",
     "partition_result",
+    "record_members",
     "run_partition",
 ]
 
@@ -165,18 +166,54 @@ async def run_partition(
         metrics=metrics,
         started_at=started_at,
     )
-    results = run_dir / RESULTS
-    try:
-        make_dir(results, output.dir_mode, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create: {exc.strerror}", path=results) from exc
-    write_json(results / f"part-{partition:05d}.json", result.document(), mode=output.file_mode)
+    _write_result(run_dir, result, output.file_mode, output.dir_mode)
     try:
         offers.discard_parts()
         requests.discard_parts()
     except OSError as exc:  # every output is written: the chunks are only in the way
         log.warning("committed chunks left in %s: %s", parts, exc.strerror or exc)
     return PartitionOutcome(result, shutdown.requested, failure, lost)
+
+
+def record_members(
+    config: PartnerConfig,
+    *,
+    run_dir: Path,
+    read: ReadResult,
+    partition: int,
+    status: Status,
+    reason: str,
+) -> PartitionResult:
+    """Write a partition that was not scored: each of its members with ``status`` and
+    ``reason`` (those without a usable transaction ``no_transactions``), its rejects, its
+    result. For a partition the run could not run, or never started."""
+    started_at = time.time()
+    output = config.output
+    targets = {table: run_dir / table / part_name(partition) for table in TABLES}
+    parts = run_dir / PARTS / f"p{partition:05d}"
+    offers = ChunkedTable(
+        parts,
+        "offers",
+        offers_schema(config, feature_registry(config)),
+        chunk_rows=output.chunk_rows,
+        file_mode=output.file_mode,
+        dir_mode=output.dir_mode,
+    )
+    recorder = Recorder(offers)
+    with_transactions = set(read.transactions.get_column("member_id").unique().to_list())
+    for member_id in read.members:
+        if member_id in with_transactions:
+            recorder.record(Member(member_id, {}), status, reason)
+        else:
+            recorder.record(Member(member_id, {}), Status.NO_TRANSACTIONS)
+    offers.finish(targets["offers.parquet"], sort_by="member_id", unique_by="member_id")
+    offers.discard_parts()
+    _write_rejects(read.rejects, targets["rejects.parquet"], output.file_mode, output.dir_mode)
+    result = partition_result(
+        partition, run_dir=run_dir, read=read, metrics=None, started_at=started_at
+    )
+    _write_result(run_dir, result, output.file_mode, output.dir_mode)
+    return result
 
 
 def partition_result(
@@ -204,6 +241,16 @@ def partition_result(
         finished_at=time.time(),
         peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     )
+
+
+def _write_result(run_dir: Path, result: PartitionResult, file_mode: int, dir_mode: int) -> None:
+    """Keep the partition's result beside its parts, for the run's summary and a resume."""
+    results = run_dir / RESULTS
+    try:
+        make_dir(results, dir_mode, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create: {exc.strerror}", path=results) from exc
+    write_json(results / f"part-{result.partition:05d}.json", result.document(), mode=file_mode)
 
 
 def _write_rejects(rejects: pl.DataFrame, target: Path, file_mode: int, dir_mode: int) -> None:

@@ -54,8 +54,11 @@ from offerflow.pipeline.stopping import Shutdown, watch_signals
 from offerflow.pipeline.workflow import check_input, client_for, read_input, workflow_order
 
 __all__ = [
+    "FAILED",
     "RunReport",
+    "check_endpoint_contracts",
     "finish_run",
+    "loop_options",
     "record_failure",
     "run_pipeline",
     "run_until_done",
@@ -148,7 +151,7 @@ async def run_pipeline(
         run_dir=run_dir,
         as_of=as_of,
         results=[outcome.result],
-        shutdown=shutdown,
+        stopped_by=shutdown.signal if shutdown.requested else None,
         error=error,
         wall_s=time.perf_counter() - started,
         started_at=started_at,
@@ -174,7 +177,7 @@ def finish_run(
     run_dir: Path,
     as_of: datetime,
     results: Sequence[PartitionResult],
-    shutdown: Shutdown,
+    stopped_by: int | None,
     error: OfferflowError | None,
     wall_s: float,
     started_at: float,
@@ -186,12 +189,13 @@ def finish_run(
 
     ``error`` is what went wrong on the way (a failed task, lost members, a partition that
     failed); without one, a share of failed members above the partner's failure budget is one.
-    ``extra`` goes into the summary as it is (e.g. how a cluster ran the run).
+    ``stopped_by`` is the signal that stopped the run (SIGINT or SIGTERM), if one did. ``extra``
+    goes into the summary as it is (e.g. how a cluster ran the run).
     """
     figures = merge(results)
     by_status = figures["ledger"]["members_by_status"]
-    if shutdown.requested:
-        exit_code, state = shutdown.exit_code, "interrupted"
+    if stopped_by is not None:
+        exit_code, state = 128 + stopped_by, "interrupted"
     elif error is not None:
         exit_code, state = error.exit_code, "failed"
     else:
@@ -339,10 +343,10 @@ def run_until_done(
         return outcome
 
     with _collector_tuned_for_a_run():
-        return anyio.run(main, backend_options=_loop_options())
+        return anyio.run(main, backend_options=loop_options())
 
 
-def _loop_options() -> dict[str, Any]:
+def loop_options() -> dict[str, Any]:
     """Run on uvloop when it is installed (it is, with uvicorn[standard]): less CPU per request."""
     try:
         import uvloop

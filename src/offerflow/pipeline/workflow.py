@@ -30,6 +30,7 @@ from offerflow.errors import (
     CallInterrupted,
     ConfigError,
     EndpointError,
+    InputError,
     InvalidResponseError,
     OutputError,
 )
@@ -53,6 +54,7 @@ from offerflow.pipeline.features import (
 from offerflow.pipeline.inputs import ReadResult, check_rejects, read_inputs
 from offerflow.pipeline.members import Member, MemberRows, Status
 from offerflow.pipeline.outputs import ChunkedTable
+from offerflow.pipeline.storage import expand, is_remote
 
 __all__ = [
     "RESERVED_TASKS",
@@ -225,6 +227,10 @@ def read_input(config: PartnerConfig, as_of: datetime, *, rows: int | None = Non
     with :func:`check_input` before going on.
     """
     source = config.input
+    if not isinstance(source.path, Path):
+        raise InputError(
+            "an object store's input is fetched to a local copy before it is read", path=source.path
+        )
     return read_inputs(
         source.path,
         as_of=as_of,
@@ -260,7 +266,9 @@ def check_input(
 def check_config(config: PartnerConfig) -> tuple[str, ...]:
     """Check all of a config that can be checked without running it; returns the task order."""
     pattern = str(config.input.path)
-    if not (glob.glob(pattern) if glob.has_magic(pattern) else config.input.path.exists()):
+    if not expand(pattern) or (
+        not (is_remote(pattern) or glob.has_magic(pattern)) and not Path(pattern).exists()
+    ):
         raise ConfigError(f"no input file at {pattern}", key="input.path")
     return workflow_order(config)
 

@@ -66,6 +66,8 @@ __all__ = [
     "read_inputs",
     "read_sources",
     "read_transactions",
+    "reject_reasons",
+    "source_columns",
 ]
 
 #: the canonical column names of a transaction, in the order rejects are checked
@@ -307,6 +309,29 @@ def read_sources(
         members=_members(transactions, pl.concat(rejected)),
         rows_in=sum(f.rows for f in files),
     )
+
+
+def reject_reasons(
+    text: pl.DataFrame,
+    *,
+    as_of: datetime,
+    type_aliases: Mapping[str, str] | None = None,
+    timestamp_format: str | None = None,
+) -> pl.Series:
+    """Each row's reject reason but ``duplicate_row`` (which needs every row), null when usable.
+
+    ``text`` is a text chunk as :data:`TextChunks` give them (``line``, the canonical columns,
+    ``problem``).
+    """
+    parse_ts = timestamp_parser(timestamp_format)
+    parsed = _parsed(text.lazy(), utc(as_of), _type_mapping(type_aliases), parse_ts)
+    codes = parsed.select("_reason").collect().get_column("_reason")
+    return codes.replace_strict(dict(enumerate(REASONS)), default=None, return_dtype=pl.String)
+
+
+def source_columns(columns: Mapping[str, str]) -> dict[str, str]:
+    """The file's column of each canonical name, checked: exactly the five, no column twice."""
+    return _source_columns(columns)
 
 
 def _source_columns(columns: Mapping[str, str]) -> dict[str, str]:

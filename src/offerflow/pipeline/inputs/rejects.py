@@ -12,16 +12,55 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
 import polars as pl
 
 from offerflow.errors import InputError
-from offerflow.pipeline.inputs.reader import ReadResult
 from offerflow.pipeline.inputs.sources import BAD_ENCODING, MALFORMED
 
-__all__ = ["check_rejects", "describe_rejects"]
+__all__ = ["RejectFigures", "RejectSample", "check_rejects", "describe_rejects"]
+
+
+class RejectFigures(Protocol):
+    """What the checks read of an input (a ``ReadResult`` has it all): its row counts, its
+    rejects by reason, and rejected rows (some or all) to quote in hints."""
+
+    @property
+    def rows_in(self) -> int: ...
+
+    @property
+    def rows_used(self) -> int: ...
+
+    @property
+    def rows_rejected(self) -> int: ...
+
+    @property
+    def rejects_by_reason(self) -> dict[str, int]: ...
+
+    @property
+    def rejects(self) -> pl.DataFrame: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RejectSample:
+    """An input's reject figures counted where it was read (e.g. on a cluster), with a few
+    rejected rows of each reason to quote."""
+
+    rows_in: int
+    rows_used: int
+    rejects_by_reason: dict[str, int]
+    #: rejected rows as ``rejects.csv`` has them (file, line, raw values, reason), a few a reason
+    rejects: pl.DataFrame
+
+    @property
+    def rows_rejected(self) -> int:
+        """The rejected rows, all of them."""
+        return sum(self.rejects_by_reason.values())
+
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +71,10 @@ _QUOTED_CHARS = 40
 
 
 def check_rejects(
-    result: ReadResult,
+    result: RejectFigures,
     *,
     limit: float,
-    path: Path,
+    path: Path | str,
     columns: Mapping[str, str],
     timestamp_format: str | None,
     as_of: datetime,
@@ -75,7 +114,7 @@ def check_rejects(
 
 
 def describe_rejects(
-    result: ReadResult,
+    result: RejectFigures,
     *,
     columns: Mapping[str, str],
     timestamp_format: str | None,

@@ -86,7 +86,7 @@ class ConsoleReport(Hook):
             self._progress.stop()
             self._progress = None
 
-    def final(self, summary: Mapping[str, Any], run_dir: Path) -> None:
+    def final(self, summary: Mapping[str, Any], run_dir: Path | str) -> None:
         """Print the run's summary table and where its files are."""
         title = f"offerflow run {summary['run_id']} — partner {summary['partner']}"
         rows = summary_rows(summary)

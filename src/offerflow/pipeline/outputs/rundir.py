@@ -42,7 +42,10 @@ def new_run_dir(config: PartnerConfig, out: Path | None = None, run_id: str | No
         check_run_id(run_id)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    run_dir = (out or config.output.dir) / config.partner / run_id
+    base = out or config.output.dir
+    if not isinstance(base, Path):
+        raise UsageError(f"{base}: a run directory here is a local one (stage an object store's)")
+    run_dir = base / config.partner / run_id
     try:
         run_dir.parent.mkdir(parents=True, exist_ok=True)
         make_dir(run_dir, config.output.dir_mode)

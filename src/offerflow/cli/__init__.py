@@ -10,13 +10,15 @@ import argparse
 import contextlib
 import gc
 import logging
+import os
 import sys
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from offerflow import __version__
+from offerflow.cli.run import no_collections as _no_collections
+from offerflow.cli.run import run_command
 from offerflow.errors import ExitCode, OfferflowError, UsageError
 
 if TYPE_CHECKING:
@@ -75,9 +77,11 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the offer pipeline for one partner")
     run.add_argument("--config", type=Path, help="partner config (default: the bundled partner)")
-    run.add_argument("--input", type=Path, help="transactions file, instead of the config's")
+    run.add_argument(
+        "--input", help="transactions file (or glob, or s3:// URL), instead of the config's"
+    )
     run.add_argument("--as-of", help="YYYY-MM-DD: features as of the end of that UTC day")
-    run.add_argument("--out", type=Path, help="output directory (default: the config's)")
+    run.add_argument("--out", help="output directory, or an s3:// URL (default: the config's)")
     run.add_argument("--concurrency", type=_positive, help="in-flight requests per endpoint")
     run.add_argument(
         "--server-workers",
@@ -92,11 +96,30 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--resume",
-        type=Path,
         metavar="RUN_DIR",
         help="finish an earlier run: score only members without a committed ok result",
     )
-    run.set_defaults(command=_cmd_run)
+    run.add_argument(
+        "--backend",
+        choices=("local", "dask"),
+        default="local",
+        help="where the members are scored: in this process (local) or on a Dask cluster",
+    )
+    run.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        default=os.environ.get("DASK_SCHEDULER_ADDRESS"),
+        help="the Dask scheduler to use (default: $DASK_SCHEDULER_ADDRESS, else a local cluster)",
+    )
+    run.add_argument(
+        "--workers", type=_positive, help="worker processes of a local Dask cluster (default 2)"
+    )
+    run.add_argument(
+        "--partitions",
+        type=_positive,
+        help="partitions of the members on Dask (default: 4 per worker thread)",
+    )
+    run.set_defaults(command=run_command)
 
     serve = commands.add_parser("serve-models", help="serve the bundled model endpoints")
     serve.add_argument("--host", default="127.0.0.1")
@@ -200,109 +223,6 @@ def _configure_console_logging(verbose: int) -> None:
 def _not_printed_by_main(record: logging.LogRecord) -> bool:
     """False for the record that ends a failed run: :func:`main` prints that error itself."""
     return not hasattr(record, "exit_code")
-
-
-def _cmd_run(args: argparse.Namespace) -> int:
-    with _no_collections():
-        from offerflow.config import DEFAULT_CONFIG, load_config
-        from offerflow.pipeline import (
-            ConsoleReport,
-            check_input,
-            check_run_id,
-            new_run_dir,
-            parse_as_of,
-            read_input,
-            read_manifest,
-            record_failure,
-            run_log,
-            run_until_done,
-            write_manifest,
-        )
-        from offerflow.serving import BundledServer
-
-    if args.resume is not None:
-        given = [f"--{n.replace('_', '-')}" for n in ("config", "input", "as_of", "out", "run_id")]
-        clash = [flag for flag in given if getattr(args, flag[2:].replace("-", "_")) is not None]
-        if clash:
-            raise UsageError(f"--resume takes the run's own settings; drop {', '.join(clash)}")
-        run_dir = args.resume
-    else:
-        if args.run_id is not None:
-            try:
-                check_run_id(args.run_id)
-            except ValueError as exc:
-                raise UsageError(f"--run-id: {exc}") from None
-        config = load_config(args.config)
-        if args.input is not None:
-            config = config.model_copy(
-                update={"input": config.input.model_copy(update={"path": args.input.resolve()})}
-            )
-        try:
-            as_of = parse_as_of(args.as_of)
-        except ValueError as exc:
-            raise UsageError(f"--as-of: {exc}") from exc
-        run_dir = new_run_dir(config, args.out, args.run_id)
-        write_manifest(run_dir, config, args.config or DEFAULT_CONFIG, as_of)
-    # every session of a run, the first included, runs what its run.json says
-    manifest = read_manifest(run_dir)
-    config, as_of = manifest.partner_config(run_dir), manifest.as_of
-    report = ConsoleReport(sys.stderr)
-    with run_log(run_dir, mode=config.output.file_mode), contextlib.ExitStack() as stack:
-        started, read, server = time.perf_counter(), None, None
-        # The input first: a file that will not do is found before a server starts.
-        try:
-            read = read_input(config, as_of)
-            check_input(config, read, as_of)
-            if config.uses_bundled_server:
-                server = stack.enter_context(BundledServer(workers=args.server_workers))
-                log.info("bundled model server at %s", server.base_url)
-                config = config.with_bundled_base(server.base_url)
-        except Exception as error:
-            wall_s = time.perf_counter() - started
-            record_failure(
-                config,
-                run_dir=run_dir,
-                as_of=as_of,
-                error=error,
-                read=read,
-                wall_s=wall_s,
-                config_hash=manifest.fingerprint,
-            )
-            raise
-        outcome = run_until_done(
-            config,
-            run_dir=run_dir,
-            as_of=as_of,
-            read=read,
-            concurrency=args.concurrency,
-            hooks=[report],
-            progress=report.progress,
-            resume=args.resume is not None,
-            before_exit=server.kill if server is not None else lambda: None,
-            config_hash=manifest.fingerprint,
-        )
-    report.final(outcome.summary, outcome.run_dir)
-    if outcome.error is not None:
-        print(f"offerflow: error: {outcome.error}", file=sys.stderr)
-    if outcome.summary.get("status") == "interrupted":
-        print(f"offerflow: to finish the run: offerflow run --resume {run_dir}", file=sys.stderr)
-    return outcome.exit_code
-
-
-@contextlib.contextmanager
-def _no_collections() -> Iterator[None]:
-    """The cyclic garbage collector paused, e.g. while a run imports its libraries.
-
-    Importing polars, pydantic and the rest leaves tens of thousands of tracked objects, none
-    of them garbage, that the collector would scan again and again as they come.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
