@@ -30,6 +30,7 @@ from offerflow.pipeline import (
     RunReport,
     generate_transactions,
     new_run_dir,
+    open_run,
     parse_as_of,
     run_pipeline,
     write_transactions,
@@ -55,6 +56,8 @@ OFFERS_COLUMNS = [
     "offer_ms",
     "attempts",
 ]
+#: a run's tables: each a directory of parts, one per partition
+TABLES = ["offers.parquet", "rejects.parquet", "requests.parquet"]
 OFFER_ROUTE = "/offer/assign"
 #: every attempt of the offer call of about a fifth of the members, drawn per member, is a 404
 SOME_OFFERS_FAIL = {
@@ -116,12 +119,17 @@ async def test_a_run_writes_every_output_file(
     assert report.run_dir == tmp_path / "runs" / "default" / "test"
     names = sorted(p.name for p in report.run_dir.iterdir())
     assert names == [
+        ".partitions",
         "offers.csv",
         "offers.parquet",
         "rejects.csv",
+        "rejects.parquet",
         "requests.parquet",
         "summary.json",
     ]
+    for table in TABLES:  # a dataset of one part: the run's one partition
+        assert [p.name for p in (report.run_dir / table).iterdir()] == ["part-00000.parquet"]
+    assert [p.name for p in (report.run_dir / ".partitions").iterdir()] == ["part-00000.json"]
     summary = json.loads((report.run_dir / "summary.json").read_text())
     assert summary["ledger"] == report.summary["ledger"]
 
@@ -134,9 +142,11 @@ async def test_both_ledgers_balance_and_every_member_has_one_row(
     assert ledger["rows_in"] == ledger["rows_used"] + ledger["rows_rejected"]
     assert ledger["rows_rejected"] == sum(ledger["rejects_by_reason"].values())
     assert sum(ledger["members_by_status"].values()) == ledger["members_in"]
-    offers = pl.read_parquet(report.run_dir / "offers.parquet")
+    tables = open_run(report.run_dir)
+    offers = tables.offers.collect()
     assert offers.height == ledger["members_in"]
     assert offers.get_column("member_id").is_unique().all()
+    assert tables.rejects.collect().height == ledger["rows_rejected"]
     rejects = pl.read_csv(report.run_dir / "rejects.csv", infer_schema=False)
     assert rejects.height == ledger["rows_rejected"]
 
@@ -145,7 +155,7 @@ async def test_every_member_matches_an_independent_computation(
     tmp_path: Path, bundled: BundledServer, generated: Path
 ) -> None:
     report = await _run(_config(tmp_path, bundled, generated), tmp_path)
-    _assert_matches_reference(pl.read_parquet(report.run_dir / "offers.parquet"), generated)
+    _assert_matches_reference(open_run(report.run_dir).offers.collect(), generated)
 
 
 async def test_the_real_job_file_gives_the_known_ledgers_and_results(
@@ -156,17 +166,18 @@ async def test_the_real_job_file_gives_the_known_ledgers_and_results(
     assert (ledger["rows_in"], ledger["rows_used"], ledger["rows_rejected"]) == (4335, 4225, 110)
     assert ledger["members_in"] == 990
     assert ledger["members_by_status"] == {"no_transactions": 100, "ok": 890}
-    _assert_matches_reference(pl.read_parquet(report.run_dir / "offers.parquet"), member_data)
+    _assert_matches_reference(open_run(report.run_dir).offers.collect(), member_data)
 
 
 async def test_offers_and_requests_have_the_documented_columns(
     tmp_path: Path, bundled: BundledServer, generated: Path
 ) -> None:
     report = await _run(_config(tmp_path, bundled, generated), tmp_path)
-    offers = pl.read_parquet(report.run_dir / "offers.parquet")
+    tables = open_run(report.run_dir)
+    offers = tables.offers.collect()
     assert offers.columns == OFFERS_COLUMNS
     assert pl.read_csv(report.run_dir / "offers.csv").columns == OFFERS_COLUMNS
-    requests = pl.read_parquet(report.run_dir / "requests.parquet")
+    requests = tables.requests.collect()
     assert requests.schema["started_at"] == pl.Datetime("us", "UTC")
     assert requests.schema["latency_ms"] == pl.Float64
     assert set(requests.get_column("endpoint")) == {"ats", "resp", "offer"}
@@ -212,8 +223,12 @@ async def test_offer_requests_start_while_model_requests_still_run(
     data = tmp_path / "members.csv"
     write_transactions(generate_transactions(2000, seed=5), data)
     report = await _run(_config(tmp_path, bundled, data), tmp_path)
-    requests = pl.read_parquet(report.run_dir / "requests.parquet").with_columns(
-        finished=pl.col("started_at") + pl.duration(microseconds=pl.col("latency_ms") * 1000)
+    requests = (
+        open_run(report.run_dir)
+        .requests.with_columns(
+            finished=pl.col("started_at") + pl.duration(microseconds=pl.col("latency_ms") * 1000)
+        )
+        .collect()
     )
     first_offer = requests.filter(pl.col("endpoint") == "offer").get_column("started_at").min()
     last_ats = requests.filter(pl.col("endpoint") == "ats").get_column("finished").max()
@@ -221,15 +236,17 @@ async def test_offer_requests_start_while_model_requests_still_run(
 
 
 async def test_a_model_cycle_is_refused_before_any_call(
-    tmp_path: Path, bundled: BundledServer, generated: Path
+    tmp_path: Path, some_offers_fail: FaultServer, generated: Path
 ) -> None:
-    document = default_document(bundled.base_url, generated)
+    document = default_document(some_offers_fail.base_url, generated)
     document["models"][0]["request"] = {"resp": "resp"}
     document["models"][1]["request"] = {"ats": "ats"}
     config = load_config(write_partner(tmp_path / "cycle.yaml", document))
+    requests_before = len(some_offers_fail.requests())
     with pytest.raises(CycleError, match="ats") as caught:
         await _run(config, tmp_path)
     assert set(caught.value.tasks) >= {"ats", "resp"}
+    assert len(some_offers_fail.requests()) == requests_before  # not even the contract check
     assert not (tmp_path / "runs" / "default" / "test" / "requests.parquet").exists()
 
 
@@ -245,7 +262,7 @@ async def test_a_model_may_take_another_models_prediction(
     config = load_config(write_partner(tmp_path / "chain.yaml", document))
     report = await _run(config, tmp_path)
     assert report.exit_code == ExitCode.OK
-    offers = pl.read_parquet(report.run_dir / "offers.parquet")
+    offers = open_run(report.run_dir).offers.collect()
     _assert_matches_reference(offers.drop("ats_on_resp_prediction", "ats_on_resp_ms"), generated)
     for row in offers.filter(pl.col("status") == "ok").iter_rows(named=True):
         volume = 0.7 * row["LAST_3_TRANSACTIONS_AVG_POINTS_BOUGHT"] + 0.3 * row["resp_prediction"]
@@ -274,7 +291,7 @@ async def test_failing_endpoints_fail_members_not_the_run(
     config = load_config(write_partner(tmp_path / "broken.yaml", document))
     report = await _run(config, tmp_path)
     assert report.exit_code == ExitCode.MEMBER_FAILURES
-    offers = pl.read_parquet(report.run_dir / "offers.parquet")
+    offers = open_run(report.run_dir).offers.collect()
     assert offers.height == report.summary["ledger"]["members_in"]
     failed = offers.filter(pl.col("status") == "model_error")
     assert failed.height == report.summary["ledger"]["members_by_status"]["model_error"] > 0
@@ -433,15 +450,20 @@ def test_every_directory_and_file_of_a_run_has_the_output_modes_whatever_the_uma
     args = ["run", "--config", str(config), "--out", str(tmp_path / "runs"), "--run-id", "r"]
     assert main([*args, "--as-of", AS_OF]) == ExitCode.OK
     run_dir = tmp_path / "runs" / "default" / "r"
-    modes = {p.name: stat.S_IMODE(p.lstat().st_mode) for p in [run_dir, *run_dir.rglob("*")]}
+    modes = {
+        str(p.relative_to(run_dir)): stat.S_IMODE(p.lstat().st_mode)
+        for p in [run_dir, *run_dir.rglob("*")]
+    }
     assert modes == {
-        "r": dir_mode,
+        **dict.fromkeys([".", ".partitions", *TABLES], dir_mode),
         **dict.fromkeys(
             [
+                ".partitions/part-00000.json",
                 "offers.csv",
-                "offers.parquet",
+                "offers.parquet/part-00000.parquet",
                 "rejects.csv",
-                "requests.parquet",
+                "rejects.parquet/part-00000.parquet",
+                "requests.parquet/part-00000.parquet",
                 "run.json",
                 "run.log",
                 "summary.json",

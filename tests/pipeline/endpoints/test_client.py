@@ -215,10 +215,10 @@ async def test_a_refused_connection_is_a_connection_error() -> None:
 async def test_every_attempt_is_recorded(fake: tuple[str, Script], tmp_path: Path) -> None:
     url, script = fake
     script.answers = [("status", 503), ("json", {"prediction": 2.0})]
-    log = RequestLog(tmp_path)
+    log = RequestLog(tmp_path / ".parts")
     async with _client(url, attempts=log) as client:
         await client.call("ats", "m1", b"{}")
-    log.finish()
+    log.finish(tmp_path / "requests.parquet")
     table = pl.read_parquet(tmp_path / "requests.parquet")
     assert table.select("attempt", "status").rows() == [(1, 503), (2, 200)]
     assert table.get_column("error").to_list()[1] is None

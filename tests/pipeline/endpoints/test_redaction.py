@@ -124,13 +124,13 @@ async def test_errors_log_lines_and_the_request_log_never_show_the_query(
     closed_port: int, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     url = f"http://127.0.0.1:{closed_port}/ml/ats/predict?api_key={SECRET}"
-    requests = RequestLog(tmp_path)
+    requests = RequestLog(tmp_path / ".parts")
     endpoint = Endpoint("ats", url, "prediction", retries=1, backoff_initial_s=0.001)
     with caplog.at_level(logging.DEBUG, logger="offerflow"):
         async with ModelClient([endpoint], attempts=requests) as client:
             with pytest.raises(EndpointConnectionError) as caught:
                 await client.call("ats", "m1", b"{}")
-    requests.finish()
+    requests.finish(tmp_path / "requests.parquet")
     assert f"(http://127.0.0.1:{closed_port}/ml/ats/predict)" in str(caught.value)
     assert SECRET not in str(caught.value)
     assert "retrying ats" in caplog.text

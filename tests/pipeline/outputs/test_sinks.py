@@ -17,63 +17,83 @@ from offerflow.pipeline.outputs.sinks import ChunkedTable, RequestLog, atomic_wr
 from tests.pipeline.outputs.conftest import SetUmask
 
 SCHEMA = {"member_id": pl.String(), "value": pl.Float64()}
+#: where a partition keeps its committed chunks, and its part of a table, as a run lays them out
+CHUNKS = Path(".parts") / "p00000"
+PART = "part-00000.parquet"
 
 
 def test_rows_are_committed_in_chunks_while_appending(tmp_path: Path) -> None:
-    table = ChunkedTable(tmp_path, "offers", SCHEMA, chunk_rows=2)
+    table = ChunkedTable(tmp_path / CHUNKS, "offers", SCHEMA, chunk_rows=2)
     for i in range(5):
         table.append({"member_id": f"m{i}", "value": float(i)})
-    parts = sorted((tmp_path / ".parts").glob("offers-*.parquet"))
+    parts = sorted((tmp_path / CHUNKS).glob("offers-*.parquet"))
     assert len(parts) == 2
     assert pl.read_parquet(parts[0]).get_column("member_id").to_list() == ["m0", "m1"]
     assert not (tmp_path / "offers.parquet").exists()
 
 
 def test_finish_merges_every_chunk_sorted_and_discard_removes_the_parts(tmp_path: Path) -> None:
-    table = ChunkedTable(tmp_path, "offers", SCHEMA, chunk_rows=2)
+    table = ChunkedTable(tmp_path / CHUNKS, "offers", SCHEMA, chunk_rows=2)
     for member_id in ["c", "a", "d", "b", "e"]:
         table.append({"member_id": member_id})
-    table.finish(("parquet", "csv"), sort_by="member_id")
-    assert len(list((tmp_path / ".parts").iterdir())) == 3
+    table.finish(tmp_path / "offers.parquet" / PART, sort_by="member_id")
+    assert len(list((tmp_path / CHUNKS).iterdir())) == 3
     table.discard_parts()
+    assert [p.name for p in (tmp_path / "offers.parquet").iterdir()] == [PART]
     merged = pl.read_parquet(tmp_path / "offers.parquet")
     assert merged.get_column("member_id").to_list() == ["a", "b", "c", "d", "e"]
     assert merged.schema == pl.Schema(SCHEMA)
-    assert pl.read_csv(tmp_path / "offers.csv").height == 5
-    assert not (tmp_path / ".parts").exists()
+    assert not (tmp_path / ".parts").exists()  # the partition's chunks, and .parts with them
+
+
+def test_discard_leaves_the_chunks_of_another_table_and_another_partition(tmp_path: Path) -> None:
+    offers = ChunkedTable(tmp_path / CHUNKS, "offers", SCHEMA, chunk_rows=1)
+    requests = RequestLog(tmp_path / CHUNKS, chunk_rows=1)
+    other = ChunkedTable(tmp_path / ".parts" / "p00001", "offers", SCHEMA, chunk_rows=1)
+    for table in (offers, other):
+        table.append({"member_id": "a"})
+    requests.add(member_id="a", endpoint="ats", attempt=1, status=200, started_at=0.0,
+                 latency_ms=1.0, error=None)  # fmt: skip
+    offers.finish(tmp_path / "offers.parquet" / PART)
+    offers.discard_parts()
+    assert [p.name for p in (tmp_path / CHUNKS).iterdir()] == ["requests-00000.parquet"]
+    requests.finish(tmp_path / "requests.parquet" / PART)
+    requests.discard_parts()
+    assert [p.name for p in (tmp_path / ".parts").iterdir()] == ["p00001"]
+    assert [p.name for p in (tmp_path / ".parts" / "p00001").iterdir()] == ["offers-00000.parquet"]
 
 
 def test_finish_keeps_the_latest_committed_row_of_a_key(tmp_path: Path) -> None:
-    table = ChunkedTable(tmp_path, "offers", SCHEMA, chunk_rows=2)
+    table = ChunkedTable(tmp_path / CHUNKS, "offers", SCHEMA, chunk_rows=2)
     rows = [("b", 1.0), ("a", 1.0), ("b", 2.0), ("c", 1.0), ("a", 2.0), ("b", 3.0), ("d", 1.0)]
     for member_id, value in rows:
         table.append({"member_id": member_id, "value": value})
-    table.finish(("parquet", "csv"), sort_by="member_id", unique_by="member_id")
+    table.finish(tmp_path / "offers.parquet" / PART, sort_by="member_id", unique_by="member_id")
     expected = [("a", 2.0), ("b", 3.0), ("c", 1.0), ("d", 1.0)]
     assert pl.read_parquet(tmp_path / "offers.parquet").rows() == expected
-    assert pl.read_csv(tmp_path / "offers.csv").rows() == expected
 
 
 def test_a_frame_is_committed_after_the_rows_so_far_with_the_other_columns_null(
     tmp_path: Path,
 ) -> None:
-    table = ChunkedTable(tmp_path, "offers", SCHEMA, chunk_rows=2)
+    table = ChunkedTable(tmp_path / CHUNKS, "offers", SCHEMA, chunk_rows=2)
     table.append({"member_id": "a", "value": 1.0})
     table.append_frame(pl.DataFrame({"member_id": ["b", "c", "d"]}))
     assert table.rows == 4
-    table.finish(("parquet",))
+    table.finish(tmp_path / "offers.parquet" / PART)
     rows = pl.read_parquet(tmp_path / "offers.parquet").rows()
     assert rows == [("a", 1.0), ("b", None), ("c", None), ("d", None)]
-    assert len(list((tmp_path / ".parts").iterdir())) == 3  # the row, then 2 + 1
+    assert len(list((tmp_path / CHUNKS).iterdir())) == 3  # the row, then 2 + 1
 
 
 def test_an_empty_table_still_has_its_schema(tmp_path: Path) -> None:
-    ChunkedTable(tmp_path, "offers", SCHEMA, chunk_rows=10).finish(("parquet",))
+    target = tmp_path / "offers.parquet" / PART
+    ChunkedTable(tmp_path / CHUNKS, "offers", SCHEMA, chunk_rows=10).finish(target)
     assert pl.read_parquet(tmp_path / "offers.parquet").schema == pl.Schema(SCHEMA)
 
 
 def test_request_log_keeps_started_at_as_a_utc_timestamp(tmp_path: Path) -> None:
-    log = RequestLog(tmp_path, chunk_rows=2)
+    log = RequestLog(tmp_path / CHUNKS, chunk_rows=2)
     for attempt in (1, 2, 3):
         log.add(
             member_id="m",
@@ -84,7 +104,7 @@ def test_request_log_keeps_started_at_as_a_utc_timestamp(tmp_path: Path) -> None
             latency_ms=1.25,
             error=None,
         )
-    log.finish()
+    log.finish(tmp_path / "requests.parquet" / PART)
     table = pl.read_parquet(tmp_path / "requests.parquet")
     assert table.height == 3
     assert table.schema["started_at"] == pl.Datetime("us", "UTC")
@@ -139,21 +159,23 @@ def test_chunks_their_directory_and_the_final_files_have_the_modes_whatever_the_
 ) -> None:
     umask(umask_value)
     modes = {"file_mode": file_mode, "dir_mode": dir_mode}
-    table = ChunkedTable(tmp_path, "offers", SCHEMA, chunk_rows=2, **modes)
-    requests = RequestLog(tmp_path, chunk_rows=1, **modes)
+    table = ChunkedTable(tmp_path / CHUNKS, "offers", SCHEMA, chunk_rows=2, **modes)
+    requests = RequestLog(tmp_path / CHUNKS, chunk_rows=1, **modes)
     for i in range(5):
         table.append({"member_id": f"m{i}", "value": float(i)})
         requests.add(member_id=f"m{i}", endpoint="ats", attempt=1, status=200,
                      started_at=0.0, latency_ms=1.0, error=None)  # fmt: skip
-    parts = sorted((tmp_path / ".parts").iterdir())
+    parts = sorted((tmp_path / CHUNKS).iterdir())
     assert len(parts) == 7
-    assert _mode(tmp_path / ".parts") == dir_mode
+    assert _mode(tmp_path / ".parts") == _mode(tmp_path / CHUNKS) == dir_mode
     assert {part.name: _mode(part) for part in parts} == dict.fromkeys(
         [part.name for part in parts], file_mode
     )
-    table.finish(("parquet", "csv"))
-    requests.finish()
-    finals = ["offers.csv", "offers.parquet", "requests.parquet"]
+    table.finish(tmp_path / "offers.parquet" / PART)
+    requests.finish(tmp_path / "requests.parquet" / PART)
+    datasets = ["offers.parquet", "requests.parquet"]
+    assert {name: _mode(tmp_path / name) for name in datasets} == dict.fromkeys(datasets, dir_mode)
+    finals = [f"{name}/{PART}" for name in datasets]
     assert {name: _mode(tmp_path / name) for name in finals} == dict.fromkeys(finals, file_mode)
 
 
@@ -161,14 +183,16 @@ def test_chunks_their_directory_and_the_final_files_have_the_modes_whatever_the_
 def test_an_adopted_final_file_becomes_a_chunk_with_the_file_mode(
     tmp_path: Path, umask: SetUmask, umask_value: int
 ) -> None:
-    earlier = tmp_path / "offers.parquet"
+    earlier = tmp_path / "offers.parquet" / PART
+    earlier.parent.mkdir()
     pl.DataFrame({"member_id": ["a"], "value": [1.0]}).write_parquet(earlier)
     earlier.chmod(0o644)
     umask(umask_value)
-    table = ChunkedTable(tmp_path, "offers", SCHEMA, chunk_rows=2)
+    table = ChunkedTable(tmp_path / CHUNKS, "offers", SCHEMA, chunk_rows=2)
     table.adopt(earlier)
-    (part,) = (tmp_path / ".parts").iterdir()
+    (part,) = (tmp_path / CHUNKS).iterdir()
     assert _mode(part) == 0o600
+    assert not earlier.exists()
 
 
 @pytest.mark.parametrize("umask_value", UMASKS)
