@@ -36,13 +36,16 @@ def _dask() -> list[str]:
 
 
 @contextlib.contextmanager
-def dask_cluster(tmp_path: Path, *, workers: int = 2) -> Iterator[Cluster]:
+def dask_cluster(
+    tmp_path: Path, *, workers: int = 2, environ: dict[str, str] | None = None
+) -> Iterator[Cluster]:
     """``dask scheduler`` on 127.0.0.1 (a free port) and one ``dask worker`` with ``workers``
-    worker processes of one thread each; both are stopped (the whole process group) on exit."""
+    worker processes of one thread each, with ``environ`` added to their environment; both are
+    stopped (the whole process group) on exit."""
     scheduler_file = tmp_path / "scheduler.json"
     logs = tmp_path / "cluster-logs"
     logs.mkdir(exist_ok=True)
-    quiet = {**os.environ, "DASK_DISTRIBUTED__LOGGING__DISTRIBUTED": "warning"}
+    quiet = {**os.environ, **(environ or {}), "DASK_DISTRIBUTED__LOGGING__DISTRIBUTED": "warning"}
     scheduler = subprocess.Popen(
         [
             *_dask(),

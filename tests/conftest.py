@@ -64,3 +64,12 @@ def past_runs(bundled: BundledServer, tmp_path_factory: pytest.TempPathFactory) 
         assert code == ExitCode.OK
     runs = root / "runs" / "default"
     return PastRuns(runs / "january", runs / "march")
+
+
+@pytest.fixture
+def member_data() -> Path:
+    """The default partner's real file, in the ``shared`` folder beside the repository."""
+    path = Path(__file__).resolve().parents[1] / ".." / "shared" / "member_data.csv"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    return path

@@ -543,12 +543,12 @@ def test_a_write_failing_mid_run_exits_4_naming_the_path_and_keeps_committed_chu
     assert result.returncode == ExitCode.OUTPUT, result.stderr
     run_dir = tmp_path / "default" / "r"
     # the rest of the line is the parquet writer's own words for EFBIG
-    error = f"offerflow: error: {run_dir / 'offers.parquet'}: cannot write: "
+    error = f"offerflow: error: {run_dir / 'offers.parquet' / 'part-00000.parquet'}: cannot write: "
     assert result.stderr.splitlines()[-1].startswith(error)
-    parts = sorted((run_dir / ".parts").glob("offers-*.parquet"))
+    parts = sorted((run_dir / ".parts" / "p00000").glob("offers-*.parquet"))
     assert len(parts) > 1
     committed = pl.concat([pl.read_parquet(part) for part in parts])
     assert committed.get_column("member_id").is_unique().all()
     leftovers = [p.name for p in run_dir.rglob("*") if p.name.endswith(".tmp")]
     assert leftovers == []
-    assert not (run_dir / "offers.parquet").exists()
+    assert not (run_dir / "offers.parquet" / "part-00000.parquet").exists()

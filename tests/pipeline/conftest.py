@@ -32,12 +32,3 @@ def write_csv(tmp_path: Path) -> WriteCsv:
         return path
 
     return write
-
-
-@pytest.fixture
-def member_data() -> Path:
-    """The default partner's real file, in the ``shared`` folder beside the repository."""
-    path = Path(__file__).resolve().parents[2] / ".." / "shared" / "member_data.csv"
-    if not path.is_file():
-        pytest.skip(f"{path} is absent")
-    return path

@@ -460,7 +460,7 @@ class KillChain:
 
 def _committed_ok(run_dir: Path) -> frozenset[str]:
     """The members committed ok in the offers chunks so far."""
-    parts = sorted((run_dir / ".parts").glob("offers-*.parquet"))
+    parts = sorted((run_dir / ".parts").glob("p*/offers-*.parquet"))
     if not parts:
         return frozenset()
     chunks = pl.concat(pl.read_parquet(part, columns=["member_id", "status"]) for part in parts)
@@ -475,7 +475,7 @@ class _ScoredChunk:
         self._known = set(self._parts())
 
     def _parts(self) -> list[Path]:
-        return sorted((self._run_dir / ".parts").glob("offers-*.parquet"))
+        return sorted((self._run_dir / ".parts").glob("p*/offers-*.parquet"))
 
     def __call__(self) -> bool:
         for part in self._parts():

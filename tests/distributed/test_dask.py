@@ -1,0 +1,216 @@
+"""Runs on Dask: the same offers as in one process, a worker killed, a cluster and S3 of their own.
+
+Every cluster here is real: a ``LocalCluster`` the run starts, or ``dask scheduler`` and ``dask
+worker`` processes started by the test (``tests.clusters``); object storage is moto's S3 server
+on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import polars as pl
+import pytest
+
+import offerflow
+from offerflow.cli import main
+from offerflow.errors import ExitCode
+from offerflow.pipeline import generate_transactions, write_transactions
+from tests.clusters import ObjectStore, aws_environment, dask_cluster, object_store
+from tests.faults import FaultServer
+from tests.partner_files import default_document, write_partner
+
+pytest.importorskip("distributed", reason="the dask extra is not installed")
+
+AS_OF = "2024-01-10"
+#: the columns that differ from run to run whatever ran it: latencies
+LATENCIES = ("ats_ms", "resp_ms", "offer_ms")
+
+
+def _offers(run_dir: Path | str) -> pl.DataFrame:
+    """A run's offers without their latencies, one row per member, sorted."""
+    return offerflow.open_run(run_dir).offers.drop(LATENCIES).sort("member_id").collect()
+
+
+def _run(*argv: str) -> int:
+    return main(["run", "--as-of", AS_OF, *argv])
+
+
+@pytest.fixture(scope="module")
+def members(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "members.csv"
+    write_transactions(generate_transactions(3000, seed=21), path)
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("partitions", [1, 7])
+def test_on_a_local_cluster_the_offers_are_those_of_a_run_in_one_process(
+    tmp_path: Path, members: Path, partitions: int
+) -> None:
+    out = tmp_path / "runs"
+    assert _run("--input", str(members), "--out", str(out), "--run-id", "here") == ExitCode.OK
+    argv = ["--backend", "dask", "--workers", "2", "--partitions", str(partitions)]
+    assert (
+        _run("--input", str(members), "--out", str(out), "--run-id", "dask", *argv) == ExitCode.OK
+    )
+    here, there = out / "default" / "here", out / "default" / "dask"
+    assert _offers(there).equals(_offers(here))
+    summary = json.loads((there / "summary.json").read_text())
+    alone = json.loads((here / "summary.json").read_text())
+    assert summary["ledger"] == alone["ledger"]
+    assert summary["offers_by_type"] == alone["offers_by_type"]
+    assert summary["partitions"] == partitions
+    parts = sorted(p.name for p in (there / "offers.parquet").iterdir())
+    assert parts == [f"part-{p:05d}.parquet" for p in range(partitions)]
+    assert pl.read_csv(there / "rejects.csv").equals(pl.read_csv(here / "rejects.csv"))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_real_file_gives_the_same_offers_on_a_cluster(
+    tmp_path: Path, member_data: Path
+) -> None:
+    out = tmp_path / "runs"
+    common = ["--input", str(member_data), "--out", str(out)]
+    assert _run(*common, "--run-id", "here") == ExitCode.OK
+    argv = ["--backend", "dask", "--workers", "2", "--partitions", "5"]
+    assert _run(*common, "--run-id", "dask", *argv) == ExitCode.OK
+    assert _offers(out / "default" / "dask").equals(_offers(out / "default" / "here"))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_remote_scheduler_cannot_reach_the_bundled_server(tmp_path: Path) -> None:
+    code = _run("--backend", "dask", "--scheduler", "tcp://127.0.0.1:9", "--out", str(tmp_path))
+    assert code == ExitCode.USAGE
+
+
+@pytest.fixture
+def slow_endpoints(tmp_path: Path) -> Iterator[FaultServer]:
+    """The bundled routes, each answer 20 ms late: a run lasts long enough to kill a worker."""
+    slow = [{"fault": "slow", "delay_s": 0.02}]
+    plan = {"routes": {"/ml/ats/predict": slow, "/ml/resp/predict": slow}}
+    with FaultServer(plan, tmp_path) as server:
+        yield server
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_worker_killed_mid_run_costs_no_member_and_duplicates_none(
+    tmp_path: Path, members: Path, slow_endpoints: FaultServer
+) -> None:
+    config = write_partner(
+        tmp_path / "partner.yaml", default_document(slow_endpoints.base_url, members)
+    )
+    out = tmp_path / "runs"
+    with dask_cluster(tmp_path, workers=2) as cluster:
+        from distributed import Client
+
+        with Client(cluster.address) as client:
+            pids = sorted(client.run(os.getpid).values())
+        run = subprocess.Popen(
+            [
+                sys.executable, "-m", "offerflow", "run", "--config", str(config),
+                "--as-of", AS_OF, "--out", str(out), "--run-id", "killed",
+                "--backend", "dask", "--scheduler", cluster.address, "--partitions", "6",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            parts = out / "default" / "killed" / ".parts"
+            deadline = time.monotonic() + 120
+            # a partition is scoring: its first chunk of offers is committed
+            while not any(parts.glob("p*/offers-*.parquet")):
+                assert run.poll() is None, run.stderr.read() if run.stderr else ""
+                assert time.monotonic() < deadline, "no partition started scoring"
+                time.sleep(0.05)
+            os.kill(pids[0], signal.SIGKILL)
+            _, err = run.communicate(timeout=240)
+        finally:
+            if run.poll() is None:
+                run.kill()
+                run.wait()
+    assert run.returncode == ExitCode.OK, err.decode(errors="replace")[-3000:]
+    tables = offerflow.open_run(out / "default" / "killed")
+    offers = tables.offers.collect()
+    summary = tables.summary
+    assert offers.height == offers.get_column("member_id").n_unique()  # no member twice
+    assert offers.height == summary["ledger"]["members_in"]  # no member lost
+    assert set(offers.get_column("status")) == {"ok", "no_transactions"}
+    assert summary["ledger"]["balanced"]
+
+
+@pytest.fixture
+def store() -> Iterator[ObjectStore]:
+    with object_store() as store:
+        yield store
+
+
+def _upload(store: ObjectStore, local: Path, key: str) -> str:
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=store.endpoint_url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+    s3.upload_file(str(local), store.bucket, key)
+    return store.url(key)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_separate_scheduler_and_workers_run_from_and_into_object_storage(
+    tmp_path: Path,
+    members: Path,
+    store: ObjectStore,
+    slow_endpoints: FaultServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    environ = aws_environment(store)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    source = _upload(store, members, "exports/members.csv")
+    config = write_partner(
+        tmp_path / "partner.yaml", default_document(slow_endpoints.base_url, members)
+    )
+    out = store.url("runs")
+    with dask_cluster(tmp_path, workers=2, environ=environ) as cluster:
+        code = _run(
+            "--config", str(config), "--input", source, "--out", out, "--run-id", "s3",
+            "--backend", "dask", "--scheduler", cluster.address, "--partitions", "4",
+        )  # fmt: skip
+    assert code == ExitCode.OK
+    assert _run("--config", str(config), "--input", str(members), "--out", str(tmp_path),
+                "--run-id", "here") == ExitCode.OK  # fmt: skip
+    there = f"{out}/default/s3"
+    assert _offers(there).equals(_offers(tmp_path / "default" / "here"))
+    assert offerflow.open_run(there).summary["ledger"]["balanced"]
+    assert "AWS_SECRET_ACCESS_KEY" not in json.dumps(offerflow.open_run(there).summary)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_run_in_one_process_reads_and_writes_object_storage(
+    tmp_path: Path, members: Path, store: ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in aws_environment(store).items():
+        monkeypatch.setenv(name, value)
+    source = _upload(store, members, "exports/members.csv")
+    out = store.url("runs")
+    assert _run("--input", source, "--out", out, "--run-id", "s3") == ExitCode.OK
+    assert _run("--input", str(members), "--out", str(tmp_path), "--run-id", "here") == 0
+    there = f"{out}/default/s3"
+    assert _offers(there).equals(_offers(tmp_path / "default" / "here"))
+    assert offerflow.open_run(there).rejects.collect().height > 0
