@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,10 +133,12 @@ class ObjectStore:
 
 
 @contextlib.contextmanager
-def object_store(bucket: str = "offerflow-test") -> Iterator[ObjectStore]:
-    """moto's S3 server on 127.0.0.1 (a free port) with one empty bucket.
+def object_store() -> Iterator[ObjectStore]:
+    """moto's S3 server on 127.0.0.1 (a free port) with one empty bucket of a new name.
 
-    The standard AWS environment variables a client reads are the test's to set (see
+    moto keeps its buckets in the process, shared by every server started in it, and polars
+    keeps a client per bucket: a new name keeps each test's objects and clients its own. The
+    standard AWS environment variables a client reads are the test's to set (see
     :func:`aws_environment`).
     """
     import boto3
@@ -143,6 +146,7 @@ def object_store(bucket: str = "offerflow-test") -> Iterator[ObjectStore]:
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
+    bucket = f"offerflow-{uuid.uuid4().hex[:12]}"
     try:
         host, port = server.get_host_and_port()
         endpoint = f"http://{host}:{port}"

@@ -22,6 +22,7 @@ import pytest
 
 from offerflow import cli
 from offerflow.cli import main
+from offerflow.cli.run import no_collections
 from offerflow.config import DEFAULT_CONFIG
 from offerflow.errors import ExitCode
 from offerflow.pipeline import generate_transactions, write_transactions
@@ -131,12 +132,12 @@ def test_python_m_offerflow_exits_with_the_commands_code(tmp_path: Path) -> None
 
 def test_the_collector_is_paused_within_no_collections_and_restored_after() -> None:
     assert gc.isenabled()
-    with cli._no_collections():
+    with no_collections():
         assert not gc.isenabled()
     assert gc.isenabled()
     gc.disable()
     try:
-        with cli._no_collections():
+        with no_collections():
             pass
         assert not gc.isenabled()  # it was off before: it stays off
     finally:

@@ -146,7 +146,8 @@ class InputError(UsageError):
         line: int | None = None,
         column: str | None = None,
     ):
-        self.path = None if path is None else Path(path)
+        # a URL stays a string: Path() would fold s3:// into s3:/
+        self.path = path if path is None or "://" in str(path) else Path(path)
         self.line = line
         self.column = column
         where = str(self.path) if self.path else ""
@@ -281,7 +282,7 @@ class OutputError(WorldError):
     exit_code = ExitCode.OUTPUT
 
     def __init__(self, message: str, *, path: Path | str):
-        self.path = Path(path)
+        self.path = path if "://" in str(path) else Path(path)
         super().__init__(f"{self.path}: {message}")
 
 

@@ -40,9 +40,10 @@ def test_default_config_loads_with_the_eight_features_and_bundled_endpoints() ->
 
 
 def test_default_input_ships_inside_the_package() -> None:
-    config = load_config()
-    assert config.input.path.is_file()
-    assert config.input.path.parent == DEFAULT_CONFIG.resolve().parent
+    path = load_config().input.path
+    assert isinstance(path, Path)
+    assert path.is_file()
+    assert path.parent == DEFAULT_CONFIG.resolve().parent
 
 
 def test_relative_input_path_is_taken_relative_to_the_config_file(tmp_path: Path) -> None:

@@ -37,7 +37,8 @@ LATENCIES = ("ats_ms", "resp_ms", "offer_ms")
 
 def _offers(run_dir: Path | str) -> pl.DataFrame:
     """A run's offers without their latencies, one row per member, sorted."""
-    return offerflow.open_run(run_dir).offers.drop(LATENCIES).sort("member_id").collect()
+    offers: pl.DataFrame = offerflow.open_run(run_dir).offers.drop(LATENCIES).collect()
+    return offers.sort("member_id")
 
 
 def _run(*argv: str) -> int:
@@ -214,3 +215,5 @@ def test_a_run_in_one_process_reads_and_writes_object_storage(
     there = f"{out}/default/s3"
     assert _offers(there).equals(_offers(tmp_path / "default" / "here"))
     assert offerflow.open_run(there).rejects.collect().height > 0
+    # a run id taken in the store is taken, as a local run directory that exists
+    assert _run("--input", source, "--out", out, "--run-id", "s3") == ExitCode.OUTPUT

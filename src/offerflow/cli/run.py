@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from offerflow.errors import UsageError
+from offerflow.errors import OutputError, UsageError
 
 if TYPE_CHECKING:
     from offerflow.config import PartnerConfig
@@ -55,7 +55,13 @@ def run_command(args: argparse.Namespace) -> int:
             run_log,
             write_manifest,
         )
-        from offerflow.pipeline.storage import fetch_tree, is_remote, join, publish_tree
+        from offerflow.pipeline.storage import (
+            fetch_tree,
+            is_remote,
+            join,
+            occupied,
+            publish_tree,
+        )
 
     with contextlib.ExitStack() as scratch:
         if args.resume is not None:
@@ -96,6 +102,8 @@ def run_command(args: argparse.Namespace) -> int:
             if is_remote(out):
                 run_dir = new_run_dir(config, _staging(scratch), args.run_id)
                 location = join(str(out), config.partner, run_dir.name)
+                if occupied(location):  # as a local run directory that exists
+                    raise OutputError("cannot create the run directory: it exists", path=location)
             else:
                 run_dir = new_run_dir(config, Path(out), args.run_id)
                 location = str(run_dir)

@@ -17,7 +17,16 @@ from typing import Any
 
 from offerflow.errors import InputError, OutputError
 
-__all__ = ["expand", "fetch", "fetch_tree", "is_remote", "join", "publish_tree"]
+__all__ = [
+    "expand",
+    "fetch",
+    "fetch_tree",
+    "is_remote",
+    "join",
+    "occupied",
+    "publish_tree",
+    "read_bytes",
+]
 
 
 def is_remote(location: str | Path) -> bool:
@@ -55,6 +64,21 @@ def fetch(url: str, into: Path) -> Path:
     return target
 
 
+def occupied(url: str) -> bool:
+    """Whether any object lies at or under ``url``."""
+    fs, path = _filesystem(url)
+    return bool(fs.exists(path))
+
+
+def read_bytes(url: str) -> bytes | None:
+    """The content of the object at ``url``; None when there is none."""
+    fs, path = _filesystem(url)
+    try:
+        return bytes(fs.cat_file(path))
+    except FileNotFoundError:
+        return None
+
+
 def fetch_tree(url: str, into: Path) -> bool:
     """Copy every object under ``url`` into the directory ``into``; False when there is none."""
     fs, path = _filesystem(url)
@@ -85,8 +109,12 @@ def publish_tree(local: Path, url: str) -> None:
 
 
 def _filesystem(url: str) -> tuple[Any, str]:
-    """The fsspec filesystem of ``url`` and the path within it."""
+    """The fsspec filesystem of ``url`` and the path within it.
+
+    A new instance each time: fsspec's cache keys on arguments, not on the AWS variables a
+    client reads, so a cached one would keep a rotated credential or an old endpoint.
+    """
     import fsspec
 
-    fs, path = fsspec.core.url_to_fs(url)
+    fs, path = fsspec.core.url_to_fs(url, skip_instance_cache=True)
     return fs, str(path)

@@ -20,6 +20,7 @@ import polars as pl
 
 from offerflow.errors import UsageError
 from offerflow.pipeline.outputs.console import aligned, format_number
+from offerflow.pipeline.storage import is_remote, join, read_bytes
 
 __all__ = [
     "PastRun",
@@ -168,15 +169,9 @@ def open_run(location: str | Path) -> RunTables:
     """The run at ``location`` (a run directory, or an ``s3://`` URL of one), ready to read;
     a UsageError when there is no run there."""
     text = str(location)
-    if "://" in text:
-        import fsspec
-
-        try:
-            with fsspec.open(f"{text.rstrip('/')}/{SUMMARY}", "rb") as handle:
-                summary = json.loads(handle.read())
-        except FileNotFoundError:
-            summary = {}
-        return RunTables(text, summary)
+    if is_remote(text):
+        content = read_bytes(join(text, SUMMARY))
+        return RunTables(text, json.loads(content) if content is not None else {})
     return RunTables(text, read_run(Path(text)).summary)
 
 
