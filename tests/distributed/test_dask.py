@@ -217,3 +217,61 @@ def test_a_run_in_one_process_reads_and_writes_object_storage(
     assert offerflow.open_run(there).rejects.collect().height > 0
     # a run id taken in the store is taken, as a local run directory that exists
     assert _run("--input", source, "--out", out, "--run-id", "s3") == ExitCode.OUTPUT
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_an_interrupted_run_resumes_skipping_its_finished_partitions(
+    tmp_path: Path, members: Path, slow_endpoints: FaultServer
+) -> None:
+    config = write_partner(
+        tmp_path / "partner.yaml", default_document(slow_endpoints.base_url, members)
+    )
+    out = tmp_path / "runs"
+    run_dir = out / "default" / "cut"
+    results = run_dir / ".partitions"
+    run = subprocess.Popen(
+        [
+            sys.executable, "-m", "offerflow", "run", "--config", str(config),
+            "--as-of", AS_OF, "--out", str(out), "--run-id", "cut",
+            "--backend", "dask", "--workers", "2", "--partitions", "8",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not any(results.glob("part-*.json")):  # a partition finished
+            assert run.poll() is None, run.stderr.read() if run.stderr else ""
+            assert time.monotonic() < deadline, "no partition finished"
+            time.sleep(0.05)
+        run.send_signal(signal.SIGINT)
+        _, err = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == 130, err.decode(errors="replace")[-3000:]
+    assert offerflow.open_run(run_dir).summary["status"] == "interrupted"
+    # every partition recorded its members; those with none interrupted are finished
+    finished = [
+        path
+        for path in sorted(results.glob("part-*.json"))
+        if "interrupted" not in json.loads(path.read_text())["members_by_status"]
+    ]
+    assert 0 < len(finished) < 8
+    done = pl.concat(
+        pl.read_parquet(run_dir / "offers.parquet" / path.with_suffix(".parquet").name)
+        for path in finished
+    ).get_column("member_id")
+    since = len(slow_endpoints.requests())
+
+    resume = ["run", "--resume", str(run_dir), "--backend", "dask", "--workers", "2"]
+    assert main(resume) == ExitCode.OK
+    called = {entry["member"] for entry in slow_endpoints.requests()[since:] if entry["member"]}
+    assert called, "the resumed session scored nobody"
+    assert called.isdisjoint(done.to_list())  # finished partitions were not run again
+    assert _run("--config", str(config), "--as-of", AS_OF, "--out", str(out),
+                "--run-id", "here") == ExitCode.OK  # fmt: skip
+    assert _offers(run_dir).equals(_offers(out / "default" / "here"))
+    assert offerflow.open_run(run_dir).summary["ledger"]["balanced"]

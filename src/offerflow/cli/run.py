@@ -55,6 +55,7 @@ def run_command(args: argparse.Namespace) -> int:
             run_log,
             write_manifest,
         )
+        from offerflow.pipeline.outputs.rundir import SPLIT
         from offerflow.pipeline.storage import (
             fetch_tree,
             is_remote,
@@ -76,7 +77,7 @@ def run_command(args: argparse.Namespace) -> int:
             location = str(args.resume).rstrip("/")
             if is_remote(location):
                 run_dir = _staging(scratch) / Path(location).name
-                if not fetch_tree(location, run_dir):
+                if not fetch_tree(location, run_dir, skip=(SPLIT,)):  # the workers read it
                     raise UsageError(f"{location}: not a run directory (nothing there)")
             else:
                 run_dir = Path(location)

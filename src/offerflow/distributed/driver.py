@@ -32,7 +32,14 @@ import anyio
 from offerflow.config import PartnerConfig
 from offerflow.distributed.cluster import Cluster, open_cluster, shared_concurrency
 from offerflow.distributed.scoring import PartitionTask, score_partition
-from offerflow.distributed.split import SPLIT, SplitResult, SplitTask, bucket_sources, split_file
+from offerflow.distributed.split import (
+    SPLIT,
+    SplitResult,
+    SplitTask,
+    bucket_sources,
+    fetch_buckets,
+    split_file,
+)
 from offerflow.errors import OfferflowError, UsageError
 from offerflow.pipeline import (
     PartitionResult,
@@ -49,7 +56,8 @@ from offerflow.pipeline import (
     workflow_order,
     write_json,
 )
-from offerflow.pipeline.storage import expand, fetch_tree, is_remote, join
+from offerflow.pipeline.partition import RESULTS
+from offerflow.pipeline.storage import expand, fetch_tree, is_remote
 
 __all__ = ["DaskOptions", "run_on_dask"]
 
@@ -57,8 +65,9 @@ log = logging.getLogger(__name__)
 
 #: partitions per worker thread, unless the run says how many
 PARTITIONS_PER_THREAD = 4
-#: what the split wrote, so that a resume does not split again
-_SPLIT_DONE = "done.json"
+#: what the split wrote, so that a resume does not split again (beside the partitions' results,
+#: which a resumed run fetches, not in the split's directory, which it leaves on the store)
+_SPLIT_DONE = Path(RESULTS) / "split.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +131,7 @@ def run_on_dask(
         )
         raise
     if is_remote(run_location):
-        fetch_tree(run_location, run_dir)  # the partitions' parts, for the exports
+        fetch_tree(run_location, run_dir, skip=(SPLIT,))  # the partitions' parts, for the exports
     return finish_run(
         config,
         run_dir=run_dir,
@@ -154,7 +163,7 @@ def _check_locations(config: PartnerConfig, run_location: str, cluster: Cluster)
 
 def _partition_count(run_dir: Path, options: DaskOptions, cluster: Cluster, resume: bool) -> int:
     """The partitions of the run: what an earlier session split into, else the options'."""
-    done = run_dir / SPLIT / _SPLIT_DONE
+    done = run_dir / _SPLIT_DONE
     if resume and done.exists():
         count: int = json.loads(done.read_text())["partitions"]
         return count
@@ -177,7 +186,7 @@ def _split(
 ) -> None:
     """Split the input on the cluster (unless a resumed run's split is done); stop on too many
     rejects before any model call."""
-    done = run_dir / SPLIT / _SPLIT_DONE
+    done = run_dir / _SPLIT_DONE
     if resume and done.exists():
         return
     source = config.input
@@ -270,8 +279,9 @@ def _score(
 
     def stop_the_cluster() -> None:
         shutdown.wait()
-        event.set()  # running partitions stop taking members and commit
-        cluster.client.cancel([f for f in tasks if f.status == "pending"])
+        # running partitions stop taking members and commit; those yet to start score nobody
+        # (nothing is cancelled: a partition keeps what it committed, whenever it stopped)
+        event.set()
 
     threading.Thread(target=stop_the_cluster, name="offerflow-stop", daemon=True).start()
     for future in as_completed(list(tasks), with_results=False):
@@ -303,7 +313,7 @@ def _score(
             progress(len(results), count, scored)
         log.info("partition %d done: %d of %d partitions", partition, len(results), count)
     for partition in range(count):
-        if partition not in results:  # cancelled before it started
+        if partition not in results:  # its task was cancelled (by hand on the cluster)
             results[partition] = record_members(
                 config,
                 run_dir=run_dir,
@@ -326,7 +336,7 @@ def _scored(result: PartitionResult) -> int:
 
 
 def _earlier_results(run_dir: Path) -> Iterator[PartitionResult]:
-    for path in sorted((run_dir / ".partitions").glob("part-*.json")):
+    for path in sorted((run_dir / RESULTS).glob("part-*.json")):
         yield PartitionResult.of(json.loads(path.read_text(encoding="utf-8")))
 
 
@@ -340,7 +350,7 @@ def _read_partition(
 ) -> Any:
     """What a partition holds, read here from its buckets (its member ids and ledger)."""
     if is_remote(run_location):
-        fetch_tree(join(run_location, SPLIT), run_dir / SPLIT)
+        fetch_buckets(run_location, run_dir, partition, len(inputs))
     source = config.input
     return read_sources(
         bucket_sources(run_dir / SPLIT, partition, inputs),

@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 
 from offerflow.config import PartnerConfig
-from offerflow.distributed.split import SPLIT, bucket_sources
+from offerflow.distributed.split import SPLIT, bucket_sources, fetch_buckets
 from offerflow.pipeline import (
     TABLES,
     PartitionOutcome,
@@ -29,7 +29,8 @@ from offerflow.pipeline import (
     read_sources,
     run_partition,
 )
-from offerflow.pipeline.storage import fetch_tree, is_remote, join, publish_tree
+from offerflow.pipeline.partition import RESULTS
+from offerflow.pipeline.storage import fetch_matching, fetch_tree, is_remote, join, publish_tree
 
 __all__ = ["PartitionTask", "score_partition"]
 
@@ -37,8 +38,6 @@ log = logging.getLogger(__name__)
 
 #: how often a partition looks whether the run was asked to stop
 _STOP_POLL_S = 0.5
-#: the directory of the partitions' results (as run_partition writes them)
-_RESULTS = ".partitions"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +84,10 @@ def score_partition(task: PartitionTask) -> dict[str, Any]:
 
 async def _score(task: PartitionTask, run_dir: Path, read: Any) -> PartitionOutcome:
     shutdown = Shutdown()
+    if await anyio.to_thread.run_sync(_stop_is_set, task.stop_event):
+        # started after the run was asked to stop: keep what an earlier attempt or session
+        # committed, record the others as interrupted, score nobody
+        shutdown.request(2)
     async with anyio.create_task_group() as group:
         group.start_soon(_watch_for_stop, task.stop_event, shutdown)
         # a retried attempt skips what an earlier one committed: resume is always on
@@ -101,13 +104,17 @@ async def _score(task: PartitionTask, run_dir: Path, read: Any) -> PartitionOutc
     return outcome
 
 
-async def _watch_for_stop(name: str, shutdown: Shutdown) -> None:
-    """Ask the partition to stop once the driver sets the run's stop event on the cluster."""
+def _stop_is_set(name: str) -> bool:
+    """Whether the driver set the run's stop event on the cluster."""
     from distributed import Event
 
-    event = Event(name)
+    return bool(Event(name).is_set())
+
+
+async def _watch_for_stop(name: str, shutdown: Shutdown) -> None:
+    """Ask the partition to stop once the driver sets the run's stop event on the cluster."""
     while not shutdown.requested:
-        if await anyio.to_thread.run_sync(event.is_set):
+        if await anyio.to_thread.run_sync(_stop_is_set, name):
             log.warning("the run is stopping: partition takes no new member")
             shutdown.request(2)
             return
@@ -118,25 +125,10 @@ def _fetch_partition(task: PartitionTask, run_dir: Path) -> None:
     """Fetch what a partition reads and resumes from: its buckets, parts, chunks, result."""
     run_dir.mkdir(parents=True)
     name = f"p{task.partition:05d}"
-    for index in range(len(task.inputs)):
-        directory = f"{SPLIT}/f{index:04d}"
-        _fetch_matching(join(task.run_location, directory), run_dir / directory, f"{name}-")
+    fetch_buckets(task.run_location, run_dir, task.partition, len(task.inputs))
     for table in TABLES:
-        _fetch_matching(join(task.run_location, table), run_dir / table, f"part-{name[1:]}.")
+        fetch_matching(join(task.run_location, table), run_dir / table, f"part-{name[1:]}.")
     fetch_tree(join(task.run_location, ".parts", name), run_dir / ".parts" / name)
-
-
-def _fetch_matching(url: str, into: Path, prefix: str) -> None:
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(url)
-    if not fs.exists(path):
-        return
-    into.mkdir(parents=True, exist_ok=True)
-    for found in fs.ls(path, detail=False):
-        base = str(found).rstrip("/").rsplit("/", 1)[-1]
-        if base.startswith(prefix):
-            fs.get(str(found), str(into / base))
 
 
 def _publish_partition(task: PartitionTask, run_dir: Path) -> None:
@@ -149,7 +141,7 @@ def _publish_partition(task: PartitionTask, run_dir: Path) -> None:
             if part.exists():
                 (root / table).mkdir(parents=True, exist_ok=True)
                 part.rename(root / table / part.name)
-        result = run_dir / _RESULTS / f"{name}.json"
-        (root / _RESULTS).mkdir()
-        result.rename(root / _RESULTS / result.name)
+        result = run_dir / RESULTS / f"{name}.json"
+        (root / RESULTS).mkdir()
+        result.rename(root / RESULTS / result.name)
         publish_tree(root, task.run_location)

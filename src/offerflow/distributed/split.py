@@ -27,14 +27,22 @@ from offerflow.pipeline.inputs import (
     partition_of,
     reject_reasons,
 )
-from offerflow.pipeline.storage import fetch, is_remote, join, publish_tree
+from offerflow.pipeline.outputs.rundir import SPLIT
+from offerflow.pipeline.storage import fetch, fetch_matching, is_remote, join, publish_tree
 
-__all__ = ["SPLIT", "BucketSource", "SplitResult", "SplitTask", "bucket_sources", "split_file"]
+__all__ = [
+    "SPLIT",
+    "BucketSource",
+    "SplitResult",
+    "SplitTask",
+    "bucket_sources",
+    "fetch_buckets",
+    "split_file",
+]
 
 _T = TypeVar("_T")
 
 #: the directory of a run's buckets
-SPLIT = ".split"
 #: rows a bucket file holds at most (a partition's rows of a file come in several)
 _BUCKET_ROWS = 200_000
 #: rejected rows of each reason a split keeps, to quote
@@ -170,6 +178,13 @@ class BucketSource:
                 yield pl.concat(frames).sort("line")
 
         return then(chunks)
+
+
+def fetch_buckets(run_location: str, run_dir: Path, partition: int, inputs: int) -> None:
+    """Copy a partition's buckets from the run's object store into ``run_dir``'s split."""
+    for index in range(inputs):
+        directory = f"{SPLIT}/f{index:04d}"
+        fetch_matching(join(run_location, directory), run_dir / directory, f"p{partition:05d}-")
 
 
 def bucket_sources(split_dir: Path, partition: int, locations: Sequence[str]) -> list[BucketSource]:

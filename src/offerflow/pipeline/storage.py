@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import glob
 import os
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from offerflow.errors import InputError, OutputError
 __all__ = [
     "expand",
     "fetch",
+    "fetch_matching",
     "fetch_tree",
     "is_remote",
     "join",
@@ -79,14 +81,29 @@ def read_bytes(url: str) -> bytes | None:
         return None
 
 
-def fetch_tree(url: str, into: Path) -> bool:
-    """Copy every object under ``url`` into the directory ``into``; False when there is none."""
+def fetch_matching(url: str, into: Path, prefix: str) -> None:
+    """Copy the objects directly under ``url`` whose names start with ``prefix`` into ``into``."""
+    fs, path = _filesystem(url)
+    if not fs.exists(path):
+        return
+    into.mkdir(parents=True, exist_ok=True)
+    for found in fs.ls(path, detail=False):
+        base = str(found).rstrip("/").rsplit("/", 1)[-1]
+        if base.startswith(prefix):
+            fs.get(str(found), str(into / base))
+
+
+def fetch_tree(url: str, into: Path, *, skip: Collection[str] = ()) -> bool:
+    """Copy every object under ``url`` into the directory ``into``, but for those under the
+    top-level directories named in ``skip``; False when there is none."""
     fs, path = _filesystem(url)
     if not fs.exists(path):
         return False
     into.mkdir(parents=True, exist_ok=True)
     for name in fs.find(path, withdirs=False):
         relative = name[len(path.rstrip("/")) + 1 :]
+        if relative.split("/", 1)[0] in skip:
+            continue
         target = into / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         fs.get(name, str(target))

@@ -127,6 +127,7 @@ def summary_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
     rows += [
         (f"  {name} p99 latency", f"{tasks[name]['p99_ms']:.1f} ms ({e['requests']:,} requests)")
         for name, e in summary["endpoints"].items()
+        if name in tasks  # a run stopped before any member reached it has no figures for it
     ]
     return rows
 

@@ -11,11 +11,13 @@ from offerflow.config import PartnerConfig
 from offerflow.errors import OutputError, UsageError
 from offerflow.pipeline.outputs.sinks import make_dir
 
-__all__ = ["RUN_ID", "check_run_id", "new_run_dir"]
+__all__ = ["RUN_ID", "SPLIT", "check_run_id", "new_run_dir"]
 
 
 #: a run id: one path component of 1 to 128 letters, digits, ``.``, ``_`` and ``-``, starting
 #: with a letter or a digit (never ``.``, ``..``, a hidden name or an option-like ``-x``)
+#: a run on a cluster: its input split into a bucket per partition (kept for --resume)
+SPLIT = ".split"
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
