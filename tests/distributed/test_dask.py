@@ -266,6 +266,8 @@ def test_an_interrupted_run_resumes_skipping_its_finished_partitions(
     ).get_column("member_id")
     since = len(slow_endpoints.requests())
 
+    # its partitions are the cluster's: one process cannot take them on
+    assert main(["run", "--resume", str(run_dir)]) == ExitCode.USAGE
     resume = ["run", "--resume", str(run_dir), "--backend", "dask", "--workers", "2"]
     assert main(resume) == ExitCode.OK
     called = {entry["member"] for entry in slow_endpoints.requests()[since:] if entry["member"]}
@@ -275,3 +277,47 @@ def test_an_interrupted_run_resumes_skipping_its_finished_partitions(
                 "--run-id", "here") == ExitCode.OK  # fmt: skip
     assert _offers(run_dir).equals(_offers(out / "default" / "here"))
     assert offerflow.open_run(run_dir).summary["ledger"]["balanced"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_run_begun_in_one_process_is_finished_on_a_cluster(
+    tmp_path: Path, members: Path, slow_endpoints: FaultServer
+) -> None:
+    config = write_partner(
+        tmp_path / "partner.yaml", default_document(slow_endpoints.base_url, members)
+    )
+    out = tmp_path / "runs"
+    run_dir = out / "default" / "begun"
+    run = subprocess.Popen(
+        [
+            sys.executable, "-m", "offerflow", "run", "--config", str(config),
+            "--as-of", AS_OF, "--out", str(out), "--run-id", "begun",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not any((run_dir / ".parts").glob("p*/offers-*.parquet")):  # members committed
+            assert run.poll() is None, run.stderr.read() if run.stderr else ""
+            assert time.monotonic() < deadline, "no member committed"
+            time.sleep(0.05)
+        run.send_signal(signal.SIGINT)
+        _, err = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == 130, err.decode(errors="replace")[-3000:]
+    committed = pl.concat(
+        pl.read_parquet(path) for path in (run_dir / ".parts").glob("p*/offers-*.parquet")
+    ).filter(pl.col("status") == "ok")
+    since = len(slow_endpoints.requests())
+
+    resume = ["run", "--resume", str(run_dir), "--backend", "dask", "--workers", "1"]
+    assert main(resume) == ExitCode.OK
+    called = {entry["member"] for entry in slow_endpoints.requests()[since:] if entry["member"]}
+    assert called.isdisjoint(committed.get_column("member_id").to_list())
+    assert _run("--config", str(config), "--out", str(out), "--run-id", "here") == ExitCode.OK
+    assert _offers(run_dir).equals(_offers(out / "default" / "here"))

@@ -143,11 +143,14 @@ def _here(
 ) -> RunReport:
     """The run in this process: the input read and checked before a bundled server starts."""
     from offerflow.pipeline import check_input, read_input, record_failure, run_until_done
+    from offerflow.pipeline.partition import RESULTS
     from offerflow.pipeline.storage import expand, fetch, is_remote
     from offerflow.serving import BundledServer
 
     if args.scheduler is not None and args.backend == "local" and args.workers:
         raise UsageError("--workers is for --backend dask")
+    if resume and any(p.name != "part-00000.json" for p in (run_dir / RESULTS).glob("part-*")):
+        raise UsageError(f"{run_dir}: the run was partitioned on a cluster: add --backend dask")
     with contextlib.ExitStack() as stack:
         started, read, server = time.perf_counter(), None, None
         try:

@@ -167,6 +167,8 @@ def _partition_count(run_dir: Path, options: DaskOptions, cluster: Cluster, resu
     if resume and done.exists():
         count: int = json.loads(done.read_text())["partitions"]
         return count
+    if resume and any(_earlier_results(run_dir)):
+        return 1  # begun in one process: one partition, which keeps what it committed
     if options.partitions is not None:
         if options.partitions < 1:
             raise UsageError(f"--partitions must be at least 1, got {options.partitions}")
