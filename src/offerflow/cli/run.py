@@ -64,6 +64,8 @@ def run_command(args: argparse.Namespace) -> int:
             publish_tree,
         )
 
+    if args.baseline is not None and not (args.baseline / "summary.json").is_file():
+        raise UsageError(f"--baseline {args.baseline}: not a run directory (no summary.json)")
     with contextlib.ExitStack() as scratch:
         if args.resume is not None:
             given = [
@@ -120,6 +122,7 @@ def run_command(args: argparse.Namespace) -> int:
                     outcome = _on_dask(config, args, run_dir, location, as_of, manifest, resume)
                 else:
                     outcome = _here(config, args, run_dir, scratch, as_of, manifest, report, resume)
+                _write_report(run_dir, args.baseline)
         finally:
             if is_remote(location):
                 publish_tree(run_dir, location)
@@ -129,6 +132,19 @@ def run_command(args: argparse.Namespace) -> int:
     if outcome.summary.get("status") == "interrupted":
         print(f"offerflow: to finish the run: offerflow run --resume {location}", file=sys.stderr)
     return outcome.exit_code
+
+
+def _write_report(run_dir: Path, baseline: Path | None) -> None:
+    """``report.html`` for the run as it ended; a report that fails leaves the run as it is."""
+    from offerflow.pipeline import write_report
+
+    started = time.perf_counter()
+    try:
+        path = write_report(run_dir, baseline)
+    except Exception as exc:  # the run's files are written: a picture of them must not undo it
+        log.warning("report.html not written: %s: %s", type(exc).__name__, exc)
+        return
+    log.info("%s written in %.2f s", path.name, time.perf_counter() - started)
 
 
 def _here(
@@ -204,7 +220,6 @@ def _on_dask(
         raise UsageError(
             f"--backend dask needs the dask extra: pip install 'offerflow[dask]' ({exc})"
         ) from None
-    from offerflow.pipeline import with_concurrency
     from offerflow.serving import BundledServer
 
     if config.uses_bundled_server and args.scheduler is not None:
@@ -217,7 +232,7 @@ def _on_dask(
     options = DaskOptions(args.scheduler, args.workers, args.partitions)
     # Dask's own INFO lines (workers starting, closing) are not the run's
     logging.getLogger("distributed").setLevel(logging.WARNING)
-    config = with_concurrency(config, args.concurrency)
+    config = config.with_concurrency(args.concurrency)
 
     def progress(done: int, partitions: int, scored: int) -> None:
         log.info("partitions %d of %d done, %d members scored", done, partitions, scored)

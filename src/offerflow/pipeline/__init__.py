@@ -81,7 +81,6 @@ from offerflow.pipeline.run import (
     record_failure,
     run_pipeline,
     run_until_done,
-    with_concurrency,
 )
 from offerflow.pipeline.stopping import Shutdown
 from offerflow.pipeline.workflow import (
@@ -93,6 +92,7 @@ from offerflow.pipeline.workflow import (
     feature_registry,
     offers_schema,
     read_input,
+    workflow_graph,
     workflow_order,
 )
 
@@ -162,7 +162,7 @@ __all__ = [
     "runs_table",
     "runs_text",
     "source_columns",
-    "with_concurrency",
+    "workflow_graph",
     "workflow_order",
     "write_json",
     "write_manifest",

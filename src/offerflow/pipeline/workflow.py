@@ -276,17 +276,28 @@ def check_config(config: PartnerConfig) -> tuple[str, ...]:
 def workflow_order(config: PartnerConfig) -> tuple[str, ...]:
     """The tasks of the config's workflow in order; a GraphError (a cycle among models) when
     the graph is not a DAG."""
+    return _blueprint(config).validate()
+
+
+def workflow_graph(config: PartnerConfig) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Each task of the config's workflow, in order, with its kind and upstream tasks; a
+    GraphError when the graph is not a DAG."""
+    workflow = _blueprint(config)
+    return {name: workflow.graph()[name] for name in workflow.validate()}
+
+
+def _blueprint(config: PartnerConfig) -> Workflow:
+    """The config's workflow, built to be looked at: it is never run."""
     registry = feature_registry(config)
     schema = offers_schema(config, registry)
     table = ChunkedTable(Path(config.output.dir), "offers", schema, chunk_rows=1)  # never written
-    workflow = build_workflow(
+    return build_workflow(
         config,
         as_of=datetime.now(UTC),
         client=client_for(config),
         recorder=Recorder(table),
         registry=registry,
     )
-    return workflow.validate()
 
 
 def feature_registry(config: PartnerConfig) -> FeatureRegistry:

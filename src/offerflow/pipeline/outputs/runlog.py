@@ -17,9 +17,10 @@ __all__ = ["JsonLines", "run_log"]
 
 
 class JsonLines(logging.Formatter):
-    """One JSON object per record, with the run id and any task/member the record names."""
+    """One JSON object per record, with the run id (when known) and any task/member the record
+    names."""
 
-    def __init__(self, run_id: str) -> None:
+    def __init__(self, run_id: str | None = None) -> None:
         super().__init__()
         self._run_id = run_id
 
@@ -28,9 +29,10 @@ class JsonLines(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "level": record.levelname,
             "logger": record.name,
-            "run_id": self._run_id,
             "message": record.getMessage(),
         }
+        if self._run_id is not None:
+            document["run_id"] = self._run_id
         for key in ("task", "member_id", "endpoint"):
             if hasattr(record, key):
                 document[key] = getattr(record, key)
