@@ -1,6 +1,7 @@
 """Reading a partner's input: files opened as text columns, parsed into usable rows and rejects.
 
 - :mod:`~offerflow.pipeline.inputs.sources`: a CSV or Parquet file as chunks of text columns;
+- :mod:`~offerflow.pipeline.inputs.records`: a CSV file's data cut into pieces of whole records;
 - :mod:`~offerflow.pipeline.inputs.reader`: the canonical transaction table and the rejects;
 - :mod:`~offerflow.pipeline.inputs.parsing`: a row's values parsed, and its reject reason;
 - :mod:`~offerflow.pipeline.inputs.timestamps`: timestamps, and the as-of of a run;
