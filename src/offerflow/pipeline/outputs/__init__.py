@@ -7,20 +7,22 @@
 - :mod:`~offerflow.pipeline.outputs.rundir`: a run's directory, named by its run id;
 - :mod:`~offerflow.pipeline.outputs.runlog`: ``run.log``, the run's log records as JSON lines;
 - :mod:`~offerflow.pipeline.outputs.history`: past runs read back from their directories;
-- :mod:`~offerflow.pipeline.outputs.drift`: how far a run drifted from a baseline run;
+- :mod:`~offerflow.pipeline.outputs.drift`: how far a run drifted from a baseline run, as a
+  :mod:`~offerflow.pipeline.outputs.comparison` (its figures, as JSON and as text);
 - :mod:`~offerflow.pipeline.outputs.html`: ``report.html``, drawn by
   :mod:`~offerflow.pipeline.outputs.plots`.
 """
 
 from __future__ import annotations
 
+from offerflow.pipeline.outputs.comparison import Comparison
 from offerflow.pipeline.outputs.console import (
     ConsoleReport,
     aligned,
     format_number,
     summary_rows,
 )
-from offerflow.pipeline.outputs.drift import Comparison, compare_runs, drift_limits
+from offerflow.pipeline.outputs.drift import compare_runs, drift_limits
 from offerflow.pipeline.outputs.history import (
     PastRun,
     RunTables,

@@ -30,8 +30,9 @@ import numpy as np
 import polars as pl
 
 from offerflow.pipeline.outputs import plots
+from offerflow.pipeline.outputs.comparison import Comparison
 from offerflow.pipeline.outputs.console import format_number as _number
-from offerflow.pipeline.outputs.drift import Comparison, compare_runs, value_columns
+from offerflow.pipeline.outputs.drift import compare_runs, value_columns
 from offerflow.pipeline.outputs.history import PastRun, read_run, task_graph
 from offerflow.pipeline.outputs.sinks import atomic_write
 
