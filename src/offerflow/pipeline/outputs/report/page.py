@@ -1,15 +1,16 @@
 """``report.html``: one self-contained page that shows a run, optionally against a baseline run.
 
-The page holds no script and loads nothing: its pictures are inline SVG (:mod:`.plots`), its
-style is inline, and a Content-Security-Policy forbids any fetch, so it opens offline, from a
-mail attachment or an archive alike. It is drawn from aggregates (counts, bins, quantiles), never
-from every row, so that its size does not grow with the run. Each part is a ``<section>`` with a
-stable id (:data:`SECTIONS`).
+The page holds no script and loads nothing: its pictures are inline SVG
+(:mod:`~offerflow.pipeline.outputs.report.plots`), its style is inline, and a
+Content-Security-Policy forbids any fetch, so it opens offline, from a mail attachment or an
+archive alike. It is drawn from aggregates (counts, bins, quantiles), never from every row, so
+that its size does not grow with the run. Each part is a ``<section>`` with a stable id
+(:data:`SECTIONS`).
 
 What it reads from ``summary.json`` beyond the ledgers and task metrics, when present:
 
 - ``dag``: ``{task: [upstream task, …]}``, the workflow's edges; without it the edges are
-  derived from the tasks' kinds and order (:func:`~.history.task_graph`);
+  derived from the tasks' kinds and order (:func:`~offerflow.pipeline.outputs.history.task_graph`);
 - ``tasks.<name>.started_s`` / ``ended_s``: when each task started and ended, in seconds from the
   run's start; without them the timeline shows each endpoint from its first request to its
   last answer, from ``requests.parquet``;
@@ -29,11 +30,11 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from offerflow.pipeline.outputs import plots
 from offerflow.pipeline.outputs.comparison import Comparison
 from offerflow.pipeline.outputs.console import format_number as _number
 from offerflow.pipeline.outputs.drift import compare_runs, value_columns
 from offerflow.pipeline.outputs.history import PastRun, read_run, task_graph
+from offerflow.pipeline.outputs.report import plots
 from offerflow.pipeline.outputs.sinks import atomic_write
 
 __all__ = ["REPORT", "SECTIONS", "write_report"]
