@@ -46,7 +46,15 @@ from offerflow.pipeline.outputs.comparison import (
 )
 from offerflow.pipeline.outputs.history import PastRun
 
-__all__ = ["EPSILON", "compare_runs", "drift_limits", "population_stability", "value_columns"]
+__all__ = [
+    "EPSILON",
+    "Values",
+    "compare_runs",
+    "drift_limits",
+    "finite_values",
+    "population_stability",
+    "value_columns",
+]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +65,7 @@ _DECILES = tuple(i / 10 for i in range(1, 10))
 #: columns of offers.parquet that are neither features nor predictions
 _NOT_VALUES = frozenset({"member_id", "offer", "status", "error", "attempts"})
 
+#: a column's values, as the figures are computed from them
 Values = npt.NDArray[np.float64]
 
 
@@ -81,6 +90,13 @@ def value_columns(schema: Mapping[str, pl.DataType], endpoints: Iterable[str]) -
         for name, dtype in schema.items()
         if dtype.is_numeric() and name not in _NOT_VALUES and name not in latencies
     ]
+
+
+def finite_values(column: pl.Series) -> Values:
+    """A column's values as floats, nulls and non-finite values left out."""
+    values: Values = column.drop_nulls().cast(pl.Float64).to_numpy()
+    finite: Values = values[np.isfinite(values)]
+    return finite
 
 
 def drift_limits(run: PastRun) -> tuple[DriftConfig, str]:
@@ -142,7 +158,7 @@ def _columns(
     tables = [scan.select(shared).collect() for scan in scans]
     results = []
     for name in shared:
-        va, vb = (_finite_values(table.get_column(name)) for table in tables)
+        va, vb = (finite_values(table.get_column(name)) for table in tables)
         median_a, p90_a = _quantiles(va)
         median_b, p90_b = _quantiles(vb)
         psi = population_stability(va, vb)
@@ -255,12 +271,6 @@ def _ledger(a: PastRun, b: PastRun) -> tuple[LedgerChange, ...]:
 def _endpoints(run: PastRun) -> list[str]:
     endpoints = run.summary.get("endpoints") or {}
     return list(endpoints)
-
-
-def _finite_values(column: pl.Series) -> Values:
-    values: Values = column.drop_nulls().cast(pl.Float64).to_numpy()
-    finite: Values = values[np.isfinite(values)]
-    return finite
 
 
 def _quantiles(values: Values) -> tuple[float | None, float | None]:
