@@ -6,7 +6,8 @@
 - :mod:`~offerflow.pipeline.outputs`: result tables, the run manifest, the console report;
 
 and, joining them, :mod:`~offerflow.pipeline.members` (a member on its way through),
-:mod:`~offerflow.pipeline.workflow` (the DAG built from a partner config) and
+:mod:`~offerflow.pipeline.workflow` (the DAG built from a partner config, each endpoint's task
+in :mod:`~offerflow.pipeline.calls`) and
 :mod:`~offerflow.pipeline.run` (one run: its directory, files, summary, stop and resume).
 """
 

@@ -8,14 +8,13 @@
       └──► unscored (members with no usable transaction) ┘
 
 Models may take other models' predictions (``request: {field: other_model}``); such a model runs
-after the models it names, and a cycle among them is a graph error before anything runs.
+after the models it names, and a cycle among them is a graph error before anything runs. What
+each endpoint's task does to a member is in :mod:`~offerflow.pipeline.calls`.
 """
 
 from __future__ import annotations
 
 import glob
-import math
-import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,27 +23,11 @@ from typing import Any
 import anyio
 import polars as pl
 
-from offerflow.config import MEMBER_ID, NO_PROXY, EndpointConfig, PartnerConfig, template_leaves
-from offerflow.engine import Failure, ItemError, Policy, Workflow
-from offerflow.errors import (
-    CallInterrupted,
-    ConfigError,
-    EndpointError,
-    InputError,
-    InvalidResponseError,
-    OutputError,
-)
-from offerflow.pipeline.endpoints import (
-    Answer,
-    AttemptSink,
-    CallResult,
-    Codec,
-    Endpoint,
-    ModelClient,
-    Reads,
-    RetryBudget,
-    Tls,
-)
+from offerflow.config import NO_PROXY, EndpointConfig, PartnerConfig, template_leaves
+from offerflow.engine import Failure, Policy, Workflow
+from offerflow.errors import ConfigError, EndpointError, InputError, OutputError
+from offerflow.pipeline.calls import endpoint_call
+from offerflow.pipeline.endpoints import AttemptSink, Codec, Endpoint, ModelClient, RetryBudget, Tls
 from offerflow.pipeline.features import (
     CANONICAL_SCHEMA,
     FeatureRegistry,
@@ -149,7 +132,7 @@ def build_workflow(
         first = upstream == "features"
         wf.stream(
             model.name,
-            _stage(client, model, deadline_s, stop if first else _never),
+            endpoint_call(client, model, deadline_s, stop if first else _never),
             after=upstream,
             concurrency=model.concurrency,
             key=_member_key if first else None,
@@ -160,7 +143,7 @@ def build_workflow(
     offer_upstream = _upstream(wf, config.offer.name, leaves)
     wf.stream(
         config.offer.name,
-        _stage(client, config.offer, deadline_s, _never),
+        endpoint_call(client, config.offer, deadline_s, _never),
         after=offer_upstream,
         concurrency=config.offer.concurrency,
         batch_size=config.offer.batch_size if config.offer.batched else None,
@@ -348,98 +331,6 @@ def _upstream(wf: Workflow, name: str, sources: list[str]) -> str:
     # a bounded number of members and no model runs alone at the end
     wf.join(join, after=sorted(set(sources)), max_lead=_MAX_LEAD)
     return join
-
-
-Item = Member | dict[str, Member]
-
-
-def _stage(
-    client: ModelClient, endpoint: EndpointConfig, deadline_s: float, stop: Callable[[], bool]
-) -> Callable[..., Any]:
-    """The stream function of one endpoint: build the request, call, record the answer.
-
-    Once ``stop()`` is true it calls for no more members: they are interrupted, unsent. Only the
-    endpoints that take members straight from the features are given a ``stop``: an endpoint
-    after them finishes what they started (and a branch that lags another still gets the
-    members the other took, to interrupt them).
-
-    For a batched protocol it takes a list of members and gives one result per member: the
-    member with its answer, or an ItemError when only its answer was unusable.
-    """
-    name = endpoint.name
-    codec = client.endpoints[name].reader()
-    known = _KNOWN[codec.reads]
-
-    def started(item: Item) -> Member:
-        member = item if isinstance(item, Member) else Member.of(item.values())
-        if stop():
-            raise CallInterrupted(
-                "run stopping: not called",
-                endpoint=name,
-                url=endpoint.url,
-                member_id=member.member_id,
-                attempt=0,
-            )
-        if member.deadline == math.inf:  # the member's first call starts its clock
-            member.deadline = time.monotonic() + deadline_s
-        return member
-
-    async def call(item: Item) -> Member:
-        member = started(item)
-        body = codec.body([known(member)])
-        result = await client.call(name, member.member_id, body, deadline=member.deadline)
-        return member.answer(name, result.value, result.latency_ms, result.attempts)
-
-    async def call_batch(items: list[Item]) -> list[Member | ItemError]:
-        # a member that may not start any more is interrupted alone, not with its batch
-        results: list[Member | ItemError] = []
-        members: list[Member] = []
-        for item in items:
-            try:
-                members.append(started(item))
-            except CallInterrupted as error:
-                results.append(ItemError(error))
-                continue
-            results.append(members[-1])
-        if not members:
-            return results
-        body = codec.body([known(member) for member in members])
-        deadline = min(member.deadline for member in members)
-        result = await client.call(
-            name, members[0].member_id, body, deadline=deadline, members=len(members)
-        )
-        answers = dict(zip((id(m) for m in members), result.answers, strict=True))
-        return [
-            _answered(name, entry, answers[id(entry)], result)
-            if isinstance(entry, Member)
-            else entry
-            for entry in results
-        ]
-
-    return call_batch if endpoint.batched else call
-
-
-def _answered(name: str, member: Member, answer: Answer, result: CallResult) -> Member | ItemError:
-    """A member with its answer from a batch, or an ItemError when only its answer is unusable."""
-    if isinstance(answer, ValueError):
-        error = InvalidResponseError(
-            str(answer), endpoint=name, member_id=member.member_id, attempt=result.attempts
-        )
-        return ItemError(error)
-    return member.answer(name, answer, result.latency_ms, result.attempts)
-
-
-def _everything(member: Member) -> Mapping[str, Any]:
-    """All a request template may reference for a member."""
-    return {**member.features, **member.predictions, MEMBER_ID: member.member_id}
-
-
-#: what a codec's template needs of a member (see ``Codec.reads``): no merge when one will do
-_KNOWN: dict[Reads, Callable[[Member], Mapping[str, Any]]] = {
-    "features": lambda member: member.features,
-    "predictions": lambda member: member.predictions,
-    "any": _everything,
-}
 
 
 class Recorder:
