@@ -137,6 +137,11 @@ def _parser() -> argparse.ArgumentParser:
         type=_positive,
         help="partitions of the members on Dask (default: 4 per worker thread)",
     )
+    run.add_argument(
+        "--metrics-port",
+        type=_port,
+        help="serve Prometheus metrics on 127.0.0.1:PORT while the run goes (0: a free port)",
+    )
     run.set_defaults(command=run_command)
 
     serve = commands.add_parser("serve-models", help="serve the bundled model endpoints")

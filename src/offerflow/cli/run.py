@@ -19,7 +19,7 @@ from offerflow.errors import OutputError, UsageError
 
 if TYPE_CHECKING:
     from offerflow.config import PartnerConfig
-    from offerflow.pipeline import RunReport
+    from offerflow.pipeline import LiveMetrics, RunReport
 
 __all__ = ["no_collections", "run_command"]
 
@@ -53,6 +53,7 @@ def run_command(args: argparse.Namespace) -> int:
             parse_as_of,
             read_manifest,
             run_log,
+            serve_metrics,
             write_manifest,
         )
         from offerflow.pipeline.outputs.rundir import SPLIT
@@ -117,11 +118,20 @@ def run_command(args: argparse.Namespace) -> int:
         report = ConsoleReport(sys.stderr)
         resume = args.resume is not None
         try:
-            with run_log(run_dir, mode=config.output.file_mode):
+            with (
+                run_log(run_dir, mode=config.output.file_mode),
+                serve_metrics(args.metrics_port, config) as live,
+            ):
+                if live is not None and sys.stderr.isatty():  # else its log line shows it
+                    print(f"metrics at {live.url}", file=sys.stderr)
                 if args.backend == "dask":
-                    outcome = _on_dask(config, args, run_dir, location, as_of, manifest, resume)
+                    outcome = _on_dask(
+                        config, args, run_dir, location, as_of, manifest, resume, live
+                    )
                 else:
-                    outcome = _here(config, args, run_dir, scratch, as_of, manifest, report, resume)
+                    outcome = _here(
+                        config, args, run_dir, scratch, as_of, manifest, report, resume, live
+                    )
                 _write_report(run_dir, args.baseline)
         finally:
             if is_remote(location):
@@ -156,6 +166,7 @@ def _here(
     manifest: Any,
     report: Any,
     resume: bool,
+    live: LiveMetrics | None,
 ) -> RunReport:
     """The run in this process: the input read and checked before a bundled server starts."""
     from offerflow.pipeline import check_input, read_input, record_failure, run_until_done
@@ -196,7 +207,7 @@ def _here(
             as_of=as_of,
             read=read,
             concurrency=args.concurrency,
-            hooks=[report],
+            hooks=[report] if live is None else [report, live],
             progress=report.progress,
             resume=resume,
             before_exit=server.kill if server is not None else lambda: None,
@@ -212,6 +223,7 @@ def _on_dask(
     as_of: Any,
     manifest: Any,
     resume: bool,
+    live: LiveMetrics | None,
 ) -> RunReport:
     """The run on a Dask cluster: a scheduler's, or a local one (with the bundled server)."""
     try:
@@ -251,6 +263,7 @@ def _on_dask(
             config_hash=manifest.fingerprint,
             resume=resume,
             progress=progress,
+            on_partition=None if live is None else live.partition_done,
         )
 
 

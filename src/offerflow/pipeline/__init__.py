@@ -7,8 +7,9 @@
 
 and, joining them, :mod:`~offerflow.pipeline.members` (a member on its way through),
 :mod:`~offerflow.pipeline.workflow` (the DAG built from a partner config, each endpoint's task
-in :mod:`~offerflow.pipeline.calls`) and
-:mod:`~offerflow.pipeline.run` (one run: its directory, files, summary, stop and resume).
+in :mod:`~offerflow.pipeline.calls`),
+:mod:`~offerflow.pipeline.run` (one run: its directory, files, summary, stop and resume) and
+:mod:`~offerflow.pipeline.live` (a run's counts served to Prometheus while it runs).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from offerflow.pipeline.inputs import (
     source_columns,
     write_transactions,
 )
+from offerflow.pipeline.live import LiveMetrics, serve_metrics
 from offerflow.pipeline.members import Member, MemberRows, Status
 from offerflow.pipeline.outputs import (
     ChunkedTable,
@@ -112,6 +114,7 @@ __all__ = [
     "FeatureContext",
     "FeatureFamily",
     "FeatureRegistry",
+    "LiveMetrics",
     "Member",
     "MemberRows",
     "ModelClient",
@@ -162,6 +165,7 @@ __all__ = [
     "run_until_done",
     "runs_table",
     "runs_text",
+    "serve_metrics",
     "source_columns",
     "workflow_graph",
     "workflow_order",

@@ -27,6 +27,7 @@ from offerflow.config import PartnerConfig
 from offerflow.engine import Hook, MetricsHook
 from offerflow.errors import OfferflowError, OutputError, TaskFailedError, UsageError
 from offerflow.pipeline.inputs import ReadResult
+from offerflow.pipeline.live import LiveMetrics
 from offerflow.pipeline.members import Member, Status
 from offerflow.pipeline.outputs import (
     PARTS,
@@ -108,6 +109,8 @@ async def run_partition(
     (in an earlier session) are not scored again. The endpoints' contracts are the run's to
     check before. A config error or an output error the workflow meets is raised; any other
     failure of a task ends the partition with its members recorded, and is in the outcome.
+    A :class:`~offerflow.pipeline.live.LiveMetrics` among the hooks also counts the partition's
+    rows, the members it records and the attempts it makes.
     """
     started_at = time.time()
     shutdown = shutdown or Shutdown()
@@ -116,7 +119,9 @@ async def run_partition(
     registry = feature_registry(config)  # loads the partner's feature modules, once
     parts = run_dir / PARTS / f"p{partition:05d}"
     modes = {"file_mode": output.file_mode, "dir_mode": output.dir_mode}
-    offers = ChunkedTable(
+    live = next((hook for hook in hooks if isinstance(hook, LiveMetrics)), None)
+    table = ChunkedTable if live is None else live.offers_table
+    offers = table(
         parts, "offers", offers_schema(config, registry), chunk_rows=output.chunk_rows, **modes
     )
     requests = RequestLog(parts, chunk_rows=4 * output.chunk_rows, **modes)
@@ -129,7 +134,10 @@ async def run_partition(
         log.info("partition %d: %d members already final", partition, skip.len())
     recorder = Recorder(offers)
     failure: TaskFailedError | None = None
-    async with client_for(config, attempts=requests, stopping=shutdown.stopping) as client:
+    attempts = requests if live is None else live.attempts(requests)
+    if live is not None:
+        live.input_read(read)
+    async with client_for(config, attempts=attempts, stopping=shutdown.stopping) as client:
         workflow = build_workflow(
             config,
             as_of=as_of,
