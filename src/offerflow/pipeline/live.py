@@ -15,11 +15,12 @@ calls in flight (:class:`LiveMetrics` is a hook). On a Dask cluster the driver a
 partition's result as it arrives (:meth:`LiveMetrics.partition_done`): the totals move a
 partition at a time.
 
-Counting is a dict update on the event loop (about 0.2 µs), where prometheus-client's own
-counters and histograms take a lock per update (1 to 2 µs each, about 5 µs per request for the
-three a request touches); a scrape, in the server's thread, copies each dict whole (one step
-under the GIL) before reading it. prometheus-client itself is imported when a server starts,
-not with the pipeline: its import takes about 80 ms, more than a small run's members.
+Counting is a few dict updates on the event loop: about 1.4 µs for an attempt and its call in
+flight, where prometheus-client's own counter, histogram and gauge, which take a lock per
+update, cost about 4.5 µs (``docs/architecture.md``, "Live metrics"). A scrape, in the server's
+thread, copies each dict whole (one step under the GIL) before reading it. prometheus-client
+itself is imported when a server starts, not with the pipeline: its import takes about 80 ms,
+more than a small run's members.
 """
 
 from __future__ import annotations
