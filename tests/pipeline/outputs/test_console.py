@@ -6,6 +6,7 @@ import io
 import logging
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,7 @@ def test_off_a_terminal_progress_logs_the_share_done_and_the_time_to_go(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     clock = iter([100.0, 100.0, 110.0, 120.0])  # made, started, then two progress calls
-    monkeypatch.setattr(console.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(time, "perf_counter", lambda: next(clock))
     report = ConsoleReport(io.StringIO(), every_s=5.0)
     report.on_run_start(workflow="w", tasks=())
     caplog.set_level(logging.INFO, logger=console.__name__)
