@@ -56,6 +56,7 @@ def run_command(args: argparse.Namespace) -> int:
             serve_metrics,
             write_manifest,
         )
+        from offerflow.pipeline.outputs.report import import_in_the_background
         from offerflow.pipeline.outputs.rundir import SPLIT
         from offerflow.pipeline.storage import (
             fetch_tree,
@@ -117,6 +118,7 @@ def run_command(args: argparse.Namespace) -> int:
         config, as_of = manifest.partner_config(run_dir), manifest.as_of
         report = ConsoleReport(sys.stderr)
         resume = args.resume is not None
+        import_in_the_background()  # for the report that ends the run
         try:
             with (
                 run_log(run_dir, mode=config.output.file_mode),

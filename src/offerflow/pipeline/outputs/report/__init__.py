@@ -12,5 +12,6 @@ apart from the tables and files a run writes and reads back.
 from __future__ import annotations
 
 from offerflow.pipeline.outputs.report.page import REPORT, SECTIONS, write_report
+from offerflow.pipeline.outputs.report.plots import import_in_the_background
 
-__all__ = ["REPORT", "SECTIONS", "write_report"]
+__all__ = ["REPORT", "SECTIONS", "import_in_the_background", "write_report"]
