@@ -28,6 +28,7 @@ from offerflow.engine import Hook, MetricsHook
 from offerflow.errors import OfferflowError, OutputError, TaskFailedError, UsageError
 from offerflow.pipeline.inputs import ReadResult
 from offerflow.pipeline.members import Member, Status
+from offerflow.pipeline.offers import Recorder, offers_schema
 from offerflow.pipeline.outputs import (
     PARTS,
     ChunkedTable,
@@ -39,13 +40,7 @@ from offerflow.pipeline.outputs import (
     write_json,
 )
 from offerflow.pipeline.stopping import Shutdown, cancel_after_grace
-from offerflow.pipeline.workflow import (
-    Recorder,
-    build_workflow,
-    client_for,
-    feature_registry,
-    offers_schema,
-)
+from offerflow.pipeline.workflow import build_workflow, client_for, feature_registry
 
 __all__ = [
     "FINAL",
@@ -103,7 +98,6 @@ async def run_partition(
     progress: Progress | None = None,
 ) -> PartitionOutcome:
     """Score the members ``read`` holds and write partition ``partition``'s parts of the run.
-
     With ``resume``, members the partition already committed as ``ok`` or ``no_transactions``
     (in an earlier session) are not scored again. The endpoints' contracts are the run's to
     check before. A config error or an output error the workflow meets is raised; any other
