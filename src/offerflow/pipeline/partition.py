@@ -96,8 +96,12 @@ async def run_partition(
     shutdown: Shutdown | None = None,
     resume: bool = False,
     progress: Progress | None = None,
+    run_id: str | None = None,
 ) -> PartitionOutcome:
     """Score the members ``read`` holds and write partition ``partition``'s parts of the run.
+
+    ``run_id`` names the run in every request's ``X-Request-ID`` (None: ``run_dir``'s name, as
+    a run's directory is named after it).
     With ``resume``, members the partition already committed as ``ok`` or ``no_transactions``
     (in an earlier session) are not scored again. The endpoints' contracts are the run's to
     check before. A config error or an output error the workflow meets is raised; any other
@@ -123,7 +127,9 @@ async def run_partition(
         log.info("partition %d: %d members already final", partition, skip.len())
     recorder = Recorder(offers)
     failure: TaskFailedError | None = None
-    async with client_for(config, attempts=requests, stopping=shutdown.stopping) as client:
+    async with client_for(
+        config, attempts=requests, stopping=shutdown.stopping, run_id=run_id or run_dir.name
+    ) as client:
         workflow = build_workflow(
             config,
             as_of=as_of,

@@ -14,6 +14,7 @@ after the models it names, and a cycle among them is a graph error before anythi
 from __future__ import annotations
 
 import glob
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -64,6 +65,8 @@ __all__ = [
     "feature_registry",
     "read_input",
 ]
+
+log = logging.getLogger(__name__)
 
 RESERVED_TASKS = frozenset({"read", "features", "unscored", "record"})
 
@@ -164,11 +167,14 @@ def client_for(
     *,
     attempts: AttemptSink | None = None,
     stopping: anyio.Event | None = None,
+    run_id: str | None = None,
 ) -> ModelClient:
     """The model client for a partner's endpoints (enter it with ``async with`` to call).
 
-    An endpoint's proxy is the one its config names (``load_config`` decides it from the
-    environment when the file does not); ``none``, or not decided, is direct.
+    ``run_id`` names the run in each request's ``X-Request-ID`` (None: a random id, for a
+    client that calls outside a run). An endpoint's proxy is the one its config names
+    (``load_config`` decides it from the environment when the file does not); ``none``, or not
+    decided, is direct.
     """
     endpoints = [
         Endpoint(
@@ -195,6 +201,7 @@ def client_for(
     ]
     return ModelClient(
         endpoints,
+        run_id=run_id,
         connect_timeout_s=config.connect_timeout_s,
         attempts=attempts,
         budget=RetryBudget(ratio=config.retry_budget.ratio, floor=config.retry_budget.floor),
@@ -377,7 +384,12 @@ def _stage(
         body = codec.body([known(member) for member in members])
         deadline = min(member.deadline for member in members)
         result = await client.call(
-            name, members[0].member_id, body, deadline=deadline, members=len(members)
+            name,
+            members[0].member_id,
+            body,
+            deadline=deadline,
+            members=len(members),
+            batch=[member.member_id for member in members],
         )
         answers = dict(zip((id(m) for m in members), result.answers, strict=True))
         return [
@@ -396,6 +408,13 @@ def _answered(name: str, member: Member, answer: Answer, result: CallResult) -> 
         error = InvalidResponseError(
             str(answer), endpoint=name, member_id=member.member_id, attempt=result.attempts
         )
+        # the call succeeded, so the client logged nothing: this member failed all the same
+        log.error(
+            "%s attempt %d for member %s: its answer in the batch is invalid: %s",
+            name, result.attempts, member.member_id, answer,
+            extra={"member_id": member.member_id, "endpoint": name, "attempt": result.attempts,
+                   "outcome": type(error).__name__, "request_id": result.request_id},
+        )  # fmt: skip
         return ItemError(error)
     return member.answer(name, answer, result.latency_ms, result.attempts)
 

@@ -16,8 +16,13 @@ from offerflow.pipeline.outputs.sinks import FILE_MODE
 __all__ = ["JsonLines", "run_log"]
 
 
+# the fields of a record (its ``extra=``) written out when it has them: the task, or the
+# member(s), endpoint, attempt, outcome and request id of a failed HTTP attempt
+_FIELDS = ("task", "member_id", "member_ids", "endpoint", "attempt", "outcome", "request_id")
+
+
 class JsonLines(logging.Formatter):
-    """One JSON object per record, with the run id and any task/member the record names."""
+    """One JSON object per record, with the run id and any task, member or attempt it names."""
 
     def __init__(self, run_id: str) -> None:
         super().__init__()
@@ -31,7 +36,7 @@ class JsonLines(logging.Formatter):
             "run_id": self._run_id,
             "message": record.getMessage(),
         }
-        for key in ("task", "member_id", "endpoint"):
+        for key in _FIELDS:
             if hasattr(record, key):
                 document[key] = getattr(record, key)
         if record.exc_info:
