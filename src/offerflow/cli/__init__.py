@@ -203,7 +203,11 @@ _console_handler: logging.Handler | None = None
 
 
 def _configure_console_logging(verbose: int) -> None:
-    """Log to stderr: warnings on a terminal (the progress bar tells the rest), else info."""
+    """Log to stderr: warnings on a terminal (the progress bar tells the rest), else info.
+
+    A failed HTTP attempt's line (one per attempt: an outage makes thousands) is shown only
+    with ``-v``; ``run.log`` has every one.
+    """
     global _console_handler
     quiet = logging.WARNING if sys.stderr.isatty() else logging.INFO
     level = (quiet, logging.INFO, logging.DEBUG)[min(verbose, 2)]
@@ -215,6 +219,10 @@ def _configure_console_logging(verbose: int) -> None:
         )
         _console_handler.addFilter(_not_printed_by_main)
         root.addHandler(_console_handler)
+    if verbose:
+        _console_handler.removeFilter(_not_an_attempt)
+    else:
+        _console_handler.addFilter(_not_an_attempt)
     # the handler filters the console; the loggers let INFO through for the run log
     _console_handler.setLevel(level)
     root.setLevel(min(level, logging.INFO))
@@ -223,6 +231,11 @@ def _configure_console_logging(verbose: int) -> None:
 def _not_printed_by_main(record: logging.LogRecord) -> bool:
     """False for the record that ends a failed run: :func:`main` prints that error itself."""
     return not hasattr(record, "exit_code")
+
+
+def _not_an_attempt(record: logging.LogRecord) -> bool:
+    """False for the record of a failed HTTP attempt (it names its attempt)."""
+    return not hasattr(record, "attempt")
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
