@@ -80,6 +80,7 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
         "run": "run the offer pipeline for one partner",
         "serve-models": "serve the bundled model endpoints",
         "generate-data": "write a synthetic transactions file",
+        "dag": "draw a partner's workflow",
         "validate": "check a partner config without running it",
         "report": "write a run's report.html",
         "runs": "list past runs, newest first",
@@ -87,7 +88,10 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     }
     words = ["commands:", "COMMAND", *(f"{name} {text}" for name, text in commands.items())]
     # compared word by word: the terminal's width decides where argparse wraps
-    assert " ".join(usage.split()) == "usage: offerflow [-h] [--version] [-v] COMMAND ..."
+    assert " ".join(usage.split()) == (
+        "usage: offerflow [-h] [--version] [-v] [--log-level {debug,info,warning,error}] "
+        "[--log-format {text,json}] COMMAND ..."
+    )
     assert " ".join(section.split()) == " ".join(words)
 
 
@@ -466,15 +470,40 @@ def test_run_with_real_urls_uses_them_and_writes_a_run_log(
     run_dir = tmp_path / "default" / "r1"
     records = [json.loads(line) for line in (run_dir / "run.log").read_text().splitlines()]
     assert [sorted(r) for r in records] == [["level", "logger", "message", "run_id", "ts"]] * (
-        len(TASKS) + 2
+        len(TASKS) + 3
     )
     assert {(r["run_id"], r["level"]) for r in records} == {("r1", "INFO")}
     assert all(datetime.fromisoformat(r["ts"]).tzinfo is not None for r in records)
     messages = [r["message"] for r in records]
     assert messages[0] == "workflow 'offers:default': run started, 8 tasks"
-    assert sorted(messages[1:-1]) == sorted(f"task {task} finished" for task in TASKS)
-    assert re.fullmatch(r"workflow 'offers:default': run finished in \d+\.\d{3} s", messages[-1])
+    assert sorted(messages[1:-2]) == sorted(f"task {task} finished" for task in TASKS)
+    assert re.fullmatch(r"workflow 'offers:default': run finished in \d+\.\d{3} s", messages[-2])
+    assert re.fullmatch(r"report\.html written in \d+\.\d{2} s", messages[-1])
+    assert (run_dir / "report.html").is_file()
     assert capsys.readouterr().err.splitlines()[-1] == f"run directory: {run_dir}"
+
+
+def test_log_lines_on_stderr_follow_the_level_and_format_asked(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "offerflow", "--log-level", "info", "--log-format", "json",
+         "run", "--server-workers", "1", "--run-id", "r"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    records = [json.loads(line) for line in lines if line.startswith("{")]
+    assert {r["level"] for r in records} == {"INFO"}
+    assert "workflow 'offers:default': run started, 8 tasks" in [r["message"] for r in records]
+    # the final table and the run directory are printed, not logged
+    assert lines[-1] == "run directory: runs/default/r"
+    quiet = subprocess.run(
+        [sys.executable, "-m", "offerflow", "--log-level", "error", "run", "--server-workers",
+         "1", "--run-id", "q"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert quiet.returncode == 0, quiet.stderr
+    assert " INFO " not in quiet.stderr
+    assert "{" not in quiet.stderr
 
 
 def test_run_with_no_arguments_starts_and_stops_the_bundled_server(tmp_path: Path) -> None:
@@ -553,3 +582,48 @@ def test_a_write_failing_mid_run_exits_4_naming_the_path_and_keeps_committed_chu
     leftovers = [p.name for p in run_dir.rglob("*") if p.name.endswith(".tmp")]
     assert leftovers == []
     assert not (run_dir / "offers.parquet" / "part-00000.parquet").exists()
+
+
+def test_dag_draws_the_default_partners_workflow_as_text(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["dag"]) == ExitCode.OK
+    assert capsys.readouterr().out.splitlines() == [
+        "workflow offers:default: 8 tasks",
+        "  read          step",
+        "  features      step    <- read",
+        "  unscored      step    <- read, features",
+        "  ats           stream  <- features",
+        "  resp          stream  <- features",
+        "  offer_inputs  join    <- ats, resp",
+        "  offer         stream  <- offer_inputs",
+        "  record        stream  <- offer",
+    ]
+
+
+def test_dag_as_mermaid_has_a_node_per_task_and_an_edge_per_dependency(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["dag", "--format", "mermaid", "--config", str(DEFAULT_CONFIG)]) == ExitCode.OK
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "flowchart LR"
+    nodes = [line.strip() for line in lines[1:9]]
+    assert nodes[0] == 't0["read"]'  # a step is a box
+    assert nodes[3] == 't3(["ats"])'  # a stream a stadium
+    assert nodes[5] == 't5{{"offer_inputs"}}'  # a join a hexagon
+    edges = {line.strip() for line in lines[9:]}
+    assert edges == {
+        "t0 --> t1", "t0 --> t2", "t1 --> t2", "t1 --> t3", "t1 --> t4",
+        "t3 --> t5", "t4 --> t5", "t5 --> t6", "t6 --> t7",
+    }  # fmt: skip
+
+
+def test_a_cycle_among_models_is_named_by_dag_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], small_input: Path
+) -> None:
+    document = default_document("http://127.0.0.1:9", small_input)
+    document["models"][0]["request"] = {"resp": "resp"}
+    document["models"][1]["request"] = {"ats": "ats"}
+    path = write_partner(tmp_path / "p.yaml", document)
+    assert main(["dag", "--config", str(path)]) == ExitCode.USAGE
+    assert capsys.readouterr().err == "offerflow: error: tasks form a cycle: ats -> resp -> ats\n"

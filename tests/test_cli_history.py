@@ -129,3 +129,30 @@ def test_report_of_a_directory_that_is_no_run_exits_2(
 ) -> None:
     assert main(["report", str(tmp_path)]) == ExitCode.USAGE
     assert "not a run directory" in capsys.readouterr().err
+
+
+def test_every_run_ends_with_its_report_and_a_baseline_adds_the_comparison(
+    past_runs: PastRuns, tmp_path: Path
+) -> None:
+    assert (past_runs.january / "report.html").is_file()
+    dag = json.loads((past_runs.january / "summary.json").read_text())["dag"]
+    assert dag["offer_inputs"] == ["ats", "resp"]  # the report draws the edges the run had
+    assert dag["unscored"] == ["read", "features"]
+    assert '<section id="baseline">' not in (past_runs.january / "report.html").read_text()
+    manifest = json.loads((past_runs.march / "run.json").read_text())
+    data = manifest["config"]["input"]["path"]
+    argv = ["run", "--input", data, "--as-of", "2024-03-10", "--out", str(tmp_path)]
+    code = main([*argv, "--run-id", "again", "--baseline", str(past_runs.january)])
+    assert code == ExitCode.OK
+    assert '<section id="baseline">' in (tmp_path / "default" / "again" / "report.html").read_text()
+
+
+def test_a_baseline_that_is_no_run_exits_2_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    nowhere = tmp_path / "nowhere"
+    assert main(["run", "--out", str(tmp_path), "--baseline", str(nowhere)]) == ExitCode.USAGE
+    assert capsys.readouterr().err == (
+        f"offerflow: error: --baseline {nowhere}: not a run directory (no summary.json)\n"
+    )
+    assert list(tmp_path.iterdir()) == []

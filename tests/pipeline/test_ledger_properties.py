@@ -10,13 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from offerflow.pipeline.inputs.reader import (
-    CANONICAL,
-    DEFAULT_COLUMNS,
-    REASONS,
-    parse_as_of,
-    read_transactions,
-)
+from offerflow.pipeline.inputs.parsing import CANONICAL, REASONS
+from offerflow.pipeline.inputs.reader import DEFAULT_COLUMNS, parse_as_of, read_transactions
 
 Row = tuple[str, str, str, str, str]
 

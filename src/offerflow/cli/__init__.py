@@ -37,7 +37,7 @@ _DATA_SUFFIXES = (".csv", ".parquet", ".pq")
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code (README, "Exit codes")."""
     args = _parser().parse_args(argv)
-    _configure_console_logging(args.verbose)
+    _configure_console_logging(args.verbose, args.log_level, args.log_format)
     try:
         code: int = args.command(args)
     except OfferflowError as error:
@@ -73,6 +73,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"offerflow {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        help="the least level logged to stderr (default: warning on a terminal, else info; "
+        "-v info, -vv debug)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="stderr's log lines: text, or one JSON object per line like run.log",
+    )
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run the offer pipeline for one partner")
@@ -100,6 +112,12 @@ def _parser() -> argparse.ArgumentParser:
         help="finish an earlier run: score only members without a committed ok result",
     )
     run.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="RUN_DIR",
+        help="compare the run with this earlier one in its report.html",
+    )
+    run.add_argument(
         "--backend",
         choices=("local", "dask"),
         default="local",
@@ -118,6 +136,11 @@ def _parser() -> argparse.ArgumentParser:
         "--partitions",
         type=_positive,
         help="partitions of the members on Dask (default: 4 per worker thread)",
+    )
+    run.add_argument(
+        "--metrics-port",
+        type=_port,
+        help="serve Prometheus metrics on 127.0.0.1:PORT while the run goes (0: a free port)",
     )
     run.set_defaults(command=run_command)
 
@@ -138,6 +161,16 @@ def _parser() -> argparse.ArgumentParser:
         help="write in this partner's layout: its column names, type spellings, timestamps",
     )
     generate.set_defaults(command=_cmd_generate)
+
+    dag = commands.add_parser("dag", help="draw a partner's workflow")
+    dag.add_argument("--config", type=Path, help="partner config (default: the bundled partner)")
+    dag.add_argument(
+        "--format",
+        choices=("text", "mermaid"),
+        default="text",
+        help="aligned text, or a Mermaid flowchart for a README or a pull request",
+    )
+    dag.set_defaults(command=_cmd_dag)
 
     validate = commands.add_parser("validate", help="check a partner config without running it")
     validate.add_argument("config", type=Path)
@@ -202,24 +235,32 @@ def _data_file(text: str) -> Path:
 _console_handler: logging.Handler | None = None
 
 
-def _configure_console_logging(verbose: int) -> None:
-    """Log to stderr: warnings on a terminal (the progress bar tells the rest), else info.
+def _configure_console_logging(verbose: int, named: str | None, form: str) -> None:
+    """Log to stderr: warnings on a terminal (the progress bar tells the rest), else info,
+    unless ``named`` says which level; as text, or as JSON lines when ``form`` says so.
 
     A failed HTTP attempt's line (one per attempt: an outage makes thousands) is shown only
-    with ``-v``; ``run.log`` has every one.
+    with ``-v`` or a level ``named``; ``run.log`` has every one.
     """
     global _console_handler
     quiet = logging.WARNING if sys.stderr.isatty() else logging.INFO
     level = (quiet, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    if named is not None:
+        level = logging.getLevelNamesMapping()[named.upper()]
     root = logging.getLogger()
     if _console_handler is None:
         _console_handler = logging.StreamHandler()
+        _console_handler.addFilter(_not_printed_by_main)
+        root.addHandler(_console_handler)
+    if form == "json":
+        from offerflow.pipeline.outputs.runlog import JsonLines
+
+        _console_handler.setFormatter(JsonLines())
+    else:
         _console_handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
         )
-        _console_handler.addFilter(_not_printed_by_main)
-        root.addHandler(_console_handler)
-    if verbose:
+    if verbose or named is not None:
         _console_handler.removeFilter(_not_an_attempt)
     else:
         _console_handler.addFilter(_not_an_attempt)
@@ -317,6 +358,17 @@ def _check_endpoints(config: PartnerConfig) -> None:
         raise UsageError("endpoints could not be reached:\n  " + "\n  ".join(report.unreachable))
     if report.mismatches:
         raise ContractError(report.mismatches)
+
+
+def _cmd_dag(args: argparse.Namespace) -> int:
+    with _no_collections():
+        from offerflow.cli.dag import draw
+        from offerflow.config import load_config
+        from offerflow.pipeline import workflow_graph
+
+    config = load_config(args.config)
+    print(draw(f"offers:{config.partner}", workflow_graph(config), args.format), end="")
+    return ExitCode.OK
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

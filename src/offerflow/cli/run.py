@@ -19,7 +19,7 @@ from offerflow.errors import OutputError, UsageError
 
 if TYPE_CHECKING:
     from offerflow.config import PartnerConfig
-    from offerflow.pipeline import RunReport
+    from offerflow.pipeline import LiveMetrics, RunReport
 
 __all__ = ["no_collections", "run_command"]
 
@@ -53,6 +53,7 @@ def run_command(args: argparse.Namespace) -> int:
             parse_as_of,
             read_manifest,
             run_log,
+            serve_metrics,
             write_manifest,
         )
         from offerflow.pipeline.outputs.rundir import SPLIT
@@ -64,6 +65,8 @@ def run_command(args: argparse.Namespace) -> int:
             publish_tree,
         )
 
+    if args.baseline is not None and not (args.baseline / "summary.json").is_file():
+        raise UsageError(f"--baseline {args.baseline}: not a run directory (no summary.json)")
     with contextlib.ExitStack() as scratch:
         if args.resume is not None:
             given = [
@@ -115,11 +118,21 @@ def run_command(args: argparse.Namespace) -> int:
         report = ConsoleReport(sys.stderr)
         resume = args.resume is not None
         try:
-            with run_log(run_dir, mode=config.output.file_mode):
+            with (
+                run_log(run_dir, mode=config.output.file_mode),
+                serve_metrics(args.metrics_port, config) as live,
+            ):
+                if live is not None and sys.stderr.isatty():  # else its log line shows it
+                    print(f"metrics at {live.url}", file=sys.stderr)
                 if args.backend == "dask":
-                    outcome = _on_dask(config, args, run_dir, location, as_of, manifest, resume)
+                    outcome = _on_dask(
+                        config, args, run_dir, location, as_of, manifest, resume, live
+                    )
                 else:
-                    outcome = _here(config, args, run_dir, scratch, as_of, manifest, report, resume)
+                    outcome = _here(
+                        config, args, run_dir, scratch, as_of, manifest, report, resume, live
+                    )
+                _write_report(run_dir, args.baseline)
         finally:
             if is_remote(location):
                 publish_tree(run_dir, location)
@@ -131,6 +144,19 @@ def run_command(args: argparse.Namespace) -> int:
     return outcome.exit_code
 
 
+def _write_report(run_dir: Path, baseline: Path | None) -> None:
+    """``report.html`` for the run as it ended; a report that fails leaves the run as it is."""
+    from offerflow.pipeline import write_report
+
+    started = time.perf_counter()
+    try:
+        path = write_report(run_dir, baseline)
+    except Exception as exc:  # the run's files are written: a picture of them must not undo it
+        log.warning("report.html not written: %s: %s", type(exc).__name__, exc)
+        return
+    log.info("%s written in %.2f s", path.name, time.perf_counter() - started)
+
+
 def _here(
     config: PartnerConfig,
     args: argparse.Namespace,
@@ -140,6 +166,7 @@ def _here(
     manifest: Any,
     report: Any,
     resume: bool,
+    live: LiveMetrics | None,
 ) -> RunReport:
     """The run in this process: the input read and checked before a bundled server starts."""
     from offerflow.pipeline import check_input, read_input, record_failure, run_until_done
@@ -180,7 +207,7 @@ def _here(
             as_of=as_of,
             read=read,
             concurrency=args.concurrency,
-            hooks=[report],
+            hooks=[report] if live is None else [report, live],
             progress=report.progress,
             resume=resume,
             before_exit=server.kill if server is not None else lambda: None,
@@ -196,6 +223,7 @@ def _on_dask(
     as_of: Any,
     manifest: Any,
     resume: bool,
+    live: LiveMetrics | None,
 ) -> RunReport:
     """The run on a Dask cluster: a scheduler's, or a local one (with the bundled server)."""
     try:
@@ -204,7 +232,6 @@ def _on_dask(
         raise UsageError(
             f"--backend dask needs the dask extra: pip install 'offerflow[dask]' ({exc})"
         ) from None
-    from offerflow.pipeline import with_concurrency
     from offerflow.serving import BundledServer
 
     if config.uses_bundled_server and args.scheduler is not None:
@@ -217,7 +244,7 @@ def _on_dask(
     options = DaskOptions(args.scheduler, args.workers, args.partitions)
     # Dask's own INFO lines (workers starting, closing) are not the run's
     logging.getLogger("distributed").setLevel(logging.WARNING)
-    config = with_concurrency(config, args.concurrency)
+    config = config.with_concurrency(args.concurrency)
 
     def progress(done: int, partitions: int, scored: int) -> None:
         log.info("partitions %d of %d done, %d members scored", done, partitions, scored)
@@ -236,6 +263,7 @@ def _on_dask(
             config_hash=manifest.fingerprint,
             resume=resume,
             progress=progress,
+            on_partition=None if live is None else live.partition_done,
         )
 
 

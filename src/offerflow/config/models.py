@@ -266,6 +266,14 @@ class PartnerConfig(_Strict):
         offer = self.offer.model_copy(update={"url": resolve(self.offer.url)})
         return self.model_copy(update={"models": models, "offer": offer})
 
+    def with_concurrency(self, concurrency: int | None) -> PartnerConfig:
+        """This config with every endpoint's concurrency set to ``concurrency`` (None: as is)."""
+        if concurrency is None:
+            return self
+        models = tuple(m.model_copy(update={"concurrency": concurrency}) for m in self.models)
+        offer = self.offer.model_copy(update={"concurrency": concurrency})
+        return self.model_copy(update={"models": models, "offer": offer})
+
     def with_env_templates(self, templates: Mapping[Location, str]) -> PartnerConfig:
         """This config, remembering that the value at each location came from its template.
 

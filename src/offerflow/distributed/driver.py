@@ -90,10 +90,12 @@ def run_on_dask(
     config_hash: str,
     resume: bool = False,
     progress: Callable[[int, int, int], None] | None = None,
+    on_partition: Callable[[PartitionResult], None] | None = None,
 ) -> RunReport:
     """Run ``config`` on a Dask cluster into ``run_location`` (``run_dir`` locally, or an object
     store URL whose local staging ``run_dir`` is); ``progress(done, partitions, scored)`` is told
-    whenever a partition finishes."""
+    whenever a partition finishes, and ``on_partition`` is given the result of every partition
+    this session ends (e.g. :meth:`~offerflow.pipeline.LiveMetrics.partition_done`)."""
     started, started_at = time.perf_counter(), time.time()
     shutdown = _Stop()
     try:
@@ -119,6 +121,7 @@ def run_on_dask(
                 resume=resume,
                 shutdown=shutdown,
                 progress=progress,
+                on_partition=on_partition or _ignore,
             )
     except Exception as exc:
         record_failure(
@@ -255,6 +258,7 @@ def _score(
     resume: bool,
     shutdown: _Stop,
     progress: Callable[[int, int, int], None] | None,
+    on_partition: Callable[[PartitionResult], None],
 ) -> tuple[list[PartitionResult], OfferflowError | None]:
     """Score every partition not done yet; the results of all of them, and the error that
     failed the run, if any."""
@@ -303,11 +307,13 @@ def _score(
                 status=Status.PARTITION_FAILED,
                 reason=f"the cluster could not run partition {partition}: {exc}",
             )
+            on_partition(results[partition])
             continue
         result = PartitionResult.of(
             {k: v for k, v in document.items() if k not in ("interrupted", "failure", "lost")}
         )
         results[partition] = result
+        on_partition(result)
         if document["failure"] is not None and error is None:
             error = OfferflowError(f"partition {partition}: {document['failure']}")
         scored += _scored(result)
@@ -324,12 +330,17 @@ def _score(
                 status=Status.INTERRUPTED,
                 reason="run stopped before this member was scored",
             )
+            on_partition(results[partition])
     if failed and error is None:
         error = OfferflowError(
             f"partitions {', '.join(map(str, failed))} could not be run on the cluster: their "
             "members are partition_failed; --resume runs them again"
         )
     return [results[p] for p in range(count)], error
+
+
+def _ignore(result: PartitionResult) -> None:
+    """A partition's result no one asked for."""
 
 
 def _scored(result: PartitionResult) -> int:

@@ -11,7 +11,15 @@ import anyio
 from offerflow.engine.hooks import Hook
 from offerflow.engine.policy import Policy
 from offerflow.engine.runner import Run, RunResult
-from offerflow.engine.tasks import JoinTask, StepTask, StreamTask, TaskSpec, check_name, validate
+from offerflow.engine.tasks import (
+    JoinTask,
+    StepTask,
+    StreamTask,
+    TaskKind,
+    TaskSpec,
+    check_name,
+    validate,
+)
 from offerflow.errors import DuplicateTaskError, GraphError
 
 _DEFAULT_POLICY = Policy()
@@ -35,6 +43,11 @@ class Workflow:
     def tasks(self) -> tuple[str, ...]:
         """The task names, in the order they were added."""
         return tuple(self._tasks)
+
+    def graph(self) -> dict[str, tuple[TaskKind, tuple[str, ...]]]:
+        """Each task's kind and upstream tasks, in the order the tasks were added: the DAG as
+        data, to draw or to record (it runs nothing)."""
+        return {name: (spec.kind, spec.after) for name, spec in self._tasks.items()}
 
     def step(
         self,

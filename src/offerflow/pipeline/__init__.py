@@ -7,8 +7,10 @@
 
 and, joining them, :mod:`~offerflow.pipeline.members` (a member on its way through),
 :mod:`~offerflow.pipeline.offers` (the offers table: its columns, a row per member),
-:mod:`~offerflow.pipeline.workflow` (the DAG built from a partner config) and
-:mod:`~offerflow.pipeline.run` (one run: its directory, files, summary, stop and resume).
+:mod:`~offerflow.pipeline.workflow` (the DAG built from a partner config, each endpoint's task
+in :mod:`~offerflow.pipeline.calls`),
+:mod:`~offerflow.pipeline.run` (one run: its directory, files, summary, stop and resume) and
+:mod:`~offerflow.pipeline.live` (a run's counts served to Prometheus while it runs).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from offerflow.pipeline.inputs import (
     source_columns,
     write_transactions,
 )
+from offerflow.pipeline.live import LiveMetrics, serve_metrics
 from offerflow.pipeline.members import Member, MemberRows, Status
 from offerflow.pipeline.offers import Recorder, offers_schema
 from offerflow.pipeline.outputs import (
@@ -83,7 +86,6 @@ from offerflow.pipeline.run import (
     record_failure,
     run_pipeline,
     run_until_done,
-    with_concurrency,
 )
 from offerflow.pipeline.stopping import Shutdown
 from offerflow.pipeline.workflow import (
@@ -93,6 +95,7 @@ from offerflow.pipeline.workflow import (
     client_for,
     feature_registry,
     read_input,
+    workflow_graph,
     workflow_order,
 )
 
@@ -111,6 +114,7 @@ __all__ = [
     "FeatureContext",
     "FeatureFamily",
     "FeatureRegistry",
+    "LiveMetrics",
     "Member",
     "MemberRows",
     "ModelClient",
@@ -161,8 +165,9 @@ __all__ = [
     "run_until_done",
     "runs_table",
     "runs_text",
+    "serve_metrics",
     "source_columns",
-    "with_concurrency",
+    "workflow_graph",
     "workflow_order",
     "write_json",
     "write_manifest",

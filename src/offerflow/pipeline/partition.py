@@ -27,6 +27,7 @@ from offerflow.config import PartnerConfig
 from offerflow.engine import Hook, MetricsHook
 from offerflow.errors import OfferflowError, OutputError, TaskFailedError, UsageError
 from offerflow.pipeline.inputs import ReadResult
+from offerflow.pipeline.live import LiveMetrics
 from offerflow.pipeline.members import Member, Status
 from offerflow.pipeline.offers import Recorder, offers_schema
 from offerflow.pipeline.outputs import (
@@ -100,12 +101,13 @@ async def run_partition(
 ) -> PartitionOutcome:
     """Score the members ``read`` holds and write partition ``partition``'s parts of the run.
 
-    ``run_id`` names the run in every request's ``X-Request-ID`` (None: ``run_dir``'s name, as
-    a run's directory is named after it).
     With ``resume``, members the partition already committed as ``ok`` or ``no_transactions``
     (in an earlier session) are not scored again. The endpoints' contracts are the run's to
     check before. A config error or an output error the workflow meets is raised; any other
     failure of a task ends the partition with its members recorded, and is in the outcome.
+    A :class:`~offerflow.pipeline.live.LiveMetrics` among the hooks also counts the partition's
+    rows, the members it records and the attempts it makes. ``run_id`` names the run in every
+    request's ``X-Request-ID`` (None: ``run_dir``'s name, as a run's directory is named after it).
     """
     started_at = time.time()
     shutdown = shutdown or Shutdown()
@@ -114,7 +116,9 @@ async def run_partition(
     registry = feature_registry(config)  # loads the partner's feature modules, once
     parts = run_dir / PARTS / f"p{partition:05d}"
     modes = {"file_mode": output.file_mode, "dir_mode": output.dir_mode}
-    offers = ChunkedTable(
+    live = next((hook for hook in hooks if isinstance(hook, LiveMetrics)), None)
+    table = ChunkedTable if live is None else live.offers_table
+    offers = table(
         parts, "offers", offers_schema(config, registry), chunk_rows=output.chunk_rows, **modes
     )
     requests = RequestLog(parts, chunk_rows=4 * output.chunk_rows, **modes)
@@ -127,8 +131,11 @@ async def run_partition(
         log.info("partition %d: %d members already final", partition, skip.len())
     recorder = Recorder(offers)
     failure: TaskFailedError | None = None
+    attempts = requests if live is None else live.attempts(requests)
+    if live is not None:
+        live.input_read(read)
     async with client_for(
-        config, attempts=requests, stopping=shutdown.stopping, run_id=run_id or run_dir.name
+        config, attempts=attempts, stopping=shutdown.stopping, run_id=run_id or run_dir.name
     ) as client:
         workflow = build_workflow(
             config,

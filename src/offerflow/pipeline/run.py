@@ -3,7 +3,7 @@
 A run checks its endpoints' contracts, runs its one partition (:mod:`~offerflow.pipeline.
 partition`: every member, end to end), then finishes as every run does, whatever ran its
 partitions (:func:`finish_run`): the summary merged from the partitions' results, the exit code
-it earned, ``offers.csv`` and ``rejects.csv`` for people, ``report.html``.
+it earned, ``offers.csv`` and ``rejects.csv`` for people (the command line adds ``report.html``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import logging
 import platform
 import resource
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -51,7 +51,13 @@ from offerflow.pipeline.partition import (
     run_partition,
 )
 from offerflow.pipeline.stopping import Shutdown, watch_signals
-from offerflow.pipeline.workflow import check_input, client_for, read_input, workflow_order
+from offerflow.pipeline.workflow import (
+    check_input,
+    client_for,
+    read_input,
+    workflow_graph,
+    workflow_order,
+)
 
 __all__ = [
     "FAILED",
@@ -62,7 +68,6 @@ __all__ = [
     "record_failure",
     "run_pipeline",
     "run_until_done",
-    "with_concurrency",
 ]
 
 log = logging.getLogger(__name__)
@@ -104,13 +109,11 @@ async def run_pipeline(
 
     ``read`` is the input, read by :func:`~offerflow.pipeline.workflow.read_input` and checked
     by :func:`~offerflow.pipeline.workflow.check_input`; without it the input is read and
-    checked first, before anything else. With ``resume``, members already committed there as
-    ``ok`` or ``no_transactions`` are not scored again, and the run's files are completed in
-    place. ``progress`` is told a few times a second how many members are recorded, and of how
-    many once the input is read. A run that fails before its summary is written (bad input, a
-    contract mismatch, a cycle, …) leaves one all the same, with status ``failed`` and the
-    error, which it also logs (see :func:`record_failure`). ``config_hash`` is the summary's
-    (the fingerprint in ``run.json``; by default ``config``'s).
+    checked first. With ``resume``, members already committed there as ``ok`` or
+    ``no_transactions`` are not scored again. ``progress`` is told a few times a second how many
+    members are recorded, of how many. A run that fails before its summary (bad input, a
+    contract mismatch, a cycle, …) leaves one all the same, status ``failed`` with the error
+    (:func:`record_failure`). ``config_hash`` is the summary's (by default ``config``'s).
     """
     started, started_at = time.perf_counter(), time.time()
     config_hash = config_hash or config.fingerprint()
@@ -119,7 +122,7 @@ async def run_pipeline(
         if read is None:
             read = read_input(config, as_of)
             check_input(config, read, as_of)
-        config = with_concurrency(config, concurrency)
+        config = config.with_concurrency(concurrency)
         workflow_order(config)  # a cycle among models is refused before any call
         await check_endpoint_contracts(config)
         outcome = await run_partition(
@@ -205,7 +208,6 @@ def finish_run(
         if scored and failed / scored > config.failure_budget:
             error = FailureBudgetExceeded(failed, scored, config.failure_budget)
             exit_code, state = error.exit_code, "failed"
-    mode = config.output.file_mode
     export_tables(config, run_dir)
     summary = _summary(
         config,
@@ -222,7 +224,7 @@ def finish_run(
         partitions=len(results),
     )
     summary.update(extra or {})
-    write_json(run_dir / "summary.json", summary, mode=mode)
+    write_json(run_dir / "summary.json", summary, mode=config.output.file_mode)
     if error is not None:
         log.error("run failed (exit %d): %s", exit_code, error, extra={"exit_code": exit_code})
     return RunReport(run_dir, summary, exit_code, error)
@@ -250,13 +252,9 @@ def record_failure(
     wall_s: float = 0.0,
     config_hash: str | None = None,
 ) -> dict[str, Any]:
-    """Leave the summary of a run that failed before writing its own, and log the error.
-
-    The summary has status ``failed``, the error and its exit code, and the row ledger when the
-    input was read. The error is logged at ERROR with an ``exit_code`` attribute (the command
-    line prints it itself). A summary that cannot be written is logged, not raised: the error
-    that ended the run is the one to report.
-    """
+    """Leave the summary (status ``failed``, the error, the row ledger if the input was read)
+    of a run that failed before writing its own; log the error at ERROR with an ``exit_code``
+    (the command line prints it itself). A summary that cannot be written is only logged."""
     exit_code = error.exit_code if isinstance(error, OfferflowError) else ExitCode.INTERNAL
     internal = None if isinstance(error, OfferflowError) else error
     log.error(
@@ -289,13 +287,12 @@ def record_failure(
     return summary
 
 
-def with_concurrency(config: PartnerConfig, concurrency: int | None) -> PartnerConfig:
-    """``config`` with every endpoint's concurrency set to ``concurrency`` (None: as it is)."""
-    if concurrency is None:
-        return config
-    models = tuple(m.model_copy(update={"concurrency": concurrency}) for m in config.models)
-    offer = config.offer.model_copy(update={"concurrency": concurrency})
-    return config.model_copy(update={"models": models, "offer": offer})
+def _dag(config: PartnerConfig) -> dict[str, list[str]] | None:
+    """Each task's upstream tasks; None for a graph that is no DAG (the error says so)."""
+    try:
+        return {name: list(after) for name, (_, after) in workflow_graph(config).items()}
+    except OfferflowError:
+        return None
 
 
 def run_until_done(
@@ -429,12 +426,13 @@ def _summary(
             name: {k: round(v, 4) if isinstance(v, float) else v for k, v in task.items()}
             for name, task in figures["tasks"].items()
         },
-        "endpoints": {
-            e.name: figures["endpoints"][e.name]
-            for e in config.endpoints
-            if e.name in figures["endpoints"]
-        },
+        "dag": _dag(config),
+        "endpoints": {e: figures["endpoints"][e] for e in _names(config, figures["endpoints"])},
     }
+
+
+def _names(config: PartnerConfig, endpoints: Mapping[str, Any]) -> list[str]:
+    return [e.name for e in config.endpoints if e.name in endpoints]
 
 
 def _sessions(run_dir: Path) -> list[dict[str, Any]]:

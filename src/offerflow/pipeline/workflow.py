@@ -8,43 +8,25 @@
       └──► unscored (members with no usable transaction) ┘
 
 Models may take other models' predictions (``request: {field: other_model}``); such a model runs
-after the models it names, and a cycle among them is a graph error before anything runs.
+after the models it names, and a cycle among them is a graph error before anything runs. What
+each endpoint's task does to a member is in :mod:`~offerflow.pipeline.calls`.
 """
 
 from __future__ import annotations
 
 import glob
-import logging
-import math
-import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import anyio
 import polars as pl
 
-from offerflow.config import MEMBER_ID, NO_PROXY, EndpointConfig, PartnerConfig, template_leaves
-from offerflow.engine import ItemError, Policy, Workflow
-from offerflow.errors import (
-    CallInterrupted,
-    ConfigError,
-    InputError,
-    InvalidResponseError,
-    OutputError,
-)
-from offerflow.pipeline.endpoints import (
-    Answer,
-    AttemptSink,
-    CallResult,
-    Codec,
-    Endpoint,
-    ModelClient,
-    Reads,
-    RetryBudget,
-    Tls,
-)
+from offerflow.config import NO_PROXY, EndpointConfig, PartnerConfig, template_leaves
+from offerflow.engine import Policy, Workflow
+from offerflow.errors import ConfigError, InputError, OutputError
+from offerflow.pipeline.calls import endpoint_call
+from offerflow.pipeline.endpoints import AttemptSink, Codec, Endpoint, ModelClient, RetryBudget, Tls
 from offerflow.pipeline.features import (
     FeatureRegistry,
     compute_features,
@@ -65,8 +47,6 @@ __all__ = [
     "feature_registry",
     "read_input",
 ]
-
-log = logging.getLogger(__name__)
 
 RESERVED_TASKS = frozenset({"read", "features", "unscored", "record"})
 
@@ -134,7 +114,7 @@ def build_workflow(
         first = upstream == "features"
         wf.stream(
             model.name,
-            _stage(client, model, deadline_s, stop if first else _never),
+            endpoint_call(client, model, deadline_s, stop if first else _never),
             after=upstream,
             concurrency=model.concurrency,
             key=_member_key if first else None,
@@ -145,7 +125,7 @@ def build_workflow(
     offer_upstream = _upstream(wf, config.offer.name, leaves)
     wf.stream(
         config.offer.name,
-        _stage(client, config.offer, deadline_s, _never),
+        endpoint_call(client, config.offer, deadline_s, _never),
         after=offer_upstream,
         concurrency=config.offer.concurrency,
         batch_size=config.offer.batch_size if config.offer.batched else None,
@@ -265,17 +245,28 @@ def check_config(config: PartnerConfig) -> tuple[str, ...]:
 def workflow_order(config: PartnerConfig) -> tuple[str, ...]:
     """The tasks of the config's workflow in order; a GraphError (a cycle among models) when
     the graph is not a DAG."""
+    return _blueprint(config).validate()
+
+
+def workflow_graph(config: PartnerConfig) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Each task of the config's workflow, in order, with its kind and upstream tasks; a
+    GraphError when the graph is not a DAG."""
+    workflow = _blueprint(config)
+    return {name: workflow.graph()[name] for name in workflow.validate()}
+
+
+def _blueprint(config: PartnerConfig) -> Workflow:
+    """The config's workflow, built to be looked at: it is never run."""
     registry = feature_registry(config)
     schema = offers_schema(config, registry)
     table = ChunkedTable(Path(config.output.dir), "offers", schema, chunk_rows=1)  # never written
-    workflow = build_workflow(
+    return build_workflow(
         config,
         as_of=datetime.now(UTC),
         client=client_for(config),
         recorder=Recorder(table),
         registry=registry,
     )
-    return workflow.validate()
 
 
 def feature_registry(config: PartnerConfig) -> FeatureRegistry:
@@ -326,107 +317,3 @@ def _upstream(wf: Workflow, name: str, sources: list[str]) -> str:
     # a bounded number of members and no model runs alone at the end
     wf.join(join, after=sorted(set(sources)), max_lead=_MAX_LEAD)
     return join
-
-
-Item = Member | dict[str, Member]
-
-
-def _stage(
-    client: ModelClient, endpoint: EndpointConfig, deadline_s: float, stop: Callable[[], bool]
-) -> Callable[..., Any]:
-    """The stream function of one endpoint: build the request, call, record the answer.
-
-    Once ``stop()`` is true it calls for no more members: they are interrupted, unsent. Only the
-    endpoints that take members straight from the features are given a ``stop``: an endpoint
-    after them finishes what they started (and a branch that lags another still gets the
-    members the other took, to interrupt them).
-
-    For a batched protocol it takes a list of members and gives one result per member: the
-    member with its answer, or an ItemError when only its answer was unusable.
-    """
-    name = endpoint.name
-    codec = client.endpoints[name].reader()
-    known = _KNOWN[codec.reads]
-
-    def started(item: Item) -> Member:
-        member = item if isinstance(item, Member) else Member.of(item.values())
-        if stop():
-            raise CallInterrupted(
-                "run stopping: not called",
-                endpoint=name,
-                url=endpoint.url,
-                member_id=member.member_id,
-                attempt=0,
-            )
-        if member.deadline == math.inf:  # the member's first call starts its clock
-            member.deadline = time.monotonic() + deadline_s
-        return member
-
-    async def call(item: Item) -> Member:
-        member = started(item)
-        body = codec.body([known(member)])
-        result = await client.call(name, member.member_id, body, deadline=member.deadline)
-        return member.answer(name, result.value, result.latency_ms, result.attempts)
-
-    async def call_batch(items: list[Item]) -> list[Member | ItemError]:
-        # a member that may not start any more is interrupted alone, not with its batch
-        results: list[Member | ItemError] = []
-        members: list[Member] = []
-        for item in items:
-            try:
-                members.append(started(item))
-            except CallInterrupted as error:
-                results.append(ItemError(error))
-                continue
-            results.append(members[-1])
-        if not members:
-            return results
-        body = codec.body([known(member) for member in members])
-        deadline = min(member.deadline for member in members)
-        result = await client.call(
-            name,
-            members[0].member_id,
-            body,
-            deadline=deadline,
-            members=len(members),
-            batch=[member.member_id for member in members],
-        )
-        answers = dict(zip((id(m) for m in members), result.answers, strict=True))
-        return [
-            _answered(name, entry, answers[id(entry)], result)
-            if isinstance(entry, Member)
-            else entry
-            for entry in results
-        ]
-
-    return call_batch if endpoint.batched else call
-
-
-def _answered(name: str, member: Member, answer: Answer, result: CallResult) -> Member | ItemError:
-    """A member with its answer from a batch, or an ItemError when only its answer is unusable."""
-    if isinstance(answer, ValueError):
-        error = InvalidResponseError(
-            str(answer), endpoint=name, member_id=member.member_id, attempt=result.attempts
-        )
-        # the call succeeded, so the client logged nothing: this member failed all the same
-        log.error(
-            "%s attempt %d for member %s: its answer in the batch is invalid: %s",
-            name, result.attempts, member.member_id, answer,
-            extra={"member_id": member.member_id, "endpoint": name, "attempt": result.attempts,
-                   "outcome": type(error).__name__, "request_id": result.request_id},
-        )  # fmt: skip
-        return ItemError(error)
-    return member.answer(name, answer, result.latency_ms, result.attempts)
-
-
-def _everything(member: Member) -> Mapping[str, Any]:
-    """All a request template may reference for a member."""
-    return {**member.features, **member.predictions, MEMBER_ID: member.member_id}
-
-
-#: what a codec's template needs of a member (see ``Codec.reads``): no merge when one will do
-_KNOWN: dict[Reads, Callable[[Member], Mapping[str, Any]]] = {
-    "features": lambda member: member.features,
-    "predictions": lambda member: member.predictions,
-    "any": _everything,
-}

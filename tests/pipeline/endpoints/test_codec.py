@@ -43,8 +43,8 @@ from offerflow.pipeline import (
     run_pipeline,
     write_transactions,
 )
+from offerflow.pipeline.calls import endpoint_call as _stage
 from offerflow.pipeline.endpoints.codec import compile_template, render
-from offerflow.pipeline.workflow import _stage
 from offerflow.serving import BundledServer
 from tests.local_http import serve_route
 from tests.partner_files import ROUTES, default_document, write_partner

@@ -14,10 +14,10 @@ from polars.testing import assert_frame_equal, assert_series_equal
 
 from offerflow.errors import InputError
 from offerflow.pipeline.features import compute_features
-from offerflow.pipeline.inputs import generate_transactions, reader, sources, write_transactions
+from offerflow.pipeline.inputs import generate_transactions, parsing, sources, write_transactions
+from offerflow.pipeline.inputs.parsing import REASONS
 from offerflow.pipeline.inputs.reader import (
     DEFAULT_COLUMNS,
-    REASONS,
     ReadResult,
     parse_as_of,
     read_inputs,
@@ -397,7 +397,7 @@ def test_rows_of_equal_hash_are_duplicates_only_when_their_raw_values_are_equal(
     lookalikes = (ROW.replace("1.0", "1.00"), f" {ROW}", ROW.replace("buy", "Buy"))
     path = write_csv(ROW, other, ROW, *lookalikes, ",,,,", other, ",,,,", ROW)
     expected = read_transactions(path, as_of=as_of)
-    monkeypatch.setattr(reader, "_row_hash", lambda: pl.lit(0, pl.UInt64))  # all rows collide
+    monkeypatch.setattr(parsing, "_row_hash", lambda: pl.lit(0, pl.UInt64))  # all rows collide
 
     result = read_transactions(path, as_of=as_of)
 

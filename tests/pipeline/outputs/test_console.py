@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import io
+import logging
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from offerflow.pipeline.outputs import console
 from offerflow.pipeline.outputs.console import ConsoleReport, summary_rows
 
 SUMMARY: dict[str, Any] = {
@@ -69,3 +74,19 @@ def test_a_report_off_a_terminal_does_not_import_rich(tmp_path: Path) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
     )
     assert out.stdout.strip() == "False"
+
+
+def test_off_a_terminal_progress_logs_the_share_done_and_the_time_to_go(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = iter([100.0, 100.0, 110.0, 120.0])  # made, started, then two progress calls
+    monkeypatch.setattr(time, "perf_counter", lambda: next(clock))
+    report = ConsoleReport(io.StringIO(), every_s=5.0)
+    report.on_run_start(workflow="w", tasks=())
+    caplog.set_level(logging.INFO, logger=console.__name__)
+    report.progress(2_000, None)  # 10 s in, the total not known yet
+    report.progress(5_000, 20_000)  # 20 s in: 250 members/s, 15,000 to go
+    assert [r.getMessage() for r in caplog.records] == [
+        "progress: 2,000 members recorded, 200 members/s",
+        "progress: 5,000 of 20,000 members recorded (25%), 250 members/s, about 60 s to go",
+    ]

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from offerflow.pipeline import write_report
-from offerflow.pipeline.outputs.html import SECTIONS
+from offerflow.pipeline.outputs.report import SECTIONS
 from tests.conftest import PastRuns
 from tests.pipeline.outputs.run_dirs import write_run
 

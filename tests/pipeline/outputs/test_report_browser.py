@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from offerflow.pipeline import write_report
-from offerflow.pipeline.outputs.html import SECTIONS
+from offerflow.pipeline.outputs.report import SECTIONS
 from tests.conftest import PastRuns
 
 webdriver = pytest.importorskip("selenium.webdriver")

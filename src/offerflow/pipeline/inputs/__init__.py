@@ -1,7 +1,9 @@
 """Reading a partner's input: files opened as text columns, parsed into usable rows and rejects.
 
 - :mod:`~offerflow.pipeline.inputs.sources`: a CSV or Parquet file as chunks of text columns;
+- :mod:`~offerflow.pipeline.inputs.records`: a CSV file's data cut into pieces of whole records;
 - :mod:`~offerflow.pipeline.inputs.reader`: the canonical transaction table and the rejects;
+- :mod:`~offerflow.pipeline.inputs.parsing`: a row's values parsed, and its reject reason;
 - :mod:`~offerflow.pipeline.inputs.timestamps`: timestamps, and the as-of of a run;
 - :mod:`~offerflow.pipeline.inputs.rejects`: too many rejects stop a run, naming their reasons;
 - :mod:`~offerflow.pipeline.inputs.partitions`: which partition of a run each member is in;
@@ -11,11 +13,9 @@
 from __future__ import annotations
 
 from offerflow.pipeline.inputs.generator import generate_transactions, write_transactions
+from offerflow.pipeline.inputs.parsing import CANONICAL, REASONS, TYPES, reject_reasons
 from offerflow.pipeline.inputs.partitions import partition_of
 from offerflow.pipeline.inputs.reader import (
-    CANONICAL,
-    REASONS,
-    TYPES,
     FileSource,
     ReadResult,
     TextSource,
@@ -23,7 +23,6 @@ from offerflow.pipeline.inputs.reader import (
     read_inputs,
     read_sources,
     read_transactions,
-    reject_reasons,
     source_columns,
 )
 from offerflow.pipeline.inputs.rejects import (

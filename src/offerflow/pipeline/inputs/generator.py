@@ -21,7 +21,8 @@ from pathlib import Path
 
 import polars as pl
 
-from offerflow.pipeline.inputs.reader import CANONICAL, DEFAULT_COLUMNS, TYPES
+from offerflow.pipeline.inputs.parsing import CANONICAL, TYPES
+from offerflow.pipeline.inputs.reader import DEFAULT_COLUMNS
 
 __all__ = ["generate_transactions", "write_transactions"]
 

@@ -1,20 +1,22 @@
 """The transaction reader: one input file in, the canonical transaction table and its rejects out.
 
 Every column is read as text (:mod:`offerflow.pipeline.inputs.sources` gets it out of the file, or
-raises InputError), then parsed with vectorised polars expressions, so that a row that cannot be
-used keeps its raw values for ``rejects.csv``. Each input row ends up in exactly one of the two
-tables (the row ledger)::
+raises InputError), then parsed with vectorised polars expressions
+(:mod:`~offerflow.pipeline.inputs.parsing`), so that a row that cannot be used keeps its raw
+values for ``rejects.csv``. Each input row ends up in exactly one of the two tables (the row
+ledger)::
 
     rows_in == rows_used + rows_rejected
 
-A row is checked in the order of :data:`REASONS` and rejected with the first reason that applies.
-The last check is ``duplicate_row``: a row whose raw values in the five mapped columns (other
-columns are not compared) are exactly those of an earlier row, of its own file or of an earlier
-file of a glob. Identical raw values get the same verdict from the other checks, so a duplicate
-of a usable row is rejected as ``duplicate_row`` (the first occurrence is used), and a duplicate
-of a rejected row is rejected for the same reason as that row. (The values of a ``malformed_row``
-and those holding bytes that are not UTF-8 are a reading of the file, not its text: the row
-whose text they resemble is no copy of theirs.)
+A row is checked in the order of :data:`~offerflow.pipeline.inputs.parsing.REASONS` and rejected
+with the first reason that applies. The last check, the reader's own, is ``duplicate_row``: a row
+whose raw values in the five mapped columns (other columns are not compared) are exactly those of
+an earlier row, of its own file or of an earlier file of a glob. Identical raw values get the
+same verdict from the other checks, so a duplicate of a usable row is rejected as
+``duplicate_row`` (the first occurrence is used), and a duplicate of a rejected row is rejected
+for the same reason as that row. (The values of a ``malformed_row`` and those holding bytes that
+are not UTF-8 are a reading of the file, not its text: the row whose text they resemble is no
+copy of theirs.)
 
 A file is read in chunks (:mod:`~offerflow.pipeline.inputs.sources`), and of each row only what
 the result needs is kept: the parsed values of a usable row, the raw text of a rejected one. So
@@ -45,6 +47,7 @@ import polars as pl
 
 from offerflow.config import DEFAULT_COLUMNS as _DEFAULT_COLUMNS
 from offerflow.errors import InputError
+from offerflow.pipeline.inputs.parsing import CANONICAL, REASONS, row_parser
 from offerflow.pipeline.inputs.sources import (
     BAD_ENCODING,
     MALFORMED,
@@ -52,13 +55,10 @@ from offerflow.pipeline.inputs.sources import (
     TextChunks,
     read_text_columns,
 )
-from offerflow.pipeline.inputs.timestamps import parse_as_of, timestamp_parser, utc
+from offerflow.pipeline.inputs.timestamps import parse_as_of
 
 __all__ = [
-    "CANONICAL",
     "DEFAULT_COLUMNS",
-    "REASONS",
-    "TYPES",
     "FileSource",
     "ReadResult",
     "TextSource",
@@ -66,33 +66,11 @@ __all__ = [
     "read_inputs",
     "read_sources",
     "read_transactions",
-    "reject_reasons",
     "source_columns",
 ]
 
-#: the canonical column names of a transaction, in the order rejects are checked
-CANONICAL = ("member_id", "ts", "type", "points", "revenue")
 #: the default partner's column names, by canonical name
 DEFAULT_COLUMNS: Mapping[str, str] = MappingProxyType(_DEFAULT_COLUMNS)
-#: the transaction types, as they appear in the canonical table
-TYPES = ("buy", "gift", "redeem")
-
-_NUMBERS = ("points", "revenue")
-#: the reject reason codes, in the order they are checked: the first that applies is given.
-#: From the bytes up: a record that is not well-formed CSV, a value that is not UTF-8, then
-#: missing values, values that do not parse, values that parse but cannot be used, and last
-#: the duplicates.
-REASONS = (
-    MALFORMED,
-    *(f"{BAD_ENCODING}{name}" for name in CANONICAL),
-    "missing_member_id",
-    *(f"missing_field:{name}" for name in CANONICAL[1:]),
-    "bad_timestamp",
-    "future_timestamp",
-    "unknown_type",
-    *(f"bad_number:{name}" for name in _NUMBERS),
-    "duplicate_row",
-)
 
 _T = TypeVar("_T")
 
@@ -244,7 +222,7 @@ def _read_files(
     rows: int | None = None,
 ) -> ReadResult:
     """Read files in turn as one input."""
-    source = _source_columns(columns)
+    source = source_columns(columns)
     sources = [FileSource(path, source, fmt, rows) for path in paths]
     return read_sources(
         sources,
@@ -267,14 +245,8 @@ def read_sources(
 ) -> ReadResult:
     """Read files' rows in turn as one input: each file's rows, then the duplicates among them
     all. ``several``: the rejects name the file of each row (a ``file`` column)."""
-    source = _source_columns(columns)
-    types = _type_mapping(type_aliases)
-    moment = utc(as_of)
-    parse_ts = timestamp_parser(timestamp_format)
-
-    def parse(raw: pl.LazyFrame) -> pl.LazyFrame:
-        return _parsed(raw, moment, types, parse_ts)
-
+    source = source_columns(columns)
+    parse = row_parser(as_of=as_of, type_aliases=type_aliases, timestamp_format=timestamp_format)
     files = [text.read(partial(_first_pass, text, parse=parse)) for text in sources]
     # Lines of later files are shifted past those of earlier ones: one order across the files.
     offsets = list(accumulate((f.span for f in files[:-1]), initial=0))
@@ -311,30 +283,8 @@ def read_sources(
     )
 
 
-def reject_reasons(
-    text: pl.DataFrame,
-    *,
-    as_of: datetime,
-    type_aliases: Mapping[str, str] | None = None,
-    timestamp_format: str | None = None,
-) -> pl.Series:
-    """Each row's reject reason but ``duplicate_row`` (which needs every row), null when usable.
-
-    ``text`` is a text chunk as :data:`TextChunks` give them (``line``, the canonical columns,
-    ``problem``).
-    """
-    parse_ts = timestamp_parser(timestamp_format)
-    parsed = _parsed(text.lazy(), utc(as_of), _type_mapping(type_aliases), parse_ts)
-    codes = parsed.select("_reason").collect().get_column("_reason")
-    return codes.replace_strict(dict(enumerate(REASONS)), default=None, return_dtype=pl.String)
-
-
 def source_columns(columns: Mapping[str, str]) -> dict[str, str]:
     """The file's column of each canonical name, checked: exactly the five, no column twice."""
-    return _source_columns(columns)
-
-
-def _source_columns(columns: Mapping[str, str]) -> dict[str, str]:
     missing = [name for name in CANONICAL if name not in columns]
     unknown = sorted(set(columns) - set(CANONICAL))
     if missing or unknown:
@@ -346,61 +296,6 @@ def _source_columns(columns: Mapping[str, str]) -> dict[str, str]:
     if len(set(source.values())) != len(source):
         raise ValueError(f"the column mapping maps two names to one column: {source}")
     return source
-
-
-def _type_mapping(aliases: Mapping[str, str] | None) -> dict[str, str]:
-    mapping = {kind: kind for kind in TYPES}
-    for alias, kind in (aliases or {}).items():
-        key = alias.strip().lower()
-        if kind not in TYPES or (key in TYPES and key != kind):
-            raise ValueError(f"type alias {alias!r} -> {kind!r}: the target must be one of {TYPES}")
-        mapping[key] = kind
-    return mapping
-
-
-def _parsed(
-    raw: pl.LazyFrame,
-    as_of: datetime,
-    types: Mapping[str, str],
-    parse_ts: Callable[[pl.Expr], pl.Expr],
-) -> pl.LazyFrame:
-    """Each row's parsed values, reject reason, raw values' hash and raw text.
-
-    The reason is null for a usable row; ``duplicate_row`` is left to :func:`_duplicates`.
-    """
-    text = {name: pl.col(name).str.strip_chars() for name in CANONICAL}
-    parsed = raw.with_columns(
-        *(
-            text[name].str.len_bytes().fill_null(0).eq(0).alias(f"_missing_{name}")
-            for name in CANONICAL
-        ),
-        pl.when(text["member_id"] != "").then(text["member_id"]).alias("_member_id"),
-        parse_ts(text["ts"]).alias("_ts"),
-        text["type"].str.to_lowercase().replace_strict(types, default=None).alias("_type"),
-        *(text[name].cast(pl.Float64, strict=False).alias(f"_{name}") for name in _NUMBERS),
-    )
-    checks = [pl.col("problem") == MALFORMED]
-    checks += [pl.col("problem") == f"{BAD_ENCODING}{name}" for name in CANONICAL]
-    checks += [pl.col(f"_missing_{name}") for name in CANONICAL]
-    checks += [pl.col("_ts").is_null(), pl.col("_ts") > as_of, pl.col("_type").is_null()]
-    checks += [pl.col(f"_{name}").is_null() | ~pl.col(f"_{name}").is_finite() for name in _NUMBERS]
-    # The first failing check wins. A small integer per row is much cheaper than a string:
-    # only the rejects get the reason's name. `duplicate_row` is decided after the last chunk.
-    code = pl.coalesce(
-        pl.when(check).then(pl.lit(index, pl.UInt8)) for index, check in enumerate(checks)
-    )
-    return parsed.select(
-        "line",
-        *(pl.col(f"_{name}") for name in ("member_id", "ts", "type", *_NUMBERS)),
-        code.alias("_reason"),
-        _row_hash().alias("_hash"),
-        *CANONICAL,
-    )
-
-
-def _row_hash() -> pl.Expr:
-    """A 64-bit hash of a row's raw values: equal for equal rows, rarely for others."""
-    return pl.struct(CANONICAL).hash()
 
 
 def _first_pass(

@@ -16,14 +16,8 @@ The rows come in chunks, in file order, so that the text of the whole file is ne
 at once: the reader keeps of each row only its parsed values, and the text only of the rows it
 rejects. A CSV file is read a few megabytes at a time, cut only where a record ends, and each
 piece is parsed by polars behind the file's own header, so that it parses as the whole file
-would. Where the data holds no quote, a record ends at every newline. From the line of its
-first quote on, a regular expression takes the records one field after another, each field
-unquoted and without a quote, or quoted whole (its quotes doubled) and followed by a delimiter
-or the line's end; a record it cannot take that way is malformed, and a placeholder row stands
-in for it in the piece polars parses. Counting quotes instead, as polars does, is cheaper, but
-a stray quote turns their parity and with it every record end after it. Reading a polars
-``quote_style="always"`` copy of 1.1 million generated rows (63 MB) takes 7 to 14% more CPU than
-counting quotes did; a file without quotes reads as before.
+would. Where a record ends is decided by :mod:`~offerflow.pipeline.inputs.records`, which also
+stands a placeholder in for a malformed record.
 
 A piece is parsed as UTF-8. Bytes that are not UTF-8 spoil their values only: a piece holding
 some is decoded again with a marker in place of each such byte, and a row whose mapped column
@@ -47,6 +41,14 @@ from typing import BinaryIO, Literal, TypeVar
 import polars as pl
 
 from offerflow.errors import InputError
+from offerflow.pipeline.inputs.records import (
+    LENIENT_RECORD,
+    Piece,
+    csv_pieces,
+    lenient_fields,
+    record_end,
+    unused_marker,
+)
 
 __all__ = ["BAD_ENCODING", "MALFORMED", "Format", "TextChunks", "read_text_columns"]
 
@@ -72,25 +74,11 @@ _DELIMITERS = {";": "';'", "\t": "a tab", "|": "'|'"}
 #: the bytes of a CSV file parsed at a time: large enough for polars to parse a chunk at full
 #: speed on every core, small enough that a chunk's text is little beside the reader's result
 _CHUNK_BYTES = 4 << 20
-_QUOTE = b'"'
 _CR_CR_LF = b"\r\r\n"
 #: a CR that ends no line: what a file whose lines end in a bare CR has in its first line
 _BARE_CR = re.compile(rb"\r[^\r]")
-#: Unicode noncharacters: never meant as text, so one absent from a piece can mark things in it
-_MARKERS = tuple(map(chr, range(0xFDD0, 0xFDF0)))
 #: what the ``surrogateescape`` error handler decodes a byte that is not UTF-8 to
 _ESCAPED = re.compile("[\udc80-\udcff]")
-
-# A quoted field, its inner quotes doubled; possessive, so that a failed match never backtracks.
-_QUOTED = rb'"[^"]*+(?:""[^"]*+)*+"'
-_FIELD = rb"(?:" + _QUOTED + rb'|[^,"\n]*+)'
-#: records of well-formed fields, one after another
-_RECORDS = re.compile(rb"(?:" + _FIELD + rb"(?:," + _FIELD + rb")*+\r?\n)*+")
-# As lenient readers take a field: a quote inside an unquoted one is a character, and text
-# after a closing quote runs on to the next delimiter. A field opened by a quote is quoted.
-_LOOSE = rb'"[^"]*+(?:""[^"]*+)*+"[^,\n]*+|(?!")[^,\n]*+'
-_LENIENT_FIELD = re.compile(rb'"(?P<quoted>[^"]*+(?:""[^"]*+)*+)"(?P<after>[^,\n]*+)|(?!")[^,\n]*+')
-_LENIENT_RECORD = re.compile(rb"(?:" + _LOOSE + rb")(?:,(?:" + _LOOSE + rb"))*+\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,19 +91,6 @@ class _Layout:
     doubled_cr: bool
     #: the header's column names
     names: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class _Piece:
-    """Whole records of a CSV file, as polars parses them behind the file's header."""
-
-    #: the records, each malformed one replaced by a placeholder: ``marker`` in every field
-    body: bytes
-    #: the malformed records, in file order
-    malformed: tuple[bytes, ...] = ()
-    marker: str = ""
-    #: True when the file ends inside a quoted field opened after ``body``
-    unclosed: bool = False
 
 
 def read_text_columns(
@@ -204,7 +179,7 @@ def _csv_chunks(
         header, data = _header(read)
         # its names were read lossily when the mapping was checked, so they are read here too
         header = header.decode("utf-8", "replace").encode()
-        for piece in _csv_pieces(read, data, len(layout.names)):
+        for piece in csv_pieces(read, data, len(layout.names)):
             first_line = layout.header_line + 1 + records
             try:
                 chunk = _parse(header + piece.body, columns, first_line)
@@ -233,7 +208,7 @@ def _parse(text: bytes, columns: Mapping[str, str], first_line: int) -> pl.DataF
         else:
             raise  # not a matter of encoding
     decoded = text.decode("utf-8", "surrogateescape")
-    marker = _unused(decoded)
+    marker = unused_marker(decoded)
     frame = _text(_scan(_ESCAPED.sub(marker, decoded).encode(), "csv", "utf8"), columns, first_line)
     spoilt = {name: pl.col(name).str.contains(marker, literal=True) for name in columns}
     return frame.with_columns(
@@ -270,7 +245,7 @@ def _header(read: Callable[[], bytes]) -> tuple[bytes, bytes]:
     """What precedes the first record (byte-order mark, blank lines, header), and what follows
     of the data read so far. The whole data when the header is all there is, or not even that."""
     data = read()
-    while (start := _record_end(data, _header_start(data))) < 0:
+    while (start := record_end(data, _header_start(data))) < 0:
         more = read()
         if not more:
             return data, b""
@@ -278,80 +253,15 @@ def _header(read: Callable[[], bytes]) -> tuple[bytes, bytes]:
     return data[:start], data[start:]
 
 
-def _csv_pieces(read: Callable[[], bytes], data: bytes, width: int) -> Iterator[_Piece]:
-    """The records of a CSV file after its header, as pieces of about the size ``read`` reads.
-
-    ``data`` is what was read after the header; ``width`` is the number of the header's fields,
-    which a placeholder has. At least one piece is yielded, and a record longer than a piece
-    is read on to its end.
-    """
-    first, looked_at = True, 0
-    while True:
-        more = read()
-        if more and len(data) < 2 * looked_at:
-            data += more  # a record longer than the data: look again once the data has doubled
-            continue
-        piece, rest = _whole_records(data, width, final=not more)
-        if piece.body or piece.unclosed or (first and not more):
-            yield piece
-            first = False
-        if not more:
-            return
-        looked_at = 0 if piece.body else len(rest)
-        data = rest + more
-
-
-def _whole_records(data: bytes, width: int, *, final: bool) -> tuple[_Piece, bytes]:
-    """The whole records at the start of ``data``, which starts where a record does, and the
-    rest of ``data``. With ``final``, the data runs to the end of the file."""
-    if _QUOTE not in data:
-        end = len(data) if final else data.rfind(b"\n") + 1
-        return _Piece(data[:end]), data[end:]
-    if final and not data.endswith(b"\n"):
-        data += b"\n"
-    # the records before the line of the first quote hold none
-    start = data.rfind(b"\n", 0, data.find(_QUOTE)) + 1
-    parts, malformed, marker = [data[:start]], [], ""
-    while True:
-        end = _RECORDS.match(data, start).end()  # type: ignore[union-attr]  # never None
-        parts.append(data[start:end])
-        start = end
-        record = _LENIENT_RECORD.match(data, end) if end < len(data) else None
-        if record is None:
-            break  # the end of the data, or of the whole records in it
-        marker = marker or _unused(data)
-        malformed.append(record.group())
-        parts.append(",".join([marker] * width).encode() + b"\n")
-        start = record.end()
-    unclosed = final and start < len(data)
-    piece = _Piece(b"".join(parts), tuple(malformed), marker, unclosed)
-    return piece, b"" if final else data[start:]
-
-
-def _record_end(data: bytes, start: int) -> int:
-    """The end (past its newline) of the record that starts at ``start``, or -1 if not in data."""
-    record = _LENIENT_RECORD.match(data, start)
-    return -1 if record is None else record.end()
-
-
-def _unused(data: bytes | str) -> str:
-    """A noncharacter absent from ``data``."""
-    for marker in _MARKERS:
-        present = marker in data if isinstance(data, str) else marker.encode() in data
-        if not present:
-            return marker
-    raise InputError("a piece of the file holds every Unicode noncharacter: is it text?")
-
-
 def _with_malformed(
-    frame: pl.DataFrame, piece: _Piece, columns: Mapping[str, str], names: Sequence[str]
+    frame: pl.DataFrame, piece: Piece, columns: Mapping[str, str], names: Sequence[str]
 ) -> pl.DataFrame:
     """The chunk with each placeholder's row marked MALFORMED and given the record's values."""
     if not piece.malformed:
         return frame
     first = next(iter(columns))
     rows = frame.get_column(first).eq(piece.marker).arg_true()
-    values = [_lenient_fields(record) for record in piece.malformed]
+    values = [lenient_fields(record) for record in piece.malformed]
     updates = [pl.Series("problem", [MALFORMED] * len(values), pl.String)]
     for name, source in columns.items():
         at = names.index(source)
@@ -360,22 +270,6 @@ def _with_malformed(
     return frame.with_columns(
         frame.get_column(update.name).scatter(rows, update) for update in updates
     )
-
-
-def _lenient_fields(record: bytes) -> list[str]:
-    """The values of one record (ending with its newline), as lenient readers take them."""
-    values: list[str] = []
-    start = 0
-    while True:
-        field = _LENIENT_FIELD.match(record, start)
-        assert field is not None  # the record is one _LENIENT_RECORD matched
-        quoted = field.group("quoted")
-        raw = field.group() if quoted is None else quoted.replace(b'""', b'"') + field["after"]
-        values.append(raw.decode("utf-8", "replace"))
-        start = field.end() + 1
-        if record[field.end() : start] != b",":
-            values[-1] = values[-1].removesuffix("\r")  # the last field: a CRLF's CR
-            return values
 
 
 def _probe_parquet(path: Path) -> None:
@@ -456,8 +350,8 @@ def _locate(
     """The error polars met in a piece of whole records starting at ``first_line``, located."""
     text = body if body.endswith(b"\n") else body + b"\n"
     start, line = 0, first_line
-    while (record := _LENIENT_RECORD.match(text, start)) is not None and start < len(text):
-        fields = len(_lenient_fields(record.group()))
+    while (record := LENIENT_RECORD.match(text, start)) is not None and start < len(text):
+        fields = len(lenient_fields(record.group()))
         if fields > width:
             return InputError(
                 f"this row has {fields} fields, the header {width}", path=path, line=line

@@ -7,20 +7,21 @@
 - :mod:`~offerflow.pipeline.outputs.rundir`: a run's directory, named by its run id;
 - :mod:`~offerflow.pipeline.outputs.runlog`: ``run.log``, the run's log records as JSON lines;
 - :mod:`~offerflow.pipeline.outputs.history`: past runs read back from their directories;
-- :mod:`~offerflow.pipeline.outputs.drift`: how far a run drifted from a baseline run;
-- :mod:`~offerflow.pipeline.outputs.html`: ``report.html``, drawn by
-  :mod:`~offerflow.pipeline.outputs.plots`.
+- :mod:`~offerflow.pipeline.outputs.drift`: how far a run drifted from a baseline run, as a
+  :mod:`~offerflow.pipeline.outputs.comparison` (its figures, as JSON and as text);
+- :mod:`~offerflow.pipeline.outputs.report`: ``report.html``, its data, markup and pictures.
 """
 
 from __future__ import annotations
 
+from offerflow.pipeline.outputs.comparison import Comparison
 from offerflow.pipeline.outputs.console import (
     ConsoleReport,
     aligned,
     format_number,
     summary_rows,
 )
-from offerflow.pipeline.outputs.drift import Comparison, compare_runs, drift_limits
+from offerflow.pipeline.outputs.drift import compare_runs, drift_limits
 from offerflow.pipeline.outputs.history import (
     PastRun,
     RunTables,
@@ -31,9 +32,9 @@ from offerflow.pipeline.outputs.history import (
     runs_text,
     task_graph,
 )
-from offerflow.pipeline.outputs.html import REPORT, write_report
 from offerflow.pipeline.outputs.ledgers import PartitionResult, TaskFigures, merge, task_figures
 from offerflow.pipeline.outputs.manifest import RunManifest, read_manifest, write_manifest
+from offerflow.pipeline.outputs.report import REPORT, write_report
 from offerflow.pipeline.outputs.rundir import RUN_ID, check_run_id, new_run_dir
 from offerflow.pipeline.outputs.runlog import JsonLines, run_log
 from offerflow.pipeline.outputs.sinks import (

@@ -78,8 +78,14 @@ class ConsoleReport(Hook):
             self._progress.update(self._bar, completed=done, total=total, rate=f"{rate:,.0f}/s")
         elif now - self._last_line >= self._every_s:
             self._last_line = now
-            of = "" if total is None else f" of {total:,}"
-            log.info("progress: %d%s members recorded, %.0f members/s", done, of, rate)
+            line = f"progress: {done:,} members recorded, {rate:,.0f} members/s"
+            if total:
+                to_go = (total - done) / rate if rate else float("inf")
+                line = (
+                    f"progress: {done:,} of {total:,} members recorded ({done / total:.0%}), "
+                    f"{rate:,.0f} members/s, about {to_go:,.0f} s to go"
+                )
+            log.info(line)
 
     def on_run_end(self, *, workflow: str, error: BaseException | None) -> None:
         if self._progress is not None:

@@ -19,7 +19,8 @@ values in bin ``i`` (nulls and non-finite values left out), each raised to at le
 Below 0.1 is usually read as no shift, above 0.25 as a large one.
 
 A figure has drifted when it is past its limit in the partner's ``drift`` config
-(:class:`~offerflow.config.DriftConfig`); a limit of None is not judged.
+(:class:`~offerflow.config.DriftConfig`); a limit of None is not judged. The figures are
+gathered in a :class:`~offerflow.pipeline.outputs.comparison.Comparison`, which shows them.
 """
 
 from __future__ import annotations
@@ -27,9 +28,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -38,19 +37,21 @@ from pydantic import ValidationError
 
 from offerflow.config import DriftConfig, load_config
 from offerflow.errors import OfferflowError, UsageError
-from offerflow.pipeline.outputs.console import aligned
-from offerflow.pipeline.outputs.console import format_number as _num
+from offerflow.pipeline.outputs.comparison import (
+    ColumnDrift,
+    Comparison,
+    LatencyChange,
+    LedgerChange,
+    OfferShareChange,
+)
 from offerflow.pipeline.outputs.history import PastRun
 
 __all__ = [
     "EPSILON",
-    "ColumnDrift",
-    "Comparison",
-    "LatencyChange",
-    "LedgerChange",
-    "OfferShareChange",
+    "Values",
     "compare_runs",
     "drift_limits",
+    "finite_values",
     "population_stability",
     "value_columns",
 ]
@@ -64,177 +65,8 @@ _DECILES = tuple(i / 10 for i in range(1, 10))
 #: columns of offers.parquet that are neither features nor predictions (``attempts``: older runs')
 _NOT_VALUES = frozenset({"member_id", "offer", "status", "error", "attempts"})
 
+#: a column's values, as the figures are computed from them
 Values = npt.NDArray[np.float64]
-
-
-@dataclass(frozen=True, slots=True)
-class ColumnDrift:
-    """A feature or a prediction in both runs."""
-
-    name: str
-    kind: str  # "feature" or "prediction"
-    psi: float
-    median_a: float | None
-    median_b: float | None
-    median_shift: float | None
-    p90_a: float | None
-    p90_b: float | None
-    p90_shift: float | None
-    drifted_by: tuple[str, ...] = ()
-
-    @property
-    def drifted(self) -> bool:
-        """True when some figure of the column is past its limit."""
-        return bool(self.drifted_by)
-
-
-@dataclass(frozen=True, slots=True)
-class OfferShareChange:
-    """An offer type's share of the offers in both runs."""
-
-    offer: str
-    share_a: float
-    share_b: float
-    change: float
-    drifted: bool
-
-
-@dataclass(frozen=True, slots=True)
-class LatencyChange:
-    """An endpoint's attempt latency in both runs, in milliseconds."""
-
-    endpoint: str
-    p50_a_ms: float | None
-    p50_b_ms: float | None
-    p99_a_ms: float | None
-    p99_b_ms: float | None
-    p99_ratio: float | None
-    drifted: bool
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerChange:
-    """A ledger figure in both runs (reported, not judged)."""
-
-    figure: str
-    a: int | None
-    b: int | None
-    change: int | None
-    drifted: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Comparison:
-    """Run B against baseline A: every figure, and which drifted past the limits."""
-
-    baseline: PastRun
-    run: PastRun
-    limits: DriftConfig
-    #: where the limits came from: B's run.json, its config file, or the defaults
-    limits_from: str
-    columns: tuple[ColumnDrift, ...]
-    offers: tuple[OfferShareChange, ...]
-    latency: tuple[LatencyChange, ...]
-    ledger: tuple[LedgerChange, ...]
-    #: columns in only one of the runs: not compared
-    unmatched: tuple[str, ...] = field(default=())
-
-    @property
-    def drifted(self) -> tuple[str, ...]:
-        """Each figure past its limit, e.g. ``psi DAYS_SINCE_LAST_TRANSACTION``."""
-        return (
-            *(f"{by} {c.name}" for c in self.columns for by in c.drifted_by),
-            *(f"offer_share {o.offer}" for o in self.offers if o.drifted),
-            *(f"latency_p99_ratio {e.endpoint}" for e in self.latency if e.drifted),
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        """The comparison for machines: every figure with a ``drifted`` true/false."""
-
-        def run(past: PastRun) -> dict[str, Any]:
-            return {"dir": str(past.dir), "run_id": past.run_id, "as_of": past.as_of}
-
-        columns = [{**asdict(c), "drifted": c.drifted} for c in self.columns]
-        figures: dict[str, Any] = _finite(
-            {
-                "baseline": run(self.baseline),
-                "run": run(self.run),
-                "limits": self.limits.model_dump(),
-                "limits_from": self.limits_from,
-                "drifted": bool(self.drifted),
-                "drifted_figures": list(self.drifted),
-                "columns": columns,
-                "offers": [asdict(o) for o in self.offers],
-                "latency": [asdict(e) for e in self.latency],
-                "ledger": [asdict(g) for g in self.ledger],
-                "unmatched_columns": list(self.unmatched),
-            }
-        )
-        return figures
-
-    def as_text(self) -> str:
-        """The comparison for people: aligned tables, drifted figures marked ``DRIFT``."""
-        a, b = self.baseline, self.run
-        limits = ", ".join(f"{k} {_num(v)}" for k, v in self.limits.model_dump().items())
-        blocks = [
-            f"baseline {a.run_id} (as of {a.as_of})\nrun      {b.run_id} (as of {b.as_of})\n"
-            f"limits ({self.limits_from}): {limits}",
-            aligned(
-                ("feature / prediction", "psi", "median a → b", "shift", "p90 a → b", "shift", ""),
-                (
-                    (
-                        c.name,
-                        f"{c.psi:.3f}",
-                        f"{_num(c.median_a)} → {_num(c.median_b)}",
-                        _pct(c.median_shift),
-                        f"{_num(c.p90_a)} → {_num(c.p90_b)}",
-                        _pct(c.p90_shift),
-                        "DRIFT " + ", ".join(c.drifted_by) if c.drifted else "",
-                    )
-                    for c in self.columns
-                ),
-            ),
-            aligned(
-                ("offer", "share a → b", "change", ""),
-                (
-                    (
-                        o.offer,
-                        f"{o.share_a:.1%} → {o.share_b:.1%}",
-                        f"{o.change * 100:+.1f} pts",
-                        "DRIFT" if o.drifted else "",
-                    )
-                    for o in self.offers
-                ),
-            ),
-            aligned(
-                ("endpoint", "p50 a → b (ms)", "p99 a → b (ms)", "p99 ratio", ""),
-                (
-                    (
-                        e.endpoint,
-                        f"{_num(e.p50_a_ms)} → {_num(e.p50_b_ms)}",
-                        f"{_num(e.p99_a_ms)} → {_num(e.p99_b_ms)}",
-                        _num(e.p99_ratio),
-                        "DRIFT" if e.drifted else "",
-                    )
-                    for e in self.latency
-                ),
-            ),
-            aligned(
-                ("ledger", "a", "b", "change"),
-                (
-                    (g.figure, _num(g.a), _num(g.b), "—" if g.change is None else f"{g.change:+,}")
-                    for g in self.ledger
-                ),
-            ),
-        ]
-        if self.unmatched:
-            blocks.append(f"in one run only, not compared: {', '.join(self.unmatched)}")
-        verdict = (
-            f"drift: {len(self.drifted)} figure(s) beyond the limits: {', '.join(self.drifted)}"
-            if self.drifted
-            else "no drift beyond the limits"
-        )
-        return "\n\n".join([*blocks, verdict]) + "\n"
 
 
 def population_stability(baseline: Values, values: Values) -> float:
@@ -258,6 +90,13 @@ def value_columns(schema: Mapping[str, pl.DataType], endpoints: Iterable[str]) -
         for name, dtype in schema.items()
         if dtype.is_numeric() and name not in _NOT_VALUES and name not in per_endpoint
     ]
+
+
+def finite_values(column: pl.Series) -> Values:
+    """A column's values as floats, nulls and non-finite values left out."""
+    values: Values = column.drop_nulls().cast(pl.Float64).to_numpy()
+    finite: Values = values[np.isfinite(values)]
+    return finite
 
 
 def drift_limits(run: PastRun) -> tuple[DriftConfig, str]:
@@ -319,7 +158,7 @@ def _columns(
     tables = [scan.select(shared).collect() for scan in scans]
     results = []
     for name in shared:
-        va, vb = (_finite_values(table.get_column(name)) for table in tables)
+        va, vb = (finite_values(table.get_column(name)) for table in tables)
         median_a, p90_a = _quantiles(va)
         median_b, p90_b = _quantiles(vb)
         psi = population_stability(va, vb)
@@ -434,12 +273,6 @@ def _endpoints(run: PastRun) -> list[str]:
     return list(endpoints)
 
 
-def _finite_values(column: pl.Series) -> Values:
-    values: Values = column.drop_nulls().cast(pl.Float64).to_numpy()
-    finite: Values = values[np.isfinite(values)]
-    return finite
-
-
 def _quantiles(values: Values) -> tuple[float | None, float | None]:
     if values.size == 0:
         return None, None
@@ -454,22 +287,3 @@ def _relative(a: float | None, b: float | None) -> float | None:
     if a == 0:
         return 0.0 if b == 0 else math.copysign(math.inf, b)
     return (b - a) / abs(a)
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with every non-finite float as None: JSON has no infinity."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
-
-
-def _pct(value: float | None) -> str:
-    if value is None:
-        return "—"
-    if not math.isfinite(value):
-        return "+∞" if value > 0 else "-∞"
-    return f"{value:+.0%}"

@@ -22,9 +22,10 @@ _FIELDS = ("task", "member_id", "member_ids", "endpoint", "attempt", "outcome", 
 
 
 class JsonLines(logging.Formatter):
-    """One JSON object per record, with the run id and any task, member or attempt it names."""
+    """One JSON object per record, with the run id (when known) and any task, member or
+    attempt the record names."""
 
-    def __init__(self, run_id: str) -> None:
+    def __init__(self, run_id: str | None = None) -> None:
         super().__init__()
         self._run_id = run_id
 
@@ -33,9 +34,10 @@ class JsonLines(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "level": record.levelname,
             "logger": record.name,
-            "run_id": self._run_id,
             "message": record.getMessage(),
         }
+        if self._run_id is not None:
+            document["run_id"] = self._run_id
         for key in _FIELDS:
             if hasattr(record, key):
                 document[key] = getattr(record, key)

@@ -1,15 +1,16 @@
 """``report.html``: one self-contained page that shows a run, optionally against a baseline run.
 
-The page holds no script and loads nothing: its pictures are inline SVG (:mod:`.plots`), its
-style is inline, and a Content-Security-Policy forbids any fetch, so it opens offline, from a
-mail attachment or an archive alike. It is drawn from aggregates (counts, bins, quantiles), never
-from every row, so that its size does not grow with the run. Each part is a ``<section>`` with a
-stable id (:data:`SECTIONS`).
+The page holds no script and loads nothing: its pictures are inline SVG
+(:mod:`~offerflow.pipeline.outputs.report.plots`), its style is inline, and a
+Content-Security-Policy forbids any fetch, so it opens offline, from a mail attachment or an
+archive alike. It is drawn from aggregates (counts, bins, quantiles:
+:mod:`~offerflow.pipeline.outputs.report.aggregates`), never from every row, so that its size
+does not grow with the run. Each part is a ``<section>`` with a stable id (:data:`SECTIONS`).
 
 What it reads from ``summary.json`` beyond the ledgers and task metrics, when present:
 
 - ``dag``: ``{task: [upstream task, …]}``, the workflow's edges; without it the edges are
-  derived from the tasks' kinds and order (:func:`~.history.task_graph`);
+  derived from the tasks' kinds and order (:func:`~offerflow.pipeline.outputs.history.task_graph`);
 - ``tasks.<name>.started_s`` / ``ended_s``: when each task started and ended, in seconds from the
   run's start; without them the timeline shows each endpoint from its first request to its
   last answer, from ``requests.parquet``;
@@ -19,20 +20,23 @@ What it reads from ``summary.json`` beyond the ledgers and task metrics, when pr
 
 from __future__ import annotations
 
-import html
-import math
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import polars as pl
 
-from offerflow.pipeline.outputs import plots
+from offerflow.pipeline.outputs.comparison import Comparison
 from offerflow.pipeline.outputs.console import format_number as _number
-from offerflow.pipeline.outputs.drift import Comparison, compare_runs, value_columns
+from offerflow.pipeline.outputs.drift import compare_runs
 from offerflow.pipeline.outputs.history import PastRun, read_run, task_graph
+from offerflow.pipeline.outputs.report import aggregates, plots
+from offerflow.pipeline.outputs.report.markup import clip as _clip
+from offerflow.pipeline.outputs.report.markup import escape as _e
+from offerflow.pipeline.outputs.report.markup import note as _note
+from offerflow.pipeline.outputs.report.markup import seconds as _seconds
+from offerflow.pipeline.outputs.report.markup import section as _section
+from offerflow.pipeline.outputs.report.markup import table as _table
 from offerflow.pipeline.outputs.sinks import atomic_write
 
 __all__ = ["REPORT", "SECTIONS", "write_report"]
@@ -55,8 +59,6 @@ SECTIONS = (
 OFFER_BOUNDARY = 200.0
 #: examples shown per reject reason, and reasons shown
 _EXAMPLES, _REASONS = 3, 10
-#: bin widths of the curves over time, in seconds: the smallest giving at most 80 bins
-_WIDTHS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600)
 
 _CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:0;background:#fafafa;color:#212121}
@@ -81,8 +83,8 @@ def write_report(run_dir: Path, baseline: Path | None = None) -> Path:
     run = read_run(run_dir)
     base = None if baseline is None else read_run(baseline)
     comparison = None if base is None else compare_runs(base, run)
-    requests = _requests(run)
-    columns = _columns(run)
+    requests = aggregates.attempts(run)
+    columns = aggregates.value_arrays(run)
     sections = [
         _header(run),
         _ledgers(run),
@@ -90,7 +92,9 @@ def write_report(run_dir: Path, baseline: Path | None = None) -> Path:
         _timeline(run, requests),
         _latency(run, requests),
         _offers(run),
-        _distributions(columns, None if base is None else _columns(base, list(columns))),
+        _distributions(
+            columns, None if base is None else aggregates.value_arrays(base, list(columns))
+        ),
         _boundary(run),
         _rejects(run),
     ]
@@ -106,75 +110,6 @@ def write_report(run_dir: Path, baseline: Path | None = None) -> Path:
     path = run_dir / REPORT
     atomic_write(path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
     return path
-
-
-# --- the data, aggregated ------------------------------------------------------------------
-
-
-def _requests(run: PastRun) -> pl.DataFrame:
-    """Every attempt: endpoint, seconds from the origin, latency, retried, failed."""
-    scan = run.scan(run.requests)
-    if scan is None:
-        return pl.DataFrame(
-            schema={
-                "endpoint": pl.String,
-                "t": pl.Float64,
-                "latency_ms": pl.Float64,
-                "retry": pl.Boolean,
-                "failed": pl.Boolean,
-            }
-        )
-    started = pl.col("started_at")
-    origin = _run_start(run)
-    base = started.min() if origin is None else pl.lit(origin, dtype=pl.Datetime("us", "UTC"))
-    return scan.select(
-        "endpoint",
-        ((started - base).dt.total_microseconds() / 1e6).alias("t"),
-        "latency_ms",
-        (pl.col("attempt") > 1).alias("retry"),
-        pl.col("error").is_not_null().alias("failed"),
-    ).collect()
-
-
-def _run_start(run: PastRun) -> datetime | None:
-    value = run.summary.get("started_at")
-    try:
-        return datetime.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
-        return None
-
-
-def _columns(run: PastRun, only: Sequence[str] | None = None) -> dict[str, plots.Values]:
-    """Every feature and prediction of the run, nulls and non-finite values left out."""
-    scan = run.scan(run.offers)
-    if scan is None:
-        return {}
-    names = value_columns(scan.collect_schema(), run.summary.get("endpoints") or {})
-    if only is not None:
-        names = [n for n in names if n in only]
-    table = scan.select(names).collect()
-    out = {}
-    for name in names:
-        values = table.get_column(name).drop_nulls().cast(pl.Float64).to_numpy()
-        out[name] = values[np.isfinite(values)]
-    return out
-
-
-def _per_bin(requests: pl.DataFrame) -> tuple[float, dict[str, pl.DataFrame]]:
-    """Per endpoint, per time bin: attempts, retries and errors; and the bin width."""
-    span = float(requests.select(pl.col("t").max().fill_null(0.0)).item())
-    width = next((w for w in _WIDTHS if span / w <= 80), _WIDTHS[-1])
-    binned = (
-        requests.group_by("endpoint", (pl.col("t") // width).alias("bin"), maintain_order=True)
-        .agg(pl.len().alias("n"), pl.col("retry").sum(), pl.col("failed").sum())
-        .sort("bin")
-    )
-    bins = pl.DataFrame({"bin": np.arange(0, math.floor(span / width) + 1, dtype=np.float64)})
-    out = {}
-    for (endpoint,), group in binned.group_by("endpoint", maintain_order=True):
-        dense = bins.join(group.drop("endpoint"), on="bin", how="left").fill_null(0)
-        out[str(endpoint)] = dense.with_columns(pl.col("bin") * width)
-    return width, out
 
 
 # --- the sections --------------------------------------------------------------------------
@@ -270,14 +205,14 @@ def _timeline(run: PastRun, requests: pl.DataFrame) -> str:
         if isinstance(t.get("started_s"), int | float) and isinstance(t.get("ended_s"), int | float)
     ]
     spans_from = "summary.json"
-    origin = "s from the run's start" if _run_start(run) else "s from the first request"
+    origin = "s from the run's start" if aggregates.run_start(run) else "s from the first request"
     if not spans and requests.height:
         ends = requests.group_by("endpoint", maintain_order=True).agg(
             pl.col("t").min().alias("start"), (pl.col("t") + pl.col("latency_ms") / 1e3).max()
         )
         spans = [(str(e), float(a), float(b)) for e, a, b in ends.iter_rows()]
         spans_from = f"endpoints from requests.parquet, {origin}"
-    width, bins = _per_bin(requests)
+    width, bins = aggregates.per_bin(requests)
     rates = {
         e: (frame.get_column("bin").to_numpy(), frame.get_column("n").to_numpy() / width)
         for e, frame in bins.items()
@@ -292,7 +227,7 @@ def _latency(run: PastRun, requests: pl.DataFrame) -> str:
         str(e): group.get_column("latency_ms").to_numpy()
         for (e,), group in requests.group_by("endpoint", maintain_order=True)
     }
-    width, bins = _per_bin(requests)
+    width, bins = aggregates.per_bin(requests)
     retries = {
         e: (
             f.get_column("bin").to_numpy(),
@@ -439,45 +374,3 @@ def _baseline(comparison: Comparison) -> str:
         "Against the baseline",
         head + verdict + psi + columns + offers + latency + ledger,
     )
-
-
-# --- HTML ----------------------------------------------------------------------------------
-
-
-def _section(id_: str, title: str, body: str) -> str:
-    return f'<section id="{id_}"><h2>{_e(title)}</h2>\n{body}\n</section>'
-
-
-def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    def cell(value: Any) -> str:
-        text = str(value)
-        numeric = all(_is_number(part) for part in text.split(" → "))
-        return f'<td class="n">{_e(text)}</td>' if numeric else f"<td>{_e(text)}</td>"
-
-    head = "".join(f"<th>{_e(h)}</th>" for h in header) if any(header) else ""
-    body = "".join("<tr>" + "".join(cell(v) for v in row) + "</tr>" for row in rows)
-    return f"<table>{f'<tr>{head}</tr>' if head else ''}{body}</table>"
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text.replace(",", "").removesuffix(" pts"))
-    except ValueError:
-        return False
-    return True
-
-
-def _note(text: str) -> str:
-    return f'<p class="note">{_e(text)}</p>'
-
-
-def _e(text: str) -> str:
-    return html.escape(text, quote=True)
-
-
-def _clip(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _seconds(value: Any) -> str:
-    return "—" if not isinstance(value, int | float) else f"{value:,.2f} s"
