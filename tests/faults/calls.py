@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import anyio
 
-from tests.faults.plan import ATTEMPT_HEADER, MEMBER_HEADER, POST_ROUTES, Plan
+from tests.faults.plan import ATTEMPT_HEADER, MEMBER_HEADER, POST_ROUTES, REQUEST_ID_HEADER, Plan
 from tests.faults.process import FaultServer
 from tests.samples import PLAIN_FEATURES
 
@@ -66,11 +66,14 @@ async def call(
     *,
     member: str | None = "m-1",
     attempt: int | None = 1,
+    request_id: str | None = None,
 ) -> Reply:
     """POST a body (the sample one of the route unless given) with the client's headers."""
     headers = {} if member is None else {MEMBER_HEADER: member}
     if attempt is not None:
         headers[ATTEMPT_HEADER] = str(attempt)
+    if request_id is not None:
+        headers[REQUEST_ID_HEADER] = request_id
     payload = (PREDICTION if path == OFFER else FEATURES) if body is None else body
     async with http.post(path, json=payload, headers=headers) as response:
         return Reply(response.status, dict(response.headers), await response.read())

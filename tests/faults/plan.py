@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_HUGE_BYTES",
     "MEMBER_HEADER",
     "POST_ROUTES",
+    "REQUEST_ID_HEADER",
     "FaultKind",
     "Plan",
     "Rule",
@@ -34,6 +35,8 @@ __all__ = [
 MEMBER_HEADER = "X-Offerflow-Member"
 #: the header carrying the 1-based attempt number of a model or offer request
 ATTEMPT_HEADER = "X-Offerflow-Attempt"
+#: the header naming an attempt as a whole (run, member, endpoint, attempt); logged, not drawn on
+REQUEST_ID_HEADER = "X-Request-ID"
 #: the routes that take faults: the bundled app's POST routes
 POST_ROUTES = ("/ml/ats/predict", "/ml/resp/predict", "/offer/assign")
 #: the size of a ``huge`` answer unless the rule says otherwise: 3 MiB, above 3 MB either way

@@ -31,7 +31,7 @@ from offerflow.serving.prediction import (
     predict_ats,
     predict_resp,
 )
-from tests.faults.plan import ATTEMPT_HEADER, MEMBER_HEADER, Plan, Rule
+from tests.faults.plan import ATTEMPT_HEADER, MEMBER_HEADER, REQUEST_ID_HEADER, Plan, Rule
 from tests.faults.process import READY_PREFIX
 
 __all__ = ["FaultService", "main", "serve"]
@@ -99,6 +99,7 @@ class FaultService:
             "path": request.path,
             "member": member,
             "attempt": attempt,
+            "request_id": request.headers.get(REQUEST_ID_HEADER),
             "fault": None if rule is None else rule.fault,
         }
         self._log.write(orjson.dumps(entry) + b"\n")

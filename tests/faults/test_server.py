@@ -319,3 +319,14 @@ async def test_the_log_records_every_request_in_order(serve: Callable[..., Fault
     ]
     assert [e["t"] for e in log] == sorted(e["t"] for e in log)
     assert server.requests_for(path=RESP, member="m-1") == [log[2]]
+
+
+@pytest.mark.anyio
+async def test_the_log_records_each_requests_id_as_received(
+    serve: Callable[..., FaultServer],
+) -> None:
+    server = serve({})
+    async with client(server) as http:
+        await call(http, ATS, member="m-1", attempt=1, request_id="run-1:m-1:ats:1")
+        await call(http, ATS, member="m-1", attempt=2)
+    assert [e["request_id"] for e in server.requests()] == ["run-1:m-1:ats:1", None]

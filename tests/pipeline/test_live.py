@@ -60,6 +60,7 @@ def _attempt(status: int | None, error: str | None, latency_ms: float = 1.0) -> 
         "members": 1,
         "endpoint": "ats",
         "attempt": 1,
+        "request_id": "r:m1:ats:1",
         "status": status,
         "started_at": 0.0,
         "latency_ms": latency_ms,

@@ -237,7 +237,11 @@ _console_handler: logging.Handler | None = None
 
 def _configure_console_logging(verbose: int, named: str | None, form: str) -> None:
     """Log to stderr: warnings on a terminal (the progress bar tells the rest), else info,
-    unless ``named`` says which level; as text, or as JSON lines when ``form`` says so."""
+    unless ``named`` says which level; as text, or as JSON lines when ``form`` says so.
+
+    A failed HTTP attempt's line (one per attempt: an outage makes thousands) is shown only
+    with ``-v`` or a level ``named``; ``run.log`` has every one.
+    """
     global _console_handler
     quiet = logging.WARNING if sys.stderr.isatty() else logging.INFO
     level = (quiet, logging.INFO, logging.DEBUG)[min(verbose, 2)]
@@ -256,6 +260,10 @@ def _configure_console_logging(verbose: int, named: str | None, form: str) -> No
         _console_handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
         )
+    if verbose or named is not None:
+        _console_handler.removeFilter(_not_an_attempt)
+    else:
+        _console_handler.addFilter(_not_an_attempt)
     # the handler filters the console; the loggers let INFO through for the run log
     _console_handler.setLevel(level)
     root.setLevel(min(level, logging.INFO))
@@ -264,6 +272,11 @@ def _configure_console_logging(verbose: int, named: str | None, form: str) -> No
 def _not_printed_by_main(record: logging.LogRecord) -> bool:
     """False for the record that ends a failed run: :func:`main` prints that error itself."""
     return not hasattr(record, "exit_code")
+
+
+def _not_an_attempt(record: logging.LogRecord) -> bool:
+    """False for the record of a failed HTTP attempt (it names its attempt)."""
+    return not hasattr(record, "attempt")
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:

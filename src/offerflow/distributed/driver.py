@@ -273,7 +273,7 @@ def _score(
     tasks = {
         cluster.client.submit(
             score_partition,
-            PartitionTask(config, run_location, as_of, partition, list(inputs), stop),
+            PartitionTask(config, run_location, as_of, partition, list(inputs), stop, run_dir.name),
             key=f"offerflow-{run_dir.name}-p{partition:05d}-{time.time_ns()}",
             pure=False,
         ): partition

@@ -52,6 +52,9 @@ class PartitionTask:
     inputs: Sequence[str]
     #: the name of the cluster event that asks the run to stop
     stop_event: str
+    #: the run's id, for its requests' ``X-Request-ID`` (a worker's copy of a run on an object
+    #: store is not named after it); empty: the run directory's name
+    run_id: str = ""
 
 
 def score_partition(task: PartitionTask) -> dict[str, Any]:
@@ -99,6 +102,7 @@ async def _score(task: PartitionTask, run_dir: Path, read: Any) -> PartitionOutc
             partition=task.partition,
             shutdown=shutdown,
             resume=True,
+            run_id=task.run_id or None,
         )
         group.cancel_scope.cancel()
     return outcome

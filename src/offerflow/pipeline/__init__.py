@@ -6,6 +6,7 @@
 - :mod:`~offerflow.pipeline.outputs`: result tables, the run manifest, the console report;
 
 and, joining them, :mod:`~offerflow.pipeline.members` (a member on its way through),
+:mod:`~offerflow.pipeline.offers` (the offers table: its columns, a row per member),
 :mod:`~offerflow.pipeline.workflow` (the DAG built from a partner config, each endpoint's task
 in :mod:`~offerflow.pipeline.calls`),
 :mod:`~offerflow.pipeline.run` (one run: its directory, files, summary, stop and resume) and
@@ -46,6 +47,7 @@ from offerflow.pipeline.inputs import (
 )
 from offerflow.pipeline.live import LiveMetrics, serve_metrics
 from offerflow.pipeline.members import Member, MemberRows, Status
+from offerflow.pipeline.offers import Recorder, offers_schema
 from offerflow.pipeline.outputs import (
     ChunkedTable,
     Comparison,
@@ -87,13 +89,11 @@ from offerflow.pipeline.run import (
 )
 from offerflow.pipeline.stopping import Shutdown
 from offerflow.pipeline.workflow import (
-    Recorder,
     build_workflow,
     check_config,
     check_input,
     client_for,
     feature_registry,
-    offers_schema,
     read_input,
     workflow_graph,
     workflow_order,

@@ -6,6 +6,7 @@ task does to each member, and to a batch of them, is here, apart from the wiring
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -18,6 +19,8 @@ from offerflow.pipeline.endpoints import Answer, CallResult, ModelClient, Reads
 from offerflow.pipeline.members import Member
 
 __all__ = ["endpoint_call"]
+
+log = logging.getLogger(__name__)
 
 #: what an endpoint task takes: a member, or the members of a join, by upstream task
 Item = Member | dict[str, Member]
@@ -76,7 +79,12 @@ def endpoint_call(
         body = codec.body([known(member) for member in members])
         deadline = min(member.deadline for member in members)
         result = await client.call(
-            name, members[0].member_id, body, deadline=deadline, members=len(members)
+            name,
+            members[0].member_id,
+            body,
+            deadline=deadline,
+            members=len(members),
+            batch=[member.member_id for member in members],
         )
         answers = dict(zip((id(m) for m in members), result.answers, strict=True))
         return [
@@ -95,6 +103,13 @@ def _answered(name: str, member: Member, answer: Answer, result: CallResult) -> 
         error = InvalidResponseError(
             str(answer), endpoint=name, member_id=member.member_id, attempt=result.attempts
         )
+        # the call succeeded, so the client logged nothing: this member failed all the same
+        log.error(
+            "%s attempt %d for member %s: its answer in the batch is invalid: %s",
+            name, result.attempts, member.member_id, answer,
+            extra={"member_id": member.member_id, "endpoint": name, "attempt": result.attempts,
+                   "outcome": type(error).__name__, "request_id": result.request_id},
+        )  # fmt: skip
         return ItemError(error)
     return member.answer(name, answer, result.latency_ms, result.attempts)
 

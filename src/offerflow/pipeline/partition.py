@@ -29,6 +29,7 @@ from offerflow.errors import OfferflowError, OutputError, TaskFailedError, Usage
 from offerflow.pipeline.inputs import ReadResult
 from offerflow.pipeline.live import LiveMetrics
 from offerflow.pipeline.members import Member, Status
+from offerflow.pipeline.offers import Recorder, offers_schema
 from offerflow.pipeline.outputs import (
     PARTS,
     ChunkedTable,
@@ -40,13 +41,7 @@ from offerflow.pipeline.outputs import (
     write_json,
 )
 from offerflow.pipeline.stopping import Shutdown, cancel_after_grace
-from offerflow.pipeline.workflow import (
-    Recorder,
-    build_workflow,
-    client_for,
-    feature_registry,
-    offers_schema,
-)
+from offerflow.pipeline.workflow import build_workflow, client_for, feature_registry
 
 __all__ = [
     "FINAL",
@@ -102,6 +97,7 @@ async def run_partition(
     shutdown: Shutdown | None = None,
     resume: bool = False,
     progress: Progress | None = None,
+    run_id: str | None = None,
 ) -> PartitionOutcome:
     """Score the members ``read`` holds and write partition ``partition``'s parts of the run.
 
@@ -110,7 +106,8 @@ async def run_partition(
     check before. A config error or an output error the workflow meets is raised; any other
     failure of a task ends the partition with its members recorded, and is in the outcome.
     A :class:`~offerflow.pipeline.live.LiveMetrics` among the hooks also counts the partition's
-    rows, the members it records and the attempts it makes.
+    rows, the members it records and the attempts it makes. ``run_id`` names the run in every
+    request's ``X-Request-ID`` (None: ``run_dir``'s name, as a run's directory is named after it).
     """
     started_at = time.time()
     shutdown = shutdown or Shutdown()
@@ -137,7 +134,9 @@ async def run_partition(
     attempts = requests if live is None else live.attempts(requests)
     if live is not None:
         live.input_read(read)
-    async with client_for(config, attempts=attempts, stopping=shutdown.stopping) as client:
+    async with client_for(
+        config, attempts=attempts, stopping=shutdown.stopping, run_id=run_id or run_dir.name
+    ) as client:
         workflow = build_workflow(
             config,
             as_of=as_of,

@@ -18,53 +18,37 @@ import glob
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import anyio
 import polars as pl
 
 from offerflow.config import NO_PROXY, EndpointConfig, PartnerConfig, template_leaves
-from offerflow.engine import Failure, Policy, Workflow
-from offerflow.errors import ConfigError, EndpointError, InputError, OutputError
+from offerflow.engine import Policy, Workflow
+from offerflow.errors import ConfigError, InputError, OutputError
 from offerflow.pipeline.calls import endpoint_call
 from offerflow.pipeline.endpoints import AttemptSink, Codec, Endpoint, ModelClient, RetryBudget, Tls
 from offerflow.pipeline.features import (
-    CANONICAL_SCHEMA,
     FeatureRegistry,
     compute_features,
     registry_with,
 )
 from offerflow.pipeline.inputs import ReadResult, check_rejects, read_inputs
 from offerflow.pipeline.members import Member, MemberRows, Status
+from offerflow.pipeline.offers import Recorder, offers_schema
 from offerflow.pipeline.outputs import ChunkedTable
 from offerflow.pipeline.storage import expand, is_remote
 
 __all__ = [
     "RESERVED_TASKS",
-    "Recorder",
     "build_workflow",
     "check_config",
     "check_input",
     "client_for",
     "feature_registry",
-    "offers_schema",
     "read_input",
 ]
 
 RESERVED_TASKS = frozenset({"read", "features", "unscored", "record"})
-
-
-def offers_schema(config: PartnerConfig, registry: FeatureRegistry) -> dict[str, pl.DataType]:
-    """The columns of offers.parquet, in order (``registry``: from :func:`feature_registry`)."""
-    empty = pl.DataFrame(schema=CANONICAL_SCHEMA)
-    features = compute_features(empty, config.features, as_of=datetime.now(UTC), registry=registry)
-    schema: dict[str, pl.DataType] = {"member_id": pl.String()}
-    schema.update({name: features.schema[name] for name in config.features})
-    schema.update({f"{m.name}_prediction": pl.Float64() for m in config.models})
-    schema.update({"offer": pl.String(), "status": pl.String(), "error": pl.String()})
-    schema.update({f"{e.name}_ms": pl.Float64() for e in config.endpoints})
-    schema["attempts"] = pl.Int32()
-    return schema
 
 
 def build_workflow(
@@ -116,9 +100,7 @@ def build_workflow(
             .join(done, on="member_id", how="anti")
         )
         recorder.table.append_frame(
-            idle.with_columns(
-                pl.lit(str(Status.NO_TRANSACTIONS)).alias("status"), pl.lit(0).alias("attempts")
-            )
+            idle.with_columns(pl.lit(str(Status.NO_TRANSACTIONS)).alias("status"))
         )
         return idle.height
 
@@ -165,11 +147,14 @@ def client_for(
     *,
     attempts: AttemptSink | None = None,
     stopping: anyio.Event | None = None,
+    run_id: str | None = None,
 ) -> ModelClient:
     """The model client for a partner's endpoints (enter it with ``async with`` to call).
 
-    An endpoint's proxy is the one its config names (``load_config`` decides it from the
-    environment when the file does not); ``none``, or not decided, is direct.
+    ``run_id`` names the run in each request's ``X-Request-ID`` (None: a random id, for a
+    client that calls outside a run). An endpoint's proxy is the one its config names
+    (``load_config`` decides it from the environment when the file does not); ``none``, or not
+    decided, is direct.
     """
     endpoints = [
         Endpoint(
@@ -196,6 +181,7 @@ def client_for(
     ]
     return ModelClient(
         endpoints,
+        run_id=run_id,
         connect_timeout_s=config.connect_timeout_s,
         attempts=attempts,
         budget=RetryBudget(ratio=config.retry_budget.ratio, floor=config.retry_budget.floor),
@@ -331,37 +317,3 @@ def _upstream(wf: Workflow, name: str, sources: list[str]) -> str:
     # a bounded number of members and no model runs alone at the end
     wf.join(join, after=sorted(set(sources)), max_lead=_MAX_LEAD)
     return join
-
-
-class Recorder:
-    """Turns members and failures into rows of the offers table, one per member."""
-
-    def __init__(self, table: ChunkedTable) -> None:
-        self.table = table
-        #: the read result, once the read task has it (the run needs it even if cancelled)
-        self.read: ReadResult | None = None
-
-    def record_item(self, item: Member | Failure) -> None:
-        """Record what reached the end of the workflow: a scored member or a failure."""
-        if isinstance(item, Member):
-            self.record(item, Status.OK)
-            return
-        error = item.error
-        status = Status(error.status) if isinstance(error, EndpointError) else Status.MODEL_ERROR
-        value = item.value
-        member = value if isinstance(value, Member) else Member.of(value.values())
-        if isinstance(error, EndpointError):
-            member.attempts[error.endpoint] = error.attempt
-        self.record(member, status, f"{item.task}: {type(error).__name__}: {error}")
-
-    def record(self, member: Member, status: Status, error: str | None = None) -> None:
-        """Append one member's row."""
-        row: dict[str, Any] = {"member_id": member.member_id, "status": status, "error": error}
-        row.update(member.features)
-        for model, value in member.predictions.items():
-            row[f"{model}_prediction"] = value
-        for stage, latency in member.latencies_ms.items():
-            row[f"{stage}_ms"] = latency
-        row["offer"] = member.offer
-        row["attempts"] = sum(member.attempts.values())
-        self.table.append(row)

@@ -133,7 +133,7 @@ async def test_errors_log_lines_and_the_request_log_never_show_the_query(
     requests.finish(tmp_path / "requests.parquet")
     assert f"(http://127.0.0.1:{closed_port}/ml/ats/predict)" in str(caught.value)
     assert SECRET not in str(caught.value)
-    assert "retrying ats" in caplog.text
+    assert "ats attempt 1 for member m1 failed" in caplog.text
     assert SECRET not in caplog.text
     errors = pl.read_parquet(tmp_path / "requests.parquet").get_column("error").to_list()
     assert len(errors) == 2

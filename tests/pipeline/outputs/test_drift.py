@@ -76,9 +76,14 @@ def test_the_values_of_an_offers_table_are_its_features_and_predictions() -> Non
         "status": pl.String(),
         "error": pl.String(),
         "ats_ms": pl.Float64(),
-        "attempts": pl.Int32(),
+        "ats_attempts": pl.Int32(),
     }
     assert value_columns(schema, ["ats"]) == ["AVG", "DAYS", "ats_prediction"]
+
+
+def test_the_attempts_column_of_a_run_written_before_per_endpoint_attempts_is_no_value() -> None:
+    schema = {"member_id": pl.String(), "AVG": pl.Float64(), "attempts": pl.Int32()}
+    assert value_columns(schema, ["ats"]) == ["AVG"]
 
 
 def _pair(

@@ -12,15 +12,15 @@ Nothing it raises or logs shows a header's value or a URL's query or credentials
 
 from __future__ import annotations
 
-import logging
 import math
 import random
+import secrets
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
 import anyio
@@ -39,20 +39,17 @@ from offerflow.errors import (
     InvalidResponseError,
     redact_url,
 )
+from offerflow.pipeline.endpoints.attempts import (
+    AttemptSink,
+    RequestIds,
+    log_abandoned,
+    log_failed,
+)
 from offerflow.pipeline.endpoints.codec import Answer, Codec
 from offerflow.pipeline.endpoints.retry import CircuitBreaker, RetryBudget, retry_after_s
-from offerflow.pipeline.endpoints.transport import (
-    HttpClient,
-    Response,
-    Route,
-    Tls,
-    header_lines,
-    header_value,
-)
+from offerflow.pipeline.endpoints.transport import HttpClient, Response, Route, Tls, header_lines
 
-__all__ = ["AttemptSink", "CallResult", "Endpoint", "ModelClient"]
-
-log = logging.getLogger(__name__)
+__all__ = ["CallResult", "Endpoint", "ModelClient"]
 
 _ACCEPT = (("Accept", "application/json"),)
 _JSON_HEADERS = (("Content-Type", "application/json"), *_ACCEPT)
@@ -108,8 +105,11 @@ class CallResult(NamedTuple):
     """The answers of one call (one per member sent), with its attempts and latency."""
 
     answers: list[Answer]
+    #: the HTTP attempts the call took: 1 plus its retries
     attempts: int
     latency_ms: float
+    #: the ``X-Request-ID`` of the attempt that answered
+    request_id: str
 
     @property
     def value(self) -> float | str:
@@ -119,34 +119,22 @@ class CallResult(NamedTuple):
         return answer
 
 
-class AttemptSink(Protocol):
-    """Receives one record per HTTP attempt (the requests table)."""
-
-    def add(
-        self,
-        *,
-        member_id: str,
-        members: int,
-        endpoint: str,
-        attempt: int,
-        status: int | None,
-        started_at: float,
-        latency_ms: float,
-        error: str | None,
-    ) -> None: ...
-
-
 #: waits up to the given seconds; returns True when it was woken because the run is stopping
 Wait = Callable[[float], Awaitable[bool]]
 
 
 class ModelClient:
-    """Calls the partner's endpoints over pooled keep-alive connections."""
+    """Calls the partner's endpoints over pooled keep-alive connections.
+
+    Every attempt names itself in ``X-Request-ID`` by ``run_id`` (a random one when None), the
+    member, the endpoint and its number (see :mod:`~offerflow.pipeline.endpoints.attempts`).
+    """
 
     def __init__(
         self,
         endpoints: Iterable[Endpoint],
         *,
+        run_id: str | None = None,
         connect_timeout_s: float = 5.0,
         attempts: AttemptSink | None = None,
         budget: RetryBudget | None = None,
@@ -168,6 +156,8 @@ class ModelClient:
         self._http: HttpClient | None = None
         self._routes: dict[str, Route] = {}
         self._readers = {e.name: e.reader() for e in self.endpoints.values()}
+        self.run_id = secrets.token_hex(6) if run_id is None else run_id
+        self._ids = {name: RequestIds(self.run_id, name) for name in self.endpoints}
 
     async def __aenter__(self) -> ModelClient:
         self._http = HttpClient(connect_timeout_s=self._connect_timeout_s, max_body=MAX_BODY)
@@ -197,36 +187,46 @@ class ModelClient:
         *,
         deadline: float = math.inf,
         members: int = 1,
+        batch: Sequence[str] = (),
     ) -> CallResult:
         """POST ``body`` to ``endpoint``; ``deadline`` is a time.monotonic().
 
-        ``body`` carries ``members`` members (``member_id`` is the first, for logs and headers);
-        a single member's unusable answer raises InvalidResponseError, a batch gets a ValueError
-        in that member's place.
+        ``body`` carries ``members`` members (``member_id`` is the first, for headers; ``batch``
+        may list them all, for the log lines of failed attempts); a single member's unusable
+        answer raises InvalidResponseError, a batch gets a ValueError in that member's place.
         """
         spec = self.endpoints[endpoint]
         breaker = self.breakers[endpoint]
+        ids = self._ids[endpoint]
         started = time.perf_counter()
         self.budget.record_call()
         attempt = 1
         while True:
             where = _Where(spec.name, spec.url, member_id, attempt)
-            if not breaker.allow():
-                raise CircuitOpenError(f"{breaker.refusal()}: not called", **where.kwargs())
+            sent: str | None = None  # the attempt's request id, once it is sent
             try:
-                answers = await self._attempt(spec, body, where, deadline, breaker, members)
+                if not breaker.allow():
+                    raise CircuitOpenError(f"{breaker.refusal()}: not called", **where.kwargs())
+                timeout = _timeout(spec, where, deadline, breaker)
+                headers, request_id = ids.headers(member_id, attempt, members)
+                sent = request_id
+                answers = await self._attempt(
+                    spec, body, where, timeout, breaker, members, headers, request_id
+                )
             except EndpointError as error:
                 delay = self._retry_delay(spec, error, attempt, deadline)
-                if delay is None:
+                if isinstance(delay, str):
+                    log_failed(error, request_id=sent, batch=batch, final=delay)
                     raise
-                log.debug("retrying %s for %s in %.3fs: %s", endpoint, member_id, delay, error)
+                log_failed(error, request_id=sent, batch=batch, retry_in=delay)
                 if await self._wait(delay):
-                    raise CallInterrupted(
-                        "run stopping: retry abandoned", **where.kwargs()
-                    ) from error
+                    interrupted = CallInterrupted("run stopping: retry abandoned", **where.kwargs())
+                    log_abandoned(interrupted, batch=batch)
+                    raise interrupted from error
                 attempt += 1
                 continue
-            return CallResult(answers, attempt, (time.perf_counter() - started) * 1000)
+            latency_ms = (time.perf_counter() - started) * 1000
+            return CallResult(answers, attempt, latency_ms, request_id)
 
     async def get_json(self, endpoint: str, path: str, *, timeout_s: float = 5.0) -> Any | None:
         """GET a JSON document at ``path`` of an endpoint's origin (e.g. its OpenAPI
@@ -258,15 +258,15 @@ class ModelClient:
 
     def _retry_delay(
         self, spec: Endpoint, error: EndpointError, attempt: int, deadline: float
-    ) -> float | None:
-        """Seconds to wait before the next attempt, or None when this error is final."""
+    ) -> float | str:
+        """Seconds to wait before the next attempt, or why this error is final."""
         if isinstance(error, EndpointStatusError):
             if error.status_code not in spec.retry_statuses:
-                return None
+                return "not a retry status"
         elif not isinstance(error, EndpointTimeout | EndpointConnectionError):
-            return None
+            return "not retried"
         if attempt > spec.retries:
-            return None
+            return f"retries exhausted ({spec.retries})"
         delay = backoff_delay(
             attempt, spec.backoff_initial_s, spec.backoff_max_s, self._rng.uniform
         )
@@ -274,10 +274,10 @@ class ModelClient:
         if asked is not None:
             delay = min(asked, spec.retry_after_max_s)
         if time.monotonic() + delay + _MIN_ATTEMPT_S >= deadline:
-            return None  # the next attempt could not finish before the member's deadline
+            # the next attempt could not finish before the member's deadline
+            return "the member's deadline is too near for another attempt"
         if not self.budget.try_spend():
-            log.debug("retry budget spent: %s fails after attempt %d", spec.name, attempt)
-            return None
+            return "the run's retry budget is spent"
         return delay
 
     async def _attempt(
@@ -285,32 +285,22 @@ class ModelClient:
         spec: Endpoint,
         body: bytes,
         where: _Where,
-        deadline: float,
+        timeout_s: float,
         breaker: CircuitBreaker,
         members: int,
+        headers: bytes,
+        request_id: str,
     ) -> list[Answer]:
+        """Send one attempt with its ``headers`` (:class:`RequestIds`) and record it."""
         route = self._routes.get(spec.name)
         if route is None:
             raise RuntimeError("ModelClient is used outside 'async with'")
-        timeout = spec.timeout_s
-        if deadline != math.inf:
-            left = deadline - time.monotonic()
-            if left < _MIN_ATTEMPT_S:
-                breaker.release()
-                raise EndpointTimeout("member deadline passed", **where.kwargs())
-            timeout = min(timeout, left)
         started_at = time.time()
         t0 = time.perf_counter()
         status: int | None = None
         error: EndpointError | None = None
-        headers = b"X-Offerflow-Member: %b\r\nX-Offerflow-Attempt: %d\r\n" % (
-            header_value(where.member_id),
-            where.attempt,
-        )
-        if members > 1:
-            headers += b"X-Offerflow-Members: %d\r\n" % members
         try:
-            answer: Response = await route.send(body, timeout_s=timeout, headers=headers)
+            answer: Response = await route.send(body, timeout_s=timeout_s, headers=headers)
             status = answer.status
             if status != 200:
                 raise EndpointStatusError(
@@ -334,6 +324,7 @@ class ModelClient:
                     members=members,
                     endpoint=spec.name,
                     attempt=where.attempt,
+                    request_id=request_id,
                     status=status,
                     started_at=started_at,
                     latency_ms=(time.perf_counter() - t0) * 1000,
@@ -363,6 +354,18 @@ class ModelClient:
         with anyio.move_on_after(delay):
             await self._stopping.wait()
         return self._stopping.is_set()
+
+
+def _timeout(spec: Endpoint, where: _Where, deadline: float, breaker: CircuitBreaker) -> float:
+    """The time an attempt has: the endpoint's timeout, cut to what is left before the member's
+    deadline; EndpointTimeout, unsent, when too little is left."""
+    if deadline == math.inf:
+        return spec.timeout_s
+    left = deadline - time.monotonic()
+    if left < _MIN_ATTEMPT_S:
+        breaker.release()
+        raise EndpointTimeout("member deadline passed", **where.kwargs())
+    return min(spec.timeout_s, left)
 
 
 def _judge(

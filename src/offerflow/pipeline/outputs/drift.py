@@ -62,7 +62,7 @@ log = logging.getLogger(__name__)
 EPSILON = 1e-4
 #: the quantiles of the baseline that bound the PSI bins
 _DECILES = tuple(i / 10 for i in range(1, 10))
-#: columns of offers.parquet that are neither features nor predictions
+#: columns of offers.parquet that are neither features nor predictions (``attempts``: older runs')
 _NOT_VALUES = frozenset({"member_id", "offer", "status", "error", "attempts"})
 
 #: a column's values, as the figures are computed from them
@@ -83,12 +83,12 @@ def population_stability(baseline: Values, values: Values) -> float:
 
 
 def value_columns(schema: Mapping[str, pl.DataType], endpoints: Iterable[str]) -> list[str]:
-    """The features and predictions of an offers table: its numeric columns, but latencies."""
-    latencies = {f"{name}_ms" for name in endpoints}
+    """The features and predictions of an offers table: numeric, not latencies or attempts."""
+    per_endpoint = {f"{name}{suffix}" for name in endpoints for suffix in ("_ms", "_attempts")}
     return [
         name
         for name, dtype in schema.items()
-        if dtype.is_numeric() and name not in _NOT_VALUES and name not in latencies
+        if dtype.is_numeric() and name not in _NOT_VALUES and name not in per_endpoint
     ]
 
 

@@ -16,9 +16,14 @@ from offerflow.pipeline.outputs.sinks import FILE_MODE
 __all__ = ["JsonLines", "run_log"]
 
 
+# the fields of a record (its ``extra=``) written out when it has them: the task, or the
+# member(s), endpoint, attempt, outcome and request id of a failed HTTP attempt
+_FIELDS = ("task", "member_id", "member_ids", "endpoint", "attempt", "outcome", "request_id")
+
+
 class JsonLines(logging.Formatter):
-    """One JSON object per record, with the run id (when known) and any task/member the record
-    names."""
+    """One JSON object per record, with the run id (when known) and any task, member or
+    attempt the record names."""
 
     def __init__(self, run_id: str | None = None) -> None:
         super().__init__()
@@ -33,7 +38,7 @@ class JsonLines(logging.Formatter):
         }
         if self._run_id is not None:
             document["run_id"] = self._run_id
-        for key in ("task", "member_id", "endpoint"):
+        for key in _FIELDS:
             if hasattr(record, key):
                 document[key] = getattr(record, key)
         if record.exc_info:

@@ -233,6 +233,7 @@ class RequestLog(ChunkedTable):
         "members": pl.Int32(),
         "endpoint": pl.String(),
         "attempt": pl.Int32(),
+        "request_id": pl.String(),
         "status": pl.Int32(),
         "started_at": pl.Float64(),
         "latency_ms": pl.Float64(),
@@ -263,17 +264,20 @@ class RequestLog(ChunkedTable):
         members: int = 1,
         endpoint: str,
         attempt: int,
+        request_id: str | None = None,
         status: int | None,
         started_at: float,
         latency_ms: float,
         error: str | None,
     ) -> None:
-        """Record one HTTP attempt; ``started_at`` is seconds since the epoch."""
+        """Record one HTTP attempt; ``request_id`` is its ``X-Request-ID`` header as sent,
+        ``started_at`` seconds since the epoch."""
         columns = self._columns
         columns["member_id"].append(member_id)
         columns["members"].append(members)
         columns["endpoint"].append(endpoint)
         columns["attempt"].append(attempt)
+        columns["request_id"].append(request_id)
         columns["status"].append(status)
         columns["started_at"].append(started_at)
         columns["latency_ms"].append(latency_ms)
