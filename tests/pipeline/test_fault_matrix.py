@@ -577,6 +577,7 @@ SIGTERM_LOGGED = "SIGTERM: finishing in-flight calls, then committing; send it a
 GRACE_OVER = "stopping: grace period over, cancelling in-flight calls"
 #: the run's last line of the workflow, on any ending
 RUN_FINISHED = re.compile(r"workflow 'offers:default': run finished in \d+\.\d+ s")
+REPORT_WRITTEN = re.compile(r"report\.html written in \d+\.\d+ s")
 # Far longer than a call can last (its timeout is 5 s): the grace cannot run out while the
 # in-flight calls end by themselves, so a grace that ran out is a fault, not a slow machine.
 GRACE_S = 30.0
@@ -653,7 +654,8 @@ def test_sigterm_stops_the_run_after_its_in_flight_calls_end_within_the_grace(
     assert log.count(SIGTERM_LOGGED) == 1
     assert log.count(_stopping(GRACE_S)) == 1
     assert log.index(SIGTERM_LOGGED) < log.index(_stopping(GRACE_S))
-    assert RUN_FINISHED.fullmatch(log[-1]), log[-1]
+    assert RUN_FINISHED.fullmatch(log[-2]), log[-2]
+    assert REPORT_WRITTEN.fullmatch(log[-1]), log[-1]  # the report of what the run did
     assert GRACE_OVER not in log
 
 

@@ -467,6 +467,7 @@ def test_every_directory_and_file_of_a_run_has_the_output_modes_whatever_the_uma
                 "offers.parquet/part-00000.parquet",
                 "rejects.csv",
                 "rejects.parquet/part-00000.parquet",
+                "report.html",
                 "requests.parquet/part-00000.parquet",
                 "run.json",
                 "run.log",

@@ -20,6 +20,7 @@ What it reads from ``summary.json`` beyond the ledgers and task metrics, when pr
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -108,7 +109,9 @@ def write_report(run_dir: Path, baseline: Path | None = None) -> Path:
         f"<body><main><h1>{_e(title)}</h1>\n" + "\n".join(sections) + "\n</main></body></html>\n"
     )
     path = run_dir / REPORT
-    atomic_write(path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
+    # the mode of the run's other files (output.file_mode when it ran)
+    mode = stat.S_IMODE((run_dir / "summary.json").stat().st_mode)
+    atomic_write(path, lambda tmp: tmp.write_text(page, encoding="utf-8"), mode=mode)
     return path
 
 
