@@ -310,9 +310,9 @@ def test_a_run_begun_in_one_process_is_finished_on_a_cluster(
             run.kill()
             run.wait()
     assert run.returncode == 130, err.decode(errors="replace")[-3000:]
-    committed = pl.concat(
-        pl.read_parquet(path) for path in (run_dir / ".parts").glob("p*/offers-*.parquet")
-    ).filter(pl.col("status") == "ok")
+    # the stopped session merged what it committed into its part
+    committed = pl.read_parquet(run_dir / "offers.parquet").filter(pl.col("status") == "ok")
+    assert committed.height > 0
     since = len(slow_endpoints.requests())
 
     resume = ["run", "--resume", str(run_dir), "--backend", "dask", "--workers", "1"]

@@ -20,6 +20,7 @@ What it reads from ``summary.json`` beyond the ledgers and task metrics, when pr
 
 from __future__ import annotations
 
+import contextlib
 import stat
 from collections.abc import Mapping
 from pathlib import Path
@@ -38,7 +39,7 @@ from offerflow.pipeline.outputs.report.markup import note as _note
 from offerflow.pipeline.outputs.report.markup import seconds as _seconds
 from offerflow.pipeline.outputs.report.markup import section as _section
 from offerflow.pipeline.outputs.report.markup import table as _table
-from offerflow.pipeline.outputs.sinks import atomic_write
+from offerflow.pipeline.outputs.sinks import FILE_MODE, atomic_write
 
 __all__ = ["REPORT", "SECTIONS", "write_report"]
 
@@ -109,10 +110,16 @@ def write_report(run_dir: Path, baseline: Path | None = None) -> Path:
         f"<body><main><h1>{_e(title)}</h1>\n" + "\n".join(sections) + "\n</main></body></html>\n"
     )
     path = run_dir / REPORT
-    # the mode of the run's other files (output.file_mode when it ran)
-    mode = stat.S_IMODE((run_dir / "summary.json").stat().st_mode)
-    atomic_write(path, lambda tmp: tmp.write_text(page, encoding="utf-8"), mode=mode)
+    atomic_write(path, lambda tmp: tmp.write_text(page, encoding="utf-8"), mode=_mode(run_dir))
     return path
+
+
+def _mode(run_dir: Path) -> int:
+    """The mode of the run's other files (its ``output.file_mode``), or the default one."""
+    for name in ("summary.json", "run.json"):
+        with contextlib.suppress(FileNotFoundError):
+            return stat.S_IMODE((run_dir / name).stat().st_mode)
+    return FILE_MODE
 
 
 # --- the sections --------------------------------------------------------------------------
