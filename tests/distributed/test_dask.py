@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import boto3
@@ -43,6 +43,38 @@ def _offers(run_dir: Path | str) -> pl.DataFrame:
 
 def _run(*argv: str) -> int:
     return main(["run", "--as-of", AS_OF, *argv])
+
+
+def _run_until(
+    argv: Sequence[str],
+    ready: Callable[[], bool],
+    what: str,
+    then: Callable[[subprocess.Popen[bytes]], None],
+) -> tuple[int, str]:
+    """``offerflow run ARGV`` in a process; once ``ready()`` holds, ``then(process)``; its exit
+    code and stderr once it ends (it is killed if the test fails first)."""
+    run = subprocess.Popen(
+        [sys.executable, "-m", "offerflow", "run", "--as-of", AS_OF, *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not ready():
+            assert run.poll() is None, run.stderr.read() if run.stderr else ""
+            assert time.monotonic() < deadline, f"not {what} within 120 s"
+            time.sleep(0.05)
+        then(run)
+        _, err = run.communicate(timeout=240)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    return run.returncode, err.decode(errors="replace")[-3000:]
+
+
+def _interrupt(run: subprocess.Popen[bytes]) -> None:
+    run.send_signal(signal.SIGINT)
 
 
 @pytest.fixture(scope="module")
@@ -119,30 +151,15 @@ def test_a_worker_killed_mid_run_costs_no_member_and_duplicates_none(
 
         with Client(cluster.address) as client:
             pids = sorted(client.run(os.getpid).values())
-        run = subprocess.Popen(
-            [
-                sys.executable, "-m", "offerflow", "run", "--config", str(config),
-                "--as-of", AS_OF, "--out", str(out), "--run-id", "killed",
-                "--backend", "dask", "--scheduler", cluster.address, "--partitions", "6",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+        parts = out / "default" / "killed" / ".parts"
+        code, err = _run_until(
+            ["--config", str(config), "--out", str(out), "--run-id", "killed",
+             "--backend", "dask", "--scheduler", cluster.address, "--partitions", "6"],
+            lambda: any(parts.glob("p*/offers-*.parquet")),  # a partition is scoring
+            "a partition scoring",
+            lambda _: os.kill(pids[0], signal.SIGKILL),
         )  # fmt: skip
-        try:
-            parts = out / "default" / "killed" / ".parts"
-            deadline = time.monotonic() + 120
-            # a partition is scoring: its first chunk of offers is committed
-            while not any(parts.glob("p*/offers-*.parquet")):
-                assert run.poll() is None, run.stderr.read() if run.stderr else ""
-                assert time.monotonic() < deadline, "no partition started scoring"
-                time.sleep(0.05)
-            os.kill(pids[0], signal.SIGKILL)
-            _, err = run.communicate(timeout=240)
-        finally:
-            if run.poll() is None:
-                run.kill()
-                run.wait()
-    assert run.returncode == ExitCode.OK, err.decode(errors="replace")[-3000:]
+    assert code == ExitCode.OK, err
     tables = offerflow.open_run(out / "default" / "killed")
     offers = tables.offers.collect()
     summary = tables.summary
@@ -230,28 +247,14 @@ def test_an_interrupted_run_resumes_skipping_its_finished_partitions(
     out = tmp_path / "runs"
     run_dir = out / "default" / "cut"
     results = run_dir / ".partitions"
-    run = subprocess.Popen(
-        [
-            sys.executable, "-m", "offerflow", "run", "--config", str(config),
-            "--as-of", AS_OF, "--out", str(out), "--run-id", "cut",
-            "--backend", "dask", "--workers", "2", "--partitions", "8",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+    code, err = _run_until(
+        ["--config", str(config), "--out", str(out), "--run-id", "cut",
+         "--backend", "dask", "--workers", "2", "--partitions", "8"],
+        lambda: any(results.glob("part-*.json")),
+        "a partition finished",
+        _interrupt,
     )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while not any(results.glob("part-*.json")):  # a partition finished
-            assert run.poll() is None, run.stderr.read() if run.stderr else ""
-            assert time.monotonic() < deadline, "no partition finished"
-            time.sleep(0.05)
-        run.send_signal(signal.SIGINT)
-        _, err = run.communicate(timeout=120)
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.wait()
-    assert run.returncode == 130, err.decode(errors="replace")[-3000:]
+    assert code == 130, err
     assert offerflow.open_run(run_dir).summary["status"] == "interrupted"
     # every partition recorded its members; those with none interrupted are finished
     finished = [
@@ -289,27 +292,13 @@ def test_a_run_begun_in_one_process_is_finished_on_a_cluster(
     )
     out = tmp_path / "runs"
     run_dir = out / "default" / "begun"
-    run = subprocess.Popen(
-        [
-            sys.executable, "-m", "offerflow", "run", "--config", str(config),
-            "--as-of", AS_OF, "--out", str(out), "--run-id", "begun",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while not any((run_dir / ".parts").glob("p*/offers-*.parquet")):  # members committed
-            assert run.poll() is None, run.stderr.read() if run.stderr else ""
-            assert time.monotonic() < deadline, "no member committed"
-            time.sleep(0.05)
-        run.send_signal(signal.SIGINT)
-        _, err = run.communicate(timeout=120)
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.wait()
-    assert run.returncode == 130, err.decode(errors="replace")[-3000:]
+    code, err = _run_until(
+        ["--config", str(config), "--out", str(out), "--run-id", "begun"],
+        lambda: any((run_dir / ".parts").glob("p*/offers-*.parquet")),
+        "members committed",
+        _interrupt,
+    )
+    assert code == 130, err
     # the stopped session merged what it committed into its part
     committed = pl.read_parquet(run_dir / "offers.parquet").filter(pl.col("status") == "ok")
     assert committed.height > 0

@@ -283,6 +283,13 @@ def _score(
     failed: list[int] = []
     scored = sum(_scored(r) for r in results.values())
 
+    def unrun(partition: int, status: Status, reason: str) -> PartitionResult:
+        """Record every member of a partition that did not run with ``status``."""
+        read = _read_partition(config, run_dir, run_location, as_of, inputs, partition)
+        return record_members(
+            config, run_dir=run_dir, read=read, partition=partition, status=status, reason=reason
+        )
+
     def stop_the_cluster() -> None:
         shutdown.wait()
         # running partitions stop taking members and commit; those yet to start score nobody
@@ -299,13 +306,10 @@ def _score(
         except Exception as exc:  # the partition could not be run: KilledWorker, a bug
             log.error("partition %d failed on the cluster: %s", partition, exc)
             failed.append(partition)
-            results[partition] = record_members(
-                config,
-                run_dir=run_dir,
-                read=_read_partition(config, run_dir, run_location, as_of, inputs, partition),
-                partition=partition,
-                status=Status.PARTITION_FAILED,
-                reason=f"the cluster could not run partition {partition}: {exc}",
+            results[partition] = unrun(
+                partition,
+                Status.PARTITION_FAILED,
+                f"the cluster could not run partition {partition}: {exc}",
             )
             on_partition(results[partition])
             continue
@@ -322,13 +326,8 @@ def _score(
         log.info("partition %d done: %d of %d partitions", partition, len(results), count)
     for partition in range(count):
         if partition not in results:  # its task was cancelled (by hand on the cluster)
-            results[partition] = record_members(
-                config,
-                run_dir=run_dir,
-                read=_read_partition(config, run_dir, run_location, as_of, inputs, partition),
-                partition=partition,
-                status=Status.INTERRUPTED,
-                reason="run stopped before this member was scored",
+            results[partition] = unrun(
+                partition, Status.INTERRUPTED, "run stopped before this member was scored"
             )
             on_partition(results[partition])
     if failed and error is None:
