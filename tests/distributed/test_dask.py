@@ -27,6 +27,10 @@ from offerflow.pipeline import generate_transactions, write_transactions
 from tests.clusters import ObjectStore, aws_environment, dask_cluster, object_store
 from tests.faults import FaultServer
 from tests.partner_files import default_document, write_partner
+from tests.pipeline.matrix import partner, write_input
+from tests.pipeline.test_attempt_trail import ENDPOINT as TRAIL_ENDPOINT
+from tests.pipeline.test_attempt_trail import PLAN as TRAIL_PLAN
+from tests.pipeline.test_attempt_trail import RETRIES as TRAIL_RETRIES
 
 pytest.importorskip("distributed", reason="the dask extra is not installed")
 
@@ -310,3 +314,25 @@ def test_a_run_begun_in_one_process_is_finished_on_a_cluster(
     assert called.isdisjoint(committed.get_column("member_id").to_list())
     assert _run("--config", str(config), "--out", str(out), "--run-id", "here") == ExitCode.OK
     assert _offers(run_dir).equals(_offers(out / "default" / "here"))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_workers_failed_attempts_are_in_the_drivers_run_log(tmp_path: Path) -> None:
+    data = write_input(tmp_path / "members.csv", 80, seed=1303)
+    with FaultServer(TRAIL_PLAN, tmp_path) as server:
+        config = partner(
+            tmp_path, server.base_url, data, endpoint=TRAIL_ENDPOINT, retry_budget={"ratio": 5.0}
+        )
+        code = _run("--config", str(config), "--out", str(tmp_path / "out"), "--run-id", "r",
+                    "--backend", "dask", "--workers", "2", "--partitions", "4")  # fmt: skip
+    assert code == ExitCode.MEMBER_FAILURES  # the plan fails more than the budget allows
+    run_dir = tmp_path / "out" / "default" / "r"
+    offers = pl.read_parquet(run_dir / "offers.parquet")
+    failed = offers.filter(pl.col("status") == "model_error").get_column("member_id").to_list()
+    assert failed, "the plan fails some members for good"
+    lines = (run_dir / "run.log").read_text(encoding="utf-8").splitlines()
+    for member in failed:  # grep MEMBER run.log: each failed attempt, the last at ERROR
+        records = [json.loads(line) for line in lines if member in line]
+        levels = [r["level"] for r in records if r.get("endpoint") == "resp"]
+        assert levels == ["WARNING"] * TRAIL_RETRIES + ["ERROR"], (member, records)

@@ -102,6 +102,9 @@ def run_on_dask(
         workflow_order(config)
         anyio.run(check_endpoint_contracts, config)
         with _signals(shutdown), open_cluster(options.scheduler, options.workers) as cluster:
+            # the workers' warnings and errors (a failed attempt, a stopping partition) land
+            # here, in run.log, as a run in one process logs them
+            cluster.client.forward_logging("offerflow", level=logging.WARNING)
             _check_locations(config, run_location, cluster)
             count = _partition_count(run_dir, options, cluster, resume)
             inputs = expand(str(config.input.path))
