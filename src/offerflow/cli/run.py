@@ -120,21 +120,19 @@ def run_command(args: argparse.Namespace) -> int:
         resume = args.resume is not None
         import_in_the_background()  # for the report that ends the run
         try:
-            with (
-                run_log(run_dir, mode=config.output.file_mode),
-                serve_metrics(args.metrics_port, config) as live,
-            ):
-                if live is not None and sys.stderr.isatty():  # else its log line shows it
-                    print(f"metrics at {live.url}", file=sys.stderr)
-                if args.backend == "dask":
-                    outcome = _on_dask(
-                        config, args, run_dir, location, as_of, manifest, resume, live
-                    )
-                else:
-                    outcome = _here(
-                        config, args, run_dir, scratch, as_of, manifest, report, resume, live
-                    )
-                _write_report(run_dir, args.baseline)
+            with run_log(run_dir, mode=config.output.file_mode):
+                with serve_metrics(args.metrics_port, config) as live:
+                    if live is not None and sys.stderr.isatty():  # else its log line shows it
+                        print(f"metrics at {live.url}", file=sys.stderr)
+                    if args.backend == "dask":
+                        outcome = _on_dask(
+                            config, args, run_dir, location, as_of, manifest, resume, live
+                        )
+                    else:
+                        outcome = _here(
+                            config, args, run_dir, scratch, as_of, manifest, report, resume, live
+                        )
+                _write_report(run_dir, args.baseline)  # the metrics end with the scoring
         finally:
             if is_remote(location):
                 publish_tree(run_dir, location)

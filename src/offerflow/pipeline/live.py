@@ -246,31 +246,12 @@ class _Tee:
         self._sink = sink
         self._live = live
 
-    def add(
-        self,
-        *,
-        member_id: str,
-        members: int,
-        endpoint: str,
-        attempt: int,
-        request_id: str,
-        status: int | None,
-        started_at: float,
-        latency_ms: float,
-        error: str | None,
-    ) -> None:
-        self._sink.add(
-            member_id=member_id,
-            members=members,
-            endpoint=endpoint,
-            attempt=attempt,
-            request_id=request_id,
-            status=status,
-            started_at=started_at,
-            latency_ms=latency_ms,
-            error=error,
+    def add(self, **attempt: Any) -> None:
+        """Record the attempt (the fields of :meth:`AttemptSink.add`), then count it."""
+        self._sink.add(**attempt)
+        self._live.attempt(
+            attempt["endpoint"], attempt["status"], attempt["error"], attempt["latency_ms"]
         )
-        self._live.attempt(endpoint, status, error, latency_ms)
 
 
 class _CountingTable(ChunkedTable):
