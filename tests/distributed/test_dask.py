@@ -141,14 +141,20 @@ def slow_endpoints(tmp_path: Path) -> Iterator[FaultServer]:
         yield server
 
 
+@pytest.fixture
+def slow_config(tmp_path: Path, members: Path, slow_endpoints: FaultServer) -> Path:
+    """The default partner on the generated members, its endpoints the slow ones."""
+    return write_partner(
+        tmp_path / "partner.yaml", default_document(slow_endpoints.base_url, members)
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_a_worker_killed_mid_run_costs_no_member_and_duplicates_none(
-    tmp_path: Path, members: Path, slow_endpoints: FaultServer
+    tmp_path: Path,
+    slow_config: Path,
 ) -> None:
-    config = write_partner(
-        tmp_path / "partner.yaml", default_document(slow_endpoints.base_url, members)
-    )
     out = tmp_path / "runs"
     with dask_cluster(tmp_path, workers=2) as cluster:
         from distributed import Client
@@ -157,7 +163,7 @@ def test_a_worker_killed_mid_run_costs_no_member_and_duplicates_none(
             pids = sorted(client.run(os.getpid).values())
         parts = out / "default" / "killed" / ".parts"
         code, err = _run_until(
-            ["--config", str(config), "--out", str(out), "--run-id", "killed",
+            ["--config", str(slow_config), "--out", str(out), "--run-id", "killed",
              "--backend", "dask", "--scheduler", cluster.address, "--partitions", "6"],
             lambda: any(parts.glob("p*/offers-*.parquet")),  # a partition is scoring
             "a partition scoring",
@@ -195,26 +201,23 @@ def _upload(store: ObjectStore, local: Path, key: str) -> str:
 @pytest.mark.timeout(300)
 def test_a_separate_scheduler_and_workers_run_from_and_into_object_storage(
     tmp_path: Path,
+    slow_config: Path,
     members: Path,
     store: ObjectStore,
-    slow_endpoints: FaultServer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     environ = aws_environment(store)
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
     source = _upload(store, members, "exports/members.csv")
-    config = write_partner(
-        tmp_path / "partner.yaml", default_document(slow_endpoints.base_url, members)
-    )
     out = store.url("runs")
     with dask_cluster(tmp_path, workers=2, environ=environ) as cluster:
         code = _run(
-            "--config", str(config), "--input", source, "--out", out, "--run-id", "s3",
+            "--config", str(slow_config), "--input", source, "--out", out, "--run-id", "s3",
             "--backend", "dask", "--scheduler", cluster.address, "--partitions", "4",
         )  # fmt: skip
     assert code == ExitCode.OK
-    assert _run("--config", str(config), "--input", str(members), "--out", str(tmp_path),
+    assert _run("--config", str(slow_config), "--input", str(members), "--out", str(tmp_path),
                 "--run-id", "here") == ExitCode.OK  # fmt: skip
     there = f"{out}/default/s3"
     assert _offers(there).equals(_offers(tmp_path / "default" / "here"))
@@ -243,16 +246,15 @@ def test_a_run_in_one_process_reads_and_writes_object_storage(
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_an_interrupted_run_resumes_skipping_its_finished_partitions(
-    tmp_path: Path, members: Path, slow_endpoints: FaultServer
+    tmp_path: Path,
+    slow_config: Path,
+    slow_endpoints: FaultServer,
 ) -> None:
-    config = write_partner(
-        tmp_path / "partner.yaml", default_document(slow_endpoints.base_url, members)
-    )
     out = tmp_path / "runs"
     run_dir = out / "default" / "cut"
     results = run_dir / ".partitions"
     code, err = _run_until(
-        ["--config", str(config), "--out", str(out), "--run-id", "cut",
+        ["--config", str(slow_config), "--out", str(out), "--run-id", "cut",
          "--backend", "dask", "--workers", "2", "--partitions", "8"],
         lambda: any(results.glob("part-*.json")),
         "a partition finished",
@@ -280,7 +282,7 @@ def test_an_interrupted_run_resumes_skipping_its_finished_partitions(
     called = {entry["member"] for entry in slow_endpoints.requests()[since:] if entry["member"]}
     assert called, "the resumed session scored nobody"
     assert called.isdisjoint(done.to_list())  # finished partitions were not run again
-    assert _run("--config", str(config), "--as-of", AS_OF, "--out", str(out),
+    assert _run("--config", str(slow_config), "--as-of", AS_OF, "--out", str(out),
                 "--run-id", "here") == ExitCode.OK  # fmt: skip
     assert _offers(run_dir).equals(_offers(out / "default" / "here"))
     assert offerflow.open_run(run_dir).summary["ledger"]["balanced"]
@@ -289,15 +291,14 @@ def test_an_interrupted_run_resumes_skipping_its_finished_partitions(
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_a_run_begun_in_one_process_is_finished_on_a_cluster(
-    tmp_path: Path, members: Path, slow_endpoints: FaultServer
+    tmp_path: Path,
+    slow_config: Path,
+    slow_endpoints: FaultServer,
 ) -> None:
-    config = write_partner(
-        tmp_path / "partner.yaml", default_document(slow_endpoints.base_url, members)
-    )
     out = tmp_path / "runs"
     run_dir = out / "default" / "begun"
     code, err = _run_until(
-        ["--config", str(config), "--out", str(out), "--run-id", "begun"],
+        ["--config", str(slow_config), "--out", str(out), "--run-id", "begun"],
         lambda: any((run_dir / ".parts").glob("p*/offers-*.parquet")),
         "members committed",
         _interrupt,
@@ -312,7 +313,7 @@ def test_a_run_begun_in_one_process_is_finished_on_a_cluster(
     assert main(resume) == ExitCode.OK
     called = {entry["member"] for entry in slow_endpoints.requests()[since:] if entry["member"]}
     assert called.isdisjoint(committed.get_column("member_id").to_list())
-    assert _run("--config", str(config), "--out", str(out), "--run-id", "here") == ExitCode.OK
+    assert _run("--config", str(slow_config), "--out", str(out), "--run-id", "here") == ExitCode.OK
     assert _offers(run_dir).equals(_offers(out / "default" / "here"))
 
 
