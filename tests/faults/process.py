@@ -75,12 +75,17 @@ class FaultServer(ChildServer):
         self._plan = Plan.model_validate(plan)
 
     def requests(self) -> list[dict[str, Any]]:
-        """Every request the server received, in order, across its runs."""
+        """Every request the server received, in order, across its runs.
+
+        A line the server is still writing is left for the next call: a read may see part of
+        a write, so only the text up to the last newline counts.
+        """
         try:
-            lines = self.log_path.read_bytes().splitlines()
+            data = self.log_path.read_bytes()
         except FileNotFoundError:
             return []
-        return [orjson.loads(line) for line in lines]
+        complete = data[: data.rfind(b"\n") + 1]
+        return [orjson.loads(line) for line in complete.splitlines()]
 
     def requests_for(
         self, path: str | None = None, member: str | None = None

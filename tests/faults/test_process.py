@@ -126,3 +126,14 @@ def test_a_busy_port_is_a_clear_error(tmp_path: Path) -> None:
 def test_a_plan_the_server_would_refuse_is_refused_before_it_starts(tmp_path: Path) -> None:
     with pytest.raises(pydantic.ValidationError, match="needs code"):
         FaultServer({"routes": {ATS: [{"fault": "status"}]}}, tmp_path)
+
+
+def test_the_request_log_leaves_a_line_still_being_written_for_the_next_read(
+    tmp_path: Path,
+) -> None:
+    server = FaultServer({}, tmp_path)
+    server.log_path.write_bytes(b'{"path": "/a", "member": "m1"}\n{"path": "/b", "mem')
+    assert server.requests() == [{"path": "/a", "member": "m1"}]
+    with server.log_path.open("ab") as log:
+        log.write(b'ber": "m2"}\n')
+    assert [entry["path"] for entry in server.requests()] == ["/a", "/b"]
