@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 #: how long a cluster process may take to come up
 START_TIMEOUT_S = 60.0
@@ -131,6 +132,27 @@ class ObjectStore:
         """``s3://bucket/key``."""
         return f"s3://{self.bucket}/{key.lstrip('/')}"
 
+    def client(self) -> Any:
+        """A boto3 S3 client of the server, for what a test puts there or looks for."""
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
+
+    def keys(self, prefix: str) -> list[str]:
+        """The keys under ``prefix`` in the bucket, the prefix cut off."""
+        pages = (
+            self.client()
+            .get_paginator("list_objects_v2")
+            .paginate(Bucket=self.bucket, Prefix=prefix)
+        )
+        return [entry["Key"][len(prefix) :] for page in pages for entry in page.get("Contents", [])]
+
 
 @contextlib.contextmanager
 def object_store() -> Iterator[ObjectStore]:
@@ -141,7 +163,6 @@ def object_store() -> Iterator[ObjectStore]:
     standard AWS environment variables a client reads are the test's to set (see
     :func:`aws_environment`).
     """
-    import boto3
     from moto.server import ThreadedMotoServer
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -150,15 +171,9 @@ def object_store() -> Iterator[ObjectStore]:
     try:
         host, port = server.get_host_and_port()
         endpoint = f"http://{host}:{port}"
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            region_name="us-east-1",
-        )
-        s3.create_bucket(Bucket=bucket)
-        yield ObjectStore(endpoint, bucket)
+        store = ObjectStore(endpoint, bucket)
+        store.client().create_bucket(Bucket=bucket)
+        yield store
     finally:
         server.stop()
 

@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-import boto3
 import polars as pl
 import pytest
 
@@ -110,6 +109,7 @@ def test_on_a_local_cluster_the_offers_are_those_of_a_run_in_one_process(
     parts = sorted(p.name for p in (there / "offers.parquet").iterdir())
     assert parts == [f"part-{p:05d}.parquet" for p in range(partitions)]
     assert pl.read_csv(there / "rejects.csv").equals(pl.read_csv(here / "rejects.csv"))
+    assert not (there / ".split").exists()  # every member is final: the input's copy is gone
 
 
 @pytest.mark.slow
@@ -186,14 +186,7 @@ def store() -> Iterator[ObjectStore]:
 
 
 def _upload(store: ObjectStore, local: Path, key: str) -> str:
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=store.endpoint_url,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
-    s3.upload_file(str(local), store.bucket, key)
+    store.client().upload_file(str(local), store.bucket, key)
     return store.url(key)
 
 
@@ -223,6 +216,9 @@ def test_a_separate_scheduler_and_workers_run_from_and_into_object_storage(
     assert _offers(there).equals(_offers(tmp_path / "default" / "here"))
     assert offerflow.open_run(there).summary["ledger"]["balanced"]
     assert "AWS_SECRET_ACCESS_KEY" not in json.dumps(offerflow.open_run(there).summary)
+    keys = store.keys("runs/default/s3/")
+    assert any(key.startswith(".partitions/") for key in keys)
+    assert not any(key.startswith(".split/") for key in keys)
 
 
 @pytest.mark.slow
@@ -262,6 +258,7 @@ def test_an_interrupted_run_resumes_skipping_its_finished_partitions(
     )  # fmt: skip
     assert code == 130, err
     assert offerflow.open_run(run_dir).summary["status"] == "interrupted"
+    assert any((run_dir / ".split").rglob("*.parquet"))  # kept: the resume reads it
     # every partition recorded its members; those with none interrupted are finished
     finished = [
         path
@@ -286,6 +283,7 @@ def test_an_interrupted_run_resumes_skipping_its_finished_partitions(
                 "--run-id", "here") == ExitCode.OK  # fmt: skip
     assert _offers(run_dir).equals(_offers(out / "default" / "here"))
     assert offerflow.open_run(run_dir).summary["ledger"]["balanced"]
+    assert not (run_dir / ".split").exists()
 
 
 @pytest.mark.slow
@@ -329,6 +327,7 @@ def test_the_workers_failed_attempts_are_in_the_drivers_run_log(tmp_path: Path) 
                     "--backend", "dask", "--workers", "2", "--partitions", "4")  # fmt: skip
     assert code == ExitCode.MEMBER_FAILURES  # the plan fails more than the budget allows
     run_dir = tmp_path / "out" / "default" / "r"
+    assert any((run_dir / ".split").rglob("*.parquet"))  # a resume scores the failed again
     offers = pl.read_parquet(run_dir / "offers.parquet")
     failed = offers.filter(pl.col("status") == "model_error").get_column("member_id").to_list()
     assert failed, "the plan fails some members for good"

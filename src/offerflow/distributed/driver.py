@@ -57,7 +57,7 @@ from offerflow.pipeline import (
     write_json,
 )
 from offerflow.pipeline.partition import RESULTS
-from offerflow.pipeline.storage import expand, fetch_tree, is_remote
+from offerflow.pipeline.storage import expand, fetch_tree, is_remote, join, remove_tree
 
 __all__ = ["DaskOptions", "run_on_dask"]
 
@@ -138,7 +138,7 @@ def run_on_dask(
         raise
     if is_remote(run_location):
         fetch_tree(run_location, run_dir, skip=(SPLIT,))  # the partitions' parts, for the exports
-    return finish_run(
+    report = finish_run(
         config,
         run_dir=run_dir,
         as_of=as_of,
@@ -151,6 +151,10 @@ def run_on_dask(
         resume=resume,
         extra={"backend": "dask", "cluster": described},
     )
+    if shutdown.signal is None and all(result.done for result in results):
+        # every member is final: no resume will read the buckets, a copy of the whole input
+        remove_tree(join(run_location, SPLIT))
+    return report
 
 
 def _check_locations(config: PartnerConfig, run_location: str, cluster: Cluster) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ __all__ = [
     "occupied",
     "publish_tree",
     "read_bytes",
+    "remove_tree",
 ]
 
 
@@ -123,6 +125,17 @@ def publish_tree(local: Path, url: str) -> None:
                 fs.put_file(str(source), f"{path.rstrip('/')}/{relative}")
     except OSError as exc:
         raise OutputError(f"cannot publish: {exc}", path=url) from exc
+
+
+def remove_tree(location: str) -> None:
+    """Delete the directory ``location`` (a path or an object store URL) and all under it;
+    nothing when there is none."""
+    if not is_remote(location):
+        shutil.rmtree(location, ignore_errors=True)
+        return
+    fs, path = _filesystem(location)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
 
 
 def _filesystem(url: str) -> tuple[Any, str]:
