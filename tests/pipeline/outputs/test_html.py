@@ -13,6 +13,7 @@ import pytest
 
 from offerflow.pipeline import write_report
 from offerflow.pipeline.outputs.report import SECTIONS
+from offerflow.pipeline.outputs.report.markup import table
 from tests.conftest import PastRuns
 from tests.pipeline.outputs.run_dirs import write_run
 
@@ -118,3 +119,12 @@ def test_a_run_without_summary_or_tables_still_gets_every_section(tmp_path: Path
     page = write_report(run).read_text()
     assert _sections(page) == list(SECTIONS[:-1])
     assert "this run has no ats and resp predictions" in page
+
+
+def test_a_table_aligns_figures_right_and_words_left() -> None:
+    figures = ["1,800", "0.3 → 0.25", "+4.5 pts", "-19%", "3"]
+    words = ["ats", "—", "DRIFT psi", "x%"]
+    html = table(("a",) * 9, [(*figures, *words)])
+    cells = re.findall(r"<td( class=\"n\")?>([^<]*)</td>", html)
+    assert [text for numeric, text in cells if numeric] == figures
+    assert [text for numeric, text in cells if not numeric] == words

@@ -123,16 +123,14 @@ class Comparison:
         )
         return figures
 
-    def as_text(self) -> str:
-        """The comparison for people: aligned tables, drifted figures marked ``DRIFT``."""
-        a, b = self.baseline, self.run
-        limits = ", ".join(f"{k} {_num(v)}" for k, v in self.limits.model_dump().items())
-        blocks = [
-            f"baseline {a.run_id} (as of {a.as_of})\nrun      {b.run_id} (as of {b.as_of})\n"
-            f"limits ({self.limits_from}): {limits}",
-            aligned(
+    def tables(self) -> list[tuple[tuple[str, ...], list[tuple[str, ...]]]]:
+        """The comparison for people as tables, a header and rows of text each, drifted
+        figures marked ``DRIFT`` in their last column: what ``compare`` prints and the report
+        shows."""
+        return [
+            (
                 ("feature / prediction", "psi", "median a → b", "shift", "p90 a → b", "shift", ""),
-                (
+                [
                     (
                         c.name,
                         f"{c.psi:.3f}",
@@ -143,11 +141,11 @@ class Comparison:
                         "DRIFT " + ", ".join(c.drifted_by) if c.drifted else "",
                     )
                     for c in self.columns
-                ),
+                ],
             ),
-            aligned(
+            (
                 ("offer", "share a → b", "change", ""),
-                (
+                [
                     (
                         o.offer,
                         f"{o.share_a:.1%} → {o.share_b:.1%}",
@@ -155,11 +153,11 @@ class Comparison:
                         "DRIFT" if o.drifted else "",
                     )
                     for o in self.offers
-                ),
+                ],
             ),
-            aligned(
+            (
                 ("endpoint", "p50 a → b (ms)", "p99 a → b (ms)", "p99 ratio", ""),
-                (
+                [
                     (
                         e.endpoint,
                         f"{_num(e.p50_a_ms)} → {_num(e.p50_b_ms)}",
@@ -168,24 +166,38 @@ class Comparison:
                         "DRIFT" if e.drifted else "",
                     )
                     for e in self.latency
-                ),
+                ],
             ),
-            aligned(
+            (
                 ("ledger", "a", "b", "change"),
-                (
+                [
                     (g.figure, _num(g.a), _num(g.b), "—" if g.change is None else f"{g.change:+,}")
                     for g in self.ledger
-                ),
+                ],
             ),
+        ]
+
+    @property
+    def verdict(self) -> str:
+        """One line: the figures beyond the limits, or that there are none."""
+        if self.drifted:
+            return f"drift: {len(self.drifted)} figure(s) beyond the limits: " + ", ".join(
+                self.drifted
+            )
+        return "no drift beyond the limits"
+
+    def as_text(self) -> str:
+        """The comparison for people: aligned tables, drifted figures marked ``DRIFT``."""
+        a, b = self.baseline, self.run
+        limits = ", ".join(f"{k} {_num(v)}" for k, v in self.limits.model_dump().items())
+        blocks = [
+            f"baseline {a.run_id} (as of {a.as_of})\nrun      {b.run_id} (as of {b.as_of})\n"
+            f"limits ({self.limits_from}): {limits}",
+            *(aligned(header, rows) for header, rows in self.tables()),
         ]
         if self.unmatched:
             blocks.append(f"in one run only, not compared: {', '.join(self.unmatched)}")
-        verdict = (
-            f"drift: {len(self.drifted)} figure(s) beyond the limits: {', '.join(self.drifted)}"
-            if self.drifted
-            else "no drift beyond the limits"
-        )
-        return "\n\n".join([*blocks, verdict]) + "\n"
+        return "\n\n".join([*blocks, self.verdict]) + "\n"
 
 
 def _finite(value: Any) -> Any:

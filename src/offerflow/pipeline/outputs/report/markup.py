@@ -33,7 +33,7 @@ def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 def _is_number(text: str) -> bool:
     try:
-        float(text.replace(",", "").removesuffix(" pts"))
+        float(text.replace(",", "").removesuffix(" pts").removesuffix("%"))
     except ValueError:
         return False
     return True

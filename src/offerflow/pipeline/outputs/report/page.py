@@ -330,57 +330,12 @@ def _baseline(comparison: Comparison) -> str:
     head = _note(
         f"against {b.run_id} (as of {b.as_of}), {b.dir}; limits from {comparison.limits_from}"
     )
-    drifted = comparison.drifted
-    verdict = (
-        f'<p class="drift">drift beyond the limits: {_e(", ".join(drifted))}</p>'
-        if drifted
-        else "<p>no drift beyond the limits</p>"
-    )
-    columns = _table(
-        ("column", "psi", "median a → b", "p90 a → b", "drifted"),
-        [
-            (
-                c.name,
-                f"{c.psi:.3f}",
-                f"{_number(c.median_a)} → {_number(c.median_b)}",
-                f"{_number(c.p90_a)} → {_number(c.p90_b)}",
-                ", ".join(c.drifted_by),
-            )
-            for c in comparison.columns
-        ],
-    )
-    offers = _table(
-        ("offer", "share a → b", "change", "drifted"),
-        [
-            (
-                o.offer,
-                f"{o.share_a:.1%} → {o.share_b:.1%}",
-                f"{o.change * 100:+.1f} pts",
-                "yes" if o.drifted else "",
-            )
-            for o in comparison.offers
-        ],
-    )
-    latency = _table(
-        ("endpoint", "p50 a → b ms", "p99 a → b ms", "p99 ratio", "drifted"),
-        [
-            (
-                e.endpoint,
-                f"{_number(e.p50_a_ms)} → {_number(e.p50_b_ms)}",
-                f"{_number(e.p99_a_ms)} → {_number(e.p99_b_ms)}",
-                _number(e.p99_ratio),
-                "yes" if e.drifted else "",
-            )
-            for e in comparison.latency
-        ],
-    )
-    ledger = _table(
-        ("ledger", "a", "b", "change"),
-        [(g.figure, _number(g.a), _number(g.b), _number(g.change)) for g in comparison.ledger],
-    )
+    css = ' class="drift"' if comparison.drifted else ""
+    verdict = f"<p{css}>{_e(comparison.verdict)}</p>"
+    tables = "".join(_table(header, rows) for header, rows in comparison.tables())
     psi = plots.psi_chart({c.name: c.psi for c in comparison.columns}, comparison.limits.psi)
     return _section(
         "baseline",
         "Against the baseline",
-        head + verdict + psi + columns + offers + latency + ledger,
+        head + verdict + psi + tables,
     )
