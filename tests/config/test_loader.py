@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -285,6 +286,33 @@ def test_an_output_mode_that_is_ambiguous_or_unsafe_is_refused_naming_the_key(
     document["output"][key] = value  # type: ignore[index]
     with pytest.raises(ConfigError, match=rf"key 'output\.{key}': Value error, .*{expected}"):
         load_config(_write(tmp_path, document))
+
+
+@pytest.mark.parametrize(
+    ("csv", "key", "expected"),
+    [
+        ({"delimiter": ";;"}, "input.csv.delimiter", "';;': give one ASCII character"),
+        ({"quote": ""}, "input.csv.quote", "'': give one ASCII character"),
+        ({"decimal": ","}, "input.csv", "decimal ',' needs another delimiter"),
+        ({"delimiter": "'", "quote": "'"}, "input.csv", "delimiter and quote are both"),
+        ({"encoding": "klingon"}, "input.csv.encoding", "'klingon' is not a text encoding"),
+        ({"decimal": ";"}, "input.csv.decimal", r"Input should be '\.' or ','"),
+    ],
+)
+def test_a_csv_format_that_cannot_be_read_is_refused_naming_the_key(
+    tmp_path: Path, csv: dict[str, str], key: str, expected: str
+) -> None:
+    document = _default_document()
+    document["input"]["csv"] = csv  # type: ignore[index]
+    with pytest.raises(ConfigError, match=rf"key '{re.escape(key)}': .*{expected}"):
+        load_config(_write(tmp_path, document))
+
+
+def test_a_tab_delimiter_is_kept_and_an_encoding_read_by_its_name(tmp_path: Path) -> None:
+    document = _default_document()
+    document["input"]["csv"] = {"delimiter": "\t", "encoding": "Latin-1"}  # type: ignore[index]
+    csv = load_config(_write(tmp_path, document)).input.csv
+    assert (csv.delimiter, csv.encoding) == ("\t", "iso8859-1")
 
 
 # The config written down (run.json's): references, not their values ---------------------------

@@ -114,6 +114,19 @@ def test_on_a_local_cluster_the_offers_are_those_of_a_run_in_one_process(
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
+def test_a_partners_csv_format_reads_alike_on_the_workers(tmp_path: Path) -> None:
+    config = str(Path(__file__).resolve().parents[2] / "partners" / "vandelay.yaml")
+    common = ["--config", config, "--out", str(tmp_path)]
+    assert _run(*common, "--run-id", "here") == ExitCode.OK
+    argv = ["--backend", "dask", "--workers", "1", "--partitions", "3"]
+    assert _run(*common, "--run-id", "dask", *argv) == ExitCode.OK
+    there = _offers(tmp_path / "vandelay" / "dask")
+    assert there.equals(_offers(tmp_path / "vandelay" / "here"))
+    assert there.filter(pl.col("status") == "ok").height > 250
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_the_real_file_gives_the_same_offers_on_a_cluster(
     tmp_path: Path, member_data: Path
 ) -> None:

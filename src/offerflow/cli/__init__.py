@@ -158,7 +158,7 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument(
         "--config",
         type=Path,
-        help="write in this partner's layout: its column names, type spellings, timestamps",
+        help="write in this partner's layout: columns, type spellings, timestamps, CSV format",
     )
     generate.set_defaults(command=_cmd_generate)
 
@@ -291,6 +291,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from offerflow.pipeline import generate_transactions, write_transactions
 
     layout: dict[str, Any] = {}
+    csv = None
     if args.config is not None:
         from offerflow.config import load_config
 
@@ -301,11 +302,12 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         layout = {"columns": source.columns, "type_spelling": spelling}
         if source.timestamp_format is not None:
             layout["timestamp_format"] = source.timestamp_format
+        csv = source.csv
     if not args.out.parent.is_dir():  # found before the data is made
         raise OutputError("no such directory", path=args.out.parent)
     table = generate_transactions(args.members, seed=args.seed, **layout)
     try:
-        write_transactions(table, args.out)
+        write_transactions(table, args.out, csv)
     except OSError as exc:
         raise OutputError(f"cannot write: {exc.strerror or exc}", path=args.out) from exc
     print(f"wrote {table.height} rows for {args.members} members to {args.out}")

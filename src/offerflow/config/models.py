@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import re
@@ -35,6 +36,8 @@ from offerflow.config.endpoints import (
 __all__ = [
     "DEFAULT_COLUMNS",
     "DEFAULT_FEATURES",
+    "EPOCH_FORMATS",
+    "CsvFormat",
     "DriftConfig",
     "InputConfig",
     "OutputConfig",
@@ -77,6 +80,51 @@ def _location(value: Any) -> Any:
 PathOrUrl = Annotated[Path | str, BeforeValidator(_location)]
 
 
+#: what ``input.timestamp_format`` may name besides a strftime pattern: seconds or milliseconds
+#: since 1970-01-01 UTC, as integers or decimals
+EPOCH_FORMATS = ("epoch_s", "epoch_ms")
+
+
+class CsvFormat(_Strict):
+    """How a partner writes its CSV files, where it differs from RFC 4180 in UTF-8."""
+
+    # a tab or a space is a delimiter, not whitespace to strip
+    model_config = ConfigDict(str_strip_whitespace=False)
+
+    #: the character between fields
+    delimiter: str = ","
+    #: the character that quotes a field (doubled inside one)
+    quote: str = '"'
+    #: the decimal mark of ``points`` and ``revenue``: ``1234.5`` or ``1234,5``
+    decimal: Literal[".", ","] = "."
+    #: the text encoding of the file, a Python codec name (``utf-8``, ``cp1252``, ``latin-1``,
+    #: ``utf-16``); bytes that are not text in it are rejected as ``bad_encoding:<column>``
+    encoding: str = "utf-8"
+
+    @field_validator("delimiter", "quote")
+    @classmethod
+    def _one_character(cls, value: str) -> str:
+        if len(value) != 1 or value in "\r\n" or not value.isascii():
+            raise ValueError(f"{value!r}: give one ASCII character other than CR or LF")
+        return value
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        try:
+            return codecs.lookup(value.strip()).name
+        except LookupError:
+            raise ValueError(f"{value!r} is not a text encoding Python knows") from None
+
+    @model_validator(mode="after")
+    def _distinct(self) -> CsvFormat:
+        if self.delimiter == self.quote:
+            raise ValueError(f"delimiter and quote are both {self.delimiter!r}")
+        if self.decimal == "," == self.delimiter:
+            raise ValueError("decimal ',' needs another delimiter, e.g. ';'")
+        return self
+
+
 class InputConfig(_Strict):
     """Where the transactions are and how their columns map to the canonical names."""
 
@@ -84,8 +132,11 @@ class InputConfig(_Strict):
     #: an object store URL (``s3://bucket/exports/*.csv``)
     path: PathOrUrl
     format: Literal["csv", "parquet"] | None = None
-    #: how timestamps are written when not ISO 8601, as a strftime pattern (``%d/%m/%Y %H:%M``)
+    #: how timestamps are written when not ISO 8601: a strftime pattern (``%d/%m/%Y %H:%M``),
+    #: or ``epoch_s`` / ``epoch_ms`` for seconds / milliseconds since 1970-01-01 UTC
     timestamp_format: str | None = None
+    #: how a CSV file is written: delimiter, quote, decimal mark, encoding
+    csv: CsvFormat = Field(default_factory=CsvFormat)
     columns: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_COLUMNS))
     type_aliases: dict[str, str] = Field(default_factory=dict)
     #: the largest fraction of the input's rows that may be rejected: above it, the run stops

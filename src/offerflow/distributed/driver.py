@@ -213,6 +213,7 @@ def _split(
             as_of,
             dict(source.type_aliases),
             source.timestamp_format,
+            source.csv,
         )
         for index, location in enumerate(inputs)
     ]
@@ -250,6 +251,7 @@ def _check_rejects(config: PartnerConfig, results: Sequence[SplitResult], as_of:
         columns=config.input.columns,
         timestamp_format=config.input.timestamp_format,
         as_of=as_of,
+        csv=config.input.csv,
     )
 
 
@@ -378,6 +380,7 @@ def _read_partition(
         columns=source.columns,
         type_aliases=source.type_aliases,
         timestamp_format=source.timestamp_format,
+        decimal=source.csv.decimal,
     )
 
 

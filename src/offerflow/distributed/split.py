@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import polars as pl
 
+from offerflow.config import CsvFormat
 from offerflow.pipeline.inputs import (
     CANONICAL,
     FileSource,
@@ -67,6 +68,7 @@ class SplitTask:
     as_of: datetime
     type_aliases: Mapping[str, str] = field(default_factory=dict)
     timestamp_format: str | None = None
+    csv: CsvFormat = field(default_factory=CsvFormat)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +92,7 @@ def split_file(task: SplitTask) -> SplitResult:
         remote = is_remote(task.run_location)
         root = local / "buckets" if remote else Path(task.run_location) / SPLIT
         directory = root / f"f{task.index:04d}"
-        source = FileSource(path, dict(task.columns), task.fmt)  # type: ignore[arg-type]
+        source = FileSource(path, dict(task.columns), task.fmt, csv=task.csv)  # type: ignore[arg-type]
         result = source.read(lambda chunks: _split(task, chunks, directory))
         if remote:
             publish_tree(root, join(task.run_location, SPLIT))
@@ -121,6 +123,7 @@ def _split(task: SplitTask, chunks: TextChunks, directory: Path) -> SplitResult:
             as_of=task.as_of,
             type_aliases=task.type_aliases,
             timestamp_format=task.timestamp_format,
+            decimal=task.csv.decimal,
         )
         usable += int(found.is_null().sum())
         for reason, count in found.drop_nulls().value_counts().iter_rows():

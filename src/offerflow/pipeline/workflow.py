@@ -207,6 +207,7 @@ def read_input(config: PartnerConfig, as_of: datetime, *, rows: int | None = Non
         fmt=source.format,
         type_aliases=source.type_aliases,
         timestamp_format=source.timestamp_format,
+        csv=source.csv,
         rows=rows,
     )
 
@@ -228,6 +229,7 @@ def check_input(
         columns=config.input.columns,
         timestamp_format=config.input.timestamp_format,
         as_of=as_of,
+        csv=config.input.csv,
         sample=sample,
     )
 

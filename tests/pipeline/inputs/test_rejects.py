@@ -116,7 +116,8 @@ def test_bytes_that_are_not_utf8_say_so(tmp_path: Path, as_of: datetime) -> None
         as_of=as_of,
     )
     assert reason == (
-        "1 of 1 rows bad_encoding:member_id: the file is not UTF-8 (e.g. line 2): save it as UTF-8"
+        "1 of 1 rows bad_encoding:member_id: the file is not utf-8 text (e.g. line 2): "
+        "set input.csv.encoding to the file's (e.g. 'cp1252')"
     )
 
 

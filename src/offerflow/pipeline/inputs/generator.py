@@ -21,8 +21,10 @@ from pathlib import Path
 
 import polars as pl
 
+from offerflow.config import CsvFormat
 from offerflow.pipeline.inputs.parsing import CANONICAL, TYPES
 from offerflow.pipeline.inputs.reader import DEFAULT_COLUMNS
+from offerflow.pipeline.inputs.timestamps import timestamp_writer
 
 __all__ = ["generate_transactions", "write_transactions"]
 
@@ -52,7 +54,8 @@ def generate_transactions(
 
     All columns are text, named by ``columns`` (canonical name -> column name);
     ``type_spelling`` spells a type the partner's way (e.g. ``{"buy": "PURCHASE"}``) and
-    ``timestamp_format`` writes timestamps (UTC) with a strftime pattern.
+    ``timestamp_format`` writes timestamps (UTC) with a strftime pattern, or as ``epoch_s`` /
+    ``epoch_ms``.
     The same arguments give the same frame.
     """
     if not 0 <= members < _MASK32:
@@ -104,7 +107,9 @@ def generate_transactions(
         .select(
             pl.when(pl.col("has_id")).then(pl.col("member_id")).alias(names["member_id"]),
             pl.when(present)
-            .then((pl.lit(first) + pl.duration(seconds="seconds")).dt.strftime(timestamp_format))
+            .then(
+                timestamp_writer(timestamp_format)(pl.lit(first) + pl.duration(seconds="seconds"))
+            )
             .alias(names["ts"]),
             pl.when(present)
             .then(pl.col("kind").replace_strict(spelled, return_dtype=pl.String))
@@ -123,11 +128,19 @@ def generate_transactions(
     )
 
 
-def write_transactions(df: pl.DataFrame, path: Path) -> None:
-    """Write a transaction frame as CSV or Parquet, chosen by the suffix of ``path``."""
+def write_transactions(df: pl.DataFrame, path: Path, csv: CsvFormat | None = None) -> None:
+    """Write a transaction frame as CSV or Parquet, chosen by the suffix of ``path``; a CSV
+    file as ``csv`` says (delimiter, quote, decimal mark, encoding), RFC 4180 in UTF-8 without.
+    """
     suffix = Path(path).suffix.lower()
     if suffix == ".csv":
-        df.write_csv(path)
+        layout = csv or CsvFormat()
+        if layout.decimal == ",":  # every column is text: a decimal number's mark is in it
+            decimal = pl.col(pl.String).str.contains(r"^-?\d+\.\d+$")
+            comma = pl.col(pl.String).str.replace(".", ",", literal=True)
+            df = df.with_columns(pl.when(decimal).then(comma).otherwise(pl.col(pl.String)))
+        text = df.write_csv(separator=layout.delimiter, quote_char=layout.quote)
+        Path(path).write_bytes(text.encode(layout.encoding))
     elif suffix in {".parquet", ".pq"}:
         df.write_parquet(path)
     else:

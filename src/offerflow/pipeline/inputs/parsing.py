@@ -48,6 +48,7 @@ def row_parser(
     as_of: datetime,
     type_aliases: Mapping[str, str] | None = None,
     timestamp_format: str | None = None,
+    decimal: str = ".",
 ) -> Callable[[pl.LazyFrame], pl.LazyFrame]:
     """How a text chunk becomes each row's parsed values, reject reason, hash and raw text.
 
@@ -56,14 +57,16 @@ def row_parser(
     ``_type``, ``_points``, ``_revenue`` (the parsed values); ``_reason`` (an index into
     :data:`REASONS`, null for a usable row: ``duplicate_row`` is left to the reader); ``_hash``
     (a 64-bit hash of the raw values, equal for equal rows) and the raw canonical columns.
-    Raises ValueError for a type alias whose target is not one of :data:`TYPES`.
+    ``decimal`` is the numbers' decimal mark: with ``,`` a number holding a ``.`` is a
+    ``bad_number``, as ``1.234`` may mean a thousand there. Raises ValueError for a type alias
+    whose target is not one of :data:`TYPES`.
     """
     types = _type_mapping(type_aliases)
     moment = utc(as_of)
     parse_ts = timestamp_parser(timestamp_format)
 
     def parse(raw: pl.LazyFrame) -> pl.LazyFrame:
-        return _parsed(raw, moment, types, parse_ts)
+        return _parsed(raw, moment, types, parse_ts, decimal)
 
     return parse
 
@@ -74,13 +77,16 @@ def reject_reasons(
     as_of: datetime,
     type_aliases: Mapping[str, str] | None = None,
     timestamp_format: str | None = None,
+    decimal: str = ".",
 ) -> pl.Series:
     """Each row's reject reason but ``duplicate_row`` (which needs every row), null when usable.
 
     ``text`` is a text chunk as :data:`TextChunks` give them (``line``, the canonical columns,
     ``problem``).
     """
-    parse = row_parser(as_of=as_of, type_aliases=type_aliases, timestamp_format=timestamp_format)
+    parse = row_parser(
+        as_of=as_of, type_aliases=type_aliases, timestamp_format=timestamp_format, decimal=decimal
+    )
     codes = parse(text.lazy()).select("_reason").collect().get_column("_reason")
     return codes.replace_strict(dict(enumerate(REASONS)), default=None, return_dtype=pl.String)
 
@@ -100,6 +106,7 @@ def _parsed(
     as_of: datetime,
     types: Mapping[str, str],
     parse_ts: Callable[[pl.Expr], pl.Expr],
+    decimal: str,
 ) -> pl.LazyFrame:
     """Each row's parsed values, reject reason, raw values' hash and raw text.
 
@@ -114,7 +121,7 @@ def _parsed(
         pl.when(text["member_id"] != "").then(text["member_id"]).alias("_member_id"),
         parse_ts(text["ts"]).alias("_ts"),
         text["type"].str.to_lowercase().replace_strict(types, default=None).alias("_type"),
-        *(text[name].cast(pl.Float64, strict=False).alias(f"_{name}") for name in _NUMBERS),
+        *(_number(text[name], decimal).alias(f"_{name}") for name in _NUMBERS),
     )
     checks = [pl.col("problem") == MALFORMED]
     checks += [pl.col("problem") == f"{BAD_ENCODING}{name}" for name in CANONICAL]
@@ -133,6 +140,15 @@ def _parsed(
         _row_hash().alias("_hash"),
         *CANONICAL,
     )
+
+
+def _number(text: pl.Expr, decimal: str) -> pl.Expr:
+    """A number's text as a float; null when it is none (with a ``,`` mark: also one with a
+    ``.``)."""
+    if decimal == ",":
+        comma = text.str.replace(",", ".", literal=True)
+        text = pl.when(~text.str.contains(".", literal=True)).then(comma)
+    return text.cast(pl.Float64, strict=False)
 
 
 def _row_hash() -> pl.Expr:

@@ -46,6 +46,7 @@ from typing import Any, Protocol, TypeVar
 import polars as pl
 
 from offerflow.config import DEFAULT_COLUMNS as _DEFAULT_COLUMNS
+from offerflow.config import CsvFormat
 from offerflow.errors import InputError
 from offerflow.pipeline.inputs.parsing import CANONICAL, REASONS, row_parser
 from offerflow.pipeline.inputs.sources import (
@@ -136,6 +137,7 @@ def read_transactions(
     fmt: Format | None = None,
     type_aliases: Mapping[str, str] | None = None,
     timestamp_format: str | None = None,
+    csv: CsvFormat | None = None,
     rows: int | None = None,
 ) -> ReadResult:
     """Read a CSV or Parquet file of transactions into usable rows and rejects.
@@ -146,7 +148,8 @@ def read_transactions(
     ``fmt`` defaults to Parquet for a ``.parquet``/``.pq`` suffix and CSV otherwise.
     ``timestamp_format`` (a strftime pattern) replaces the ISO 8601 forms for a partner that
     writes timestamps otherwise; without an offset in the pattern they are taken as UTC.
-    ``rows`` reads only the first rows of the file, as a sample.
+    ``csv`` says how a CSV file is written (delimiter, quote, decimal mark, encoding; RFC 4180
+    in UTF-8 without). ``rows`` reads only the first rows of the file, as a sample.
 
     Raises InputError, naming the file and where known the line and the column, when the file
     cannot be read as a table: absent, unreadable, empty, not of its format, a mapped column
@@ -160,6 +163,7 @@ def read_transactions(
         fmt=fmt,
         type_aliases=type_aliases,
         timestamp_format=timestamp_format,
+        csv=csv,
         rows=rows,
     )
 
@@ -185,6 +189,7 @@ class FileSource:
     columns: Mapping[str, str]
     fmt: Format | None = None
     rows: int | None = None
+    csv: CsvFormat | None = None
 
     @property
     def name(self) -> str:
@@ -193,7 +198,9 @@ class FileSource:
 
     def read(self, then: Callable[[TextChunks], _T]) -> _T:
         """Call ``then`` with the file's rows as text chunks."""
-        return read_text_columns(self.path, self.columns, fmt=self.fmt, then=then, rows=self.rows)
+        return read_text_columns(
+            self.path, self.columns, fmt=self.fmt, then=then, rows=self.rows, csv=self.csv
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,11 +226,12 @@ def _read_files(
     fmt: Format | None = None,
     type_aliases: Mapping[str, str] | None = None,
     timestamp_format: str | None = None,
+    csv: CsvFormat | None = None,
     rows: int | None = None,
 ) -> ReadResult:
     """Read files in turn as one input."""
     source = source_columns(columns)
-    sources = [FileSource(path, source, fmt, rows) for path in paths]
+    sources = [FileSource(path, source, fmt, rows, csv) for path in paths]
     return read_sources(
         sources,
         several=several,
@@ -231,6 +239,7 @@ def _read_files(
         columns=columns,
         type_aliases=type_aliases,
         timestamp_format=timestamp_format,
+        decimal="." if csv is None else csv.decimal,
     )
 
 
@@ -242,11 +251,14 @@ def read_sources(
     columns: Mapping[str, str] = DEFAULT_COLUMNS,
     type_aliases: Mapping[str, str] | None = None,
     timestamp_format: str | None = None,
+    decimal: str = ".",
 ) -> ReadResult:
     """Read files' rows in turn as one input: each file's rows, then the duplicates among them
     all. ``several``: the rejects name the file of each row (a ``file`` column)."""
     source = source_columns(columns)
-    parse = row_parser(as_of=as_of, type_aliases=type_aliases, timestamp_format=timestamp_format)
+    parse = row_parser(
+        as_of=as_of, type_aliases=type_aliases, timestamp_format=timestamp_format, decimal=decimal
+    )
     files = [text.read(partial(_first_pass, text, parse=parse)) for text in sources]
     # Lines of later files are shifted past those of earlier ones: one order across the files.
     offsets = list(accumulate((f.span for f in files[:-1]), initial=0))

@@ -19,6 +19,7 @@ from typing import Protocol
 
 import polars as pl
 
+from offerflow.config import CsvFormat
 from offerflow.errors import InputError
 from offerflow.pipeline.inputs.sources import BAD_ENCODING, MALFORMED
 
@@ -79,19 +80,20 @@ def check_rejects(
     timestamp_format: str | None,
     as_of: datetime,
     sample: int | None = None,
+    csv: CsvFormat | None = None,
 ) -> None:
     """Raise InputError when more than ``limit`` of the input's rows are rejected.
 
     The error names the most frequent reasons, each with a hint; ``columns`` (canonical name to
-    the file's column) and ``timestamp_format`` are the config's, which the hints quote, and
-    ``sample`` says that ``result`` holds only the first rows of the input. When not above the
-    limit, an input without a usable row is logged as a warning.
+    the file's column), ``timestamp_format`` and ``csv`` are the config's, which the hints
+    quote, and ``sample`` says that ``result`` holds only the first rows of the input. When not
+    above the limit, an input without a usable row is logged as a warning.
     """
     rejected, rows = result.rows_rejected, result.rows_in
     where = f"in a sample (each file's first {sample:,} rows), " if sample is not None else ""
     if rows and rejected / rows > limit:
         reasons = describe_rejects(
-            result, columns=columns, timestamp_format=timestamp_format, as_of=as_of
+            result, columns=columns, timestamp_format=timestamp_format, as_of=as_of, csv=csv
         )
         raise InputError(
             f"{where}{rejected:,} of {rows:,} rows are rejected ({rejected / rows:.1%}), above "
@@ -102,7 +104,7 @@ def check_rejects(
         log.warning("%s: the input has no rows: the run has no member", path)
     elif not result.rows_used:
         reasons = describe_rejects(
-            result, columns=columns, timestamp_format=timestamp_format, as_of=as_of
+            result, columns=columns, timestamp_format=timestamp_format, as_of=as_of, csv=csv
         )
         log.warning(
             "%s: %sno row of %s can be used: every member gets no_transactions; %s",
@@ -119,6 +121,7 @@ def describe_rejects(
     columns: Mapping[str, str],
     timestamp_format: str | None,
     as_of: datetime,
+    csv: CsvFormat | None = None,
 ) -> list[str]:
     """The most frequent reject reasons, most frequent first, each as ``N of M rows reason:
     hint``: ``1,616 of 1,670 rows bad_timestamp: does input.timestamp_format '%d/%m/%Y' match
@@ -126,7 +129,7 @@ def describe_rejects(
     counts = sorted(result.rejects_by_reason.items(), key=lambda item: (-item[1], item[0]))
     return [
         f"{count:,} of {result.rows_in:,} rows {reason}: "
-        + _hint(reason, result.rejects, columns, timestamp_format, as_of)
+        + _hint(reason, result.rejects, columns, timestamp_format, as_of, csv or CsvFormat())
         for reason, count in counts[:_TOP]
     ]
 
@@ -137,6 +140,7 @@ def _hint(
     columns: Mapping[str, str],
     timestamp_format: str | None,
     as_of: datetime,
+    csv: CsvFormat,
 ) -> str:
     """What may be wrong when many rows are rejected for ``reason``, with an example."""
     kind, _, name = reason.partition(":")
@@ -151,7 +155,10 @@ def _hint(
     if reason == MALFORMED:
         return f"a quote inside an unquoted field, or text after a closing quote (e.g. {line})"
     if reason.startswith(BAD_ENCODING):
-        return f"the file is not UTF-8 (e.g. {line}): save it as UTF-8"
+        return (
+            f"the file is not {csv.encoding} text (e.g. {line}): set input.csv.encoding to "
+            "the file's (e.g. 'cp1252')"
+        )
     if kind in {"missing_member_id", "missing_field"}:
         canonical = name or "member_id"
         return (
@@ -170,6 +177,10 @@ def _hint(
     if reason == "unknown_type":
         return f"{value('type')} is not buy, gift or redeem: does input.type_aliases need it?"
     if kind == "bad_number":
+        mark = "," if csv.decimal == "." else "."
+        example = rows.get_column(columns[name]).drop_nulls()
+        if not example.is_empty() and mark in str(example[0]):
+            return f"{value(name)} holds a {mark!r}: is input.csv.decimal {mark!r}?"
         return (
             f"{value(name)} is not a number: is input.columns.{name} ({columns[name]!r}) the "
             "column that holds it?"

@@ -3,7 +3,8 @@
 The reader gives rows their meaning; this module only gets them out of the file. A file that
 cannot be read as a table at all is an :class:`~offerflow.errors.InputError` naming the file
 and, where they can be found, the line and the column: absent or unreadable, a directory, empty
-(no bytes, or nothing but whitespace), UTF-16, lines ending in a bare CR, not Parquet, a mapped
+(no bytes, or nothing but whitespace), UTF-16 read as UTF-8, text that is not in the encoding
+given, lines ending in a bare CR, not Parquet, a mapped
 column missing (with a hint when the header looks delimited by ``;``, a tab or ``|``), a row
 with more fields than the header, a quoted field never closed.
 
@@ -19,7 +20,10 @@ piece is parsed by polars behind the file's own header, so that it parses as the
 would. Where a record ends is decided by :mod:`~offerflow.pipeline.inputs.records`, which also
 stands a placeholder in for a malformed record.
 
-A piece is parsed as UTF-8. Bytes that are not UTF-8 spoil their values only: a piece holding
+A CSV file is written as ``input.csv`` says: its delimiter and quote character, and its
+encoding, UTF-8 unless given; a file in another encoding is decoded as it is read, and what
+follows sees UTF-8. A piece is parsed as UTF-8. Bytes that are not UTF-8 (not text in the
+file's encoding) spoil their values only: a piece holding
 some is decoded again with a marker in place of each such byte, and a row whose mapped column
 holds one comes with the problem ``bad_encoding:<name>`` (its first such column, in the order of
 ``columns``), the bytes shown as U+FFFD. A U+FFFD the file itself holds, as UTF-8, is text.
@@ -32,6 +36,7 @@ with a byte-order mark and blank lines before its header.
 
 from __future__ import annotations
 
+import codecs
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -40,9 +45,10 @@ from typing import BinaryIO, Literal, TypeVar
 
 import polars as pl
 
+from offerflow.config import CsvFormat
 from offerflow.errors import InputError
 from offerflow.pipeline.inputs.records import (
-    LENIENT_RECORD,
+    Grammar,
     Piece,
     csv_pieces,
     lenient_fields,
@@ -70,7 +76,9 @@ _BOM = b"\xef\xbb\xbf"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 _WHITESPACE = b" \t\r\n\v\f"
 _PROBE_BYTES = 1 << 16
-_DELIMITERS = {";": "';'", "\t": "a tab", "|": "'|'"}
+_DELIMITERS = {",": "','", ";": "';'", "\t": "a tab", "|": "'|'"}
+#: the encodings a CSV file is read in as it is (else it is decoded and encoded as UTF-8)
+_UTF8 = frozenset({"utf-8", "utf-8-sig"})
 #: the bytes of a CSV file parsed at a time: large enough for polars to parse a chunk at full
 #: speed on every core, small enough that a chunk's text is little beside the reader's result
 _CHUNK_BYTES = 4 << 20
@@ -101,6 +109,7 @@ def read_text_columns(
     then: Callable[[TextChunks], _T],
     chunk_bytes: int | None = None,
     rows: int | None = None,
+    csv: CsvFormat | None = None,
 ) -> _T:
     """Hand ``then`` the mapped columns of ``path`` as text chunks; return what it returns.
 
@@ -112,36 +121,74 @@ def read_text_columns(
     quoting rules, :data:`BAD_ENCODING` + the canonical name for a mapped column holding bytes
     that are not UTF-8, else null. ``fmt`` defaults to Parquet for a ``.parquet``/``.pq`` suffix and
     CSV otherwise; ``chunk_bytes`` is the size of the pieces a CSV file is parsed in; ``rows``
-    reads only the file's first rows, as a sample. Raises
+    reads only the file's first rows, as a sample; ``csv`` says how a CSV file is written
+    (delimiter, quote, encoding; RFC 4180 in UTF-8 without). Raises
     InputError when the file cannot be read as a table, also when that shows only while
     ``then`` reads it.
     """
     fmt = fmt or ("parquet" if path.suffix.lower() in _PARQUET_SUFFIXES else "csv")
     size = chunk_bytes or _CHUNK_BYTES
+    csv = csv or CsvFormat()
     try:
         if fmt == "parquet":
             _probe_parquet(path)
-            schema = _scan(path, fmt, "utf8").collect_schema()
-            _check_schema(path, list(columns.values()), schema, line=None)
+            schema = pl.scan_parquet(path, glob=False).collect_schema()
+            _check_schema(path, list(columns.values()), schema, line=None, csv=csv)
             return then(lambda: _parquet_chunks(path, columns, rows))
-        layout = _probe_csv(path)
-        with path.open("rb") as handle:
-            header = _header(_reads(handle, size, layout.doubled_cr))[0]
-        schema = _scan(header, fmt, "utf8-lossy").collect_schema()
-        _check_schema(path, list(columns.values()), schema, line=layout.header_line)
+        grammar = Grammar.of(csv.delimiter, csv.quote)
+        layout = _probe_csv(path, csv.encoding)
+        with _open(path, csv.encoding) as handle:
+            header = _header(_reads(handle, size, layout.doubled_cr), grammar)[0]
+        schema = _scan_csv(header, csv, "utf8-lossy").collect_schema()
+        _check_schema(path, list(columns.values()), schema, line=layout.header_line, csv=csv)
         layout = _Layout(layout.header_line, layout.doubled_cr, tuple(schema.names()))
-        return then(lambda: _csv_chunks(path, columns, layout, size, rows))
+        return then(lambda: _csv_chunks(path, columns, layout, size, rows, csv))
     except OSError as exc:
         raise InputError(f"cannot read the file: {exc.strerror or exc}", path=path) from exc
+    except UnicodeDecodeError as exc:  # bytes that no escape can carry, e.g. half a UTF-16 unit
+        message = f"the file is not {csv.encoding} text: {exc.reason} at byte {exc.start}"
+        raise InputError(message + ": is input.csv.encoding right?", path=path) from exc
     except pl.exceptions.PolarsError as exc:
         raise InputError(f"cannot read the file as {fmt}: {_first_line(exc)}", path=path) from exc
 
 
-def _scan(path: Path | bytes, fmt: Format, encoding: _Encoding) -> pl.LazyFrame:
-    # glob=False: a file called `data[1].csv` is that file, not a pattern.
-    if fmt == "parquet":
-        return pl.scan_parquet(path, glob=False)
-    return pl.scan_csv(path, infer_schema=False, encoding=encoding, glob=False)
+def _scan_csv(text: bytes, csv: CsvFormat, encoding: _Encoding) -> pl.LazyFrame:
+    """CSV text (UTF-8, whatever the file's encoding) as a frame of text columns."""
+    return pl.scan_csv(
+        text,
+        infer_schema=False,
+        encoding=encoding,
+        separator=csv.delimiter,
+        quote_char=csv.quote,
+    )
+
+
+class _Utf8Reader:
+    """A file in another encoding, read as UTF-8: bytes that are not text in its encoding come
+    out as bytes that are not UTF-8, for the reader to reject as such."""
+
+    def __init__(self, handle: BinaryIO, encoding: str) -> None:
+        self._handle = handle
+        self._decoder = codecs.getincrementaldecoder(encoding)(errors="surrogateescape")
+
+    def read(self, size: int = -1) -> bytes:
+        while True:
+            raw = self._handle.read(size)
+            text = self._decoder.decode(raw, final=not raw)
+            if text or not raw:
+                return text.encode("utf-8", "surrogateescape")
+
+    def __enter__(self) -> _Utf8Reader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._handle.close()
+
+
+def _open(path: Path, encoding: str) -> BinaryIO | _Utf8Reader:
+    """The file, to read as UTF-8 bytes."""
+    handle = path.open("rb")
+    return handle if encoding in _UTF8 else _Utf8Reader(handle, encoding)
 
 
 def _text(frame: pl.LazyFrame, columns: Mapping[str, str], first_line: int) -> pl.LazyFrame:
@@ -158,7 +205,7 @@ def _parquet_chunks(
 ) -> Iterator[pl.DataFrame]:
     # polars' streaming engine reads a Parquet file a row group at a time. Never an empty
     # iterator: a file without rows yields one empty chunk, which has the schema.
-    frame = _text(_scan(path, "parquet", "utf8"), columns, 2)
+    frame = _text(pl.scan_parquet(path, glob=False), columns, 2)
     if rows is not None:
         frame = frame.head(rows)
     empty = True
@@ -170,22 +217,29 @@ def _parquet_chunks(
 
 
 def _csv_chunks(
-    path: Path, columns: Mapping[str, str], layout: _Layout, size: int, rows: int | None
+    path: Path,
+    columns: Mapping[str, str],
+    layout: _Layout,
+    size: int,
+    rows: int | None,
+    csv: CsvFormat,
 ) -> Iterator[pl.DataFrame]:
     # Each piece is parsed on its own: the records before it are only counted, for `line`.
     records = 0
-    with path.open("rb") as handle:
+    grammar = Grammar.of(csv.delimiter, csv.quote)
+    with _open(path, csv.encoding) as handle:
         read = _reads(handle, size, layout.doubled_cr)
-        header, data = _header(read)
+        header, data = _header(read, grammar)
         # its names were read lossily when the mapping was checked, so they are read here too
         header = header.decode("utf-8", "replace").encode()
-        for piece in csv_pieces(read, data, len(layout.names)):
+        for piece in csv_pieces(read, data, len(layout.names), grammar):
             first_line = layout.header_line + 1 + records
             try:
-                chunk = _parse(header + piece.body, columns, first_line)
+                chunk = _parse(header + piece.body, columns, first_line, csv)
             except pl.exceptions.ComputeError as exc:
-                raise _locate(piece.body, path, first_line, len(layout.names), exc) from exc
-            chunk = _with_malformed(chunk, piece, columns, layout.names)
+                width = len(layout.names)
+                raise _locate(piece.body, path, first_line, width, grammar, exc) from exc
+            chunk = _with_malformed(chunk, piece, columns, layout.names, grammar)
             records += chunk.height
             if rows is not None and records >= rows:
                 yield chunk.head(chunk.height - (records - rows))
@@ -196,10 +250,12 @@ def _csv_chunks(
             yield chunk
 
 
-def _parse(text: bytes, columns: Mapping[str, str], first_line: int) -> pl.DataFrame:
+def _parse(
+    text: bytes, columns: Mapping[str, str], first_line: int, csv: CsvFormat
+) -> pl.DataFrame:
     """The rows of a CSV text, each with a ``problem`` where a mapped value is not UTF-8."""
     try:
-        return _text(_scan(text, "csv", "utf8"), columns, first_line).collect()
+        return _text(_scan_csv(text, csv, "utf8"), columns, first_line).collect()
     except pl.exceptions.ComputeError:
         try:
             text.decode()
@@ -209,7 +265,8 @@ def _parse(text: bytes, columns: Mapping[str, str], first_line: int) -> pl.DataF
             raise  # not a matter of encoding
     decoded = text.decode("utf-8", "surrogateescape")
     marker = unused_marker(decoded)
-    frame = _text(_scan(_ESCAPED.sub(marker, decoded).encode(), "csv", "utf8"), columns, first_line)
+    marked = _ESCAPED.sub(marker, decoded).encode()
+    frame = _text(_scan_csv(marked, csv, "utf8"), columns, first_line)
     spoilt = {name: pl.col(name).str.contains(marker, literal=True) for name in columns}
     return frame.with_columns(
         *(pl.col(name).str.replace_all(marker, "\ufffd", literal=True) for name in columns),
@@ -219,7 +276,7 @@ def _parse(text: bytes, columns: Mapping[str, str], first_line: int) -> pl.DataF
     ).collect()
 
 
-def _reads(handle: BinaryIO, size: int, doubled_cr: bool) -> Callable[[], bytes]:
+def _reads(handle: BinaryIO | _Utf8Reader, size: int, doubled_cr: bool) -> Callable[[], bytes]:
     """Read the file ``size`` bytes at a time (b"" at its end), CR CR LF as CR LF if asked."""
     if not doubled_cr:
         return lambda: handle.read(size)
@@ -241,11 +298,11 @@ def _reads(handle: BinaryIO, size: int, doubled_cr: bool) -> Callable[[], bytes]
     return read
 
 
-def _header(read: Callable[[], bytes]) -> tuple[bytes, bytes]:
+def _header(read: Callable[[], bytes], grammar: Grammar) -> tuple[bytes, bytes]:
     """What precedes the first record (byte-order mark, blank lines, header), and what follows
     of the data read so far. The whole data when the header is all there is, or not even that."""
     data = read()
-    while (start := record_end(data, _header_start(data))) < 0:
+    while (start := record_end(data, _header_start(data), grammar)) < 0:
         more = read()
         if not more:
             return data, b""
@@ -254,14 +311,18 @@ def _header(read: Callable[[], bytes]) -> tuple[bytes, bytes]:
 
 
 def _with_malformed(
-    frame: pl.DataFrame, piece: Piece, columns: Mapping[str, str], names: Sequence[str]
+    frame: pl.DataFrame,
+    piece: Piece,
+    columns: Mapping[str, str],
+    names: Sequence[str],
+    grammar: Grammar,
 ) -> pl.DataFrame:
     """The chunk with each placeholder's row marked MALFORMED and given the record's values."""
     if not piece.malformed:
         return frame
     first = next(iter(columns))
     rows = frame.get_column(first).eq(piece.marker).arg_true()
-    values = [lenient_fields(record) for record in piece.malformed]
+    values = [lenient_fields(record, grammar) for record in piece.malformed]
     updates = [pl.Series("problem", [MALFORMED] * len(values), pl.String)]
     for name, source in columns.items():
         at = names.index(source)
@@ -284,14 +345,15 @@ def _probe_parquet(path: Path) -> None:
         raise InputError("not a Parquet file (it does not start with PAR1)", path=path)
 
 
-def _probe_csv(path: Path) -> _Layout:
-    """Check that ``path`` is a non-empty UTF-8 text file with lines; return its layout."""
+def _probe_csv(path: Path, encoding: str) -> _Layout:
+    """Check that ``path`` is a non-empty text file with lines; return its layout."""
     if path.is_dir():
         raise InputError("this is a directory, not a file", path=path)
-    with path.open("rb") as handle:
+    with _open(path, encoding) as handle:
         head = handle.read(_PROBE_BYTES)
-        if head.startswith(_UTF16_BOMS):
-            raise InputError("the file is UTF-16 text, not UTF-8: save it as UTF-8", path=path)
+        if encoding in _UTF8 and head.startswith(_UTF16_BOMS):
+            message = "the file is UTF-16 text, not UTF-8: set input.csv.encoding to utf-16"
+            raise InputError(message, path=path)
         chunk = head.removeprefix(_BOM)
         while chunk and not chunk.strip(_WHITESPACE):
             chunk = handle.read(_PROBE_BYTES)
@@ -318,7 +380,7 @@ def _header_start(data: bytes) -> int:
 
 
 def _check_schema(
-    path: Path, wanted: Sequence[str], schema: pl.Schema, *, line: int | None
+    path: Path, wanted: Sequence[str], schema: pl.Schema, *, line: int | None, csv: CsvFormat
 ) -> None:
     """Raise InputError when a mapped column is missing or cannot be read as text."""
     names = schema.names()
@@ -336,22 +398,31 @@ def _check_schema(
     if near:
         message += f" (spelled differently? {', '.join(near)})"
     elif len(names) == 1:
-        count, delimiter = max((names[0].count(d), d) for d in _DELIMITERS)
+        others = [d for d in _DELIMITERS if d != csv.delimiter]
+        count, delimiter = max((names[0].count(d), d) for d in others)
         if count:
             said = _DELIMITERS[delimiter]
-            message += f" (one column containing {said}: is the file delimited by {said}?)"
+            message += (
+                f" (one column containing {said}: is the file delimited by {said}? "
+                "see input.csv.delimiter)"
+            )
     only = missing[0] if len(missing) == 1 else None
     raise InputError(message, path=path, line=line, column=only)
 
 
 def _locate(
-    body: bytes, path: Path, first_line: int, width: int, exc: pl.exceptions.PolarsError
+    body: bytes,
+    path: Path,
+    first_line: int,
+    width: int,
+    grammar: Grammar,
+    exc: pl.exceptions.PolarsError,
 ) -> InputError:
     """The error polars met in a piece of whole records starting at ``first_line``, located."""
     text = body if body.endswith(b"\n") else body + b"\n"
     start, line = 0, first_line
-    while (record := LENIENT_RECORD.match(text, start)) is not None and start < len(text):
-        fields = len(lenient_fields(record.group()))
+    while (record := grammar.lenient_record.match(text, start)) is not None and start < len(text):
+        fields = len(lenient_fields(record.group(), grammar))
         if fields > width:
             return InputError(
                 f"this row has {fields} fields, the header {width}", path=path, line=line

@@ -2,7 +2,8 @@
 
 Timestamps are UTC: ``YYYY-MM-DD HH:MM:SS`` (polars' fast path), or ISO 8601 with ``T``, a
 fraction, ``Z`` or an offset (converted to UTC), or a bare date; a partner may give a strftime
-pattern instead. What does not parse is null, for the reader to reject.
+pattern instead, or write seconds or milliseconds since the epoch. What does not parse is null,
+for the reader to reject.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from datetime import UTC, date, datetime, time
 
 import polars as pl
 
-__all__ = ["parse_as_of", "timestamp_parser", "utc"]
+__all__ = ["parse_as_of", "timestamp_parser", "timestamp_writer", "utc"]
 
 # The common case, parsed by polars' fast path; everything else goes through _TS_ANY.
 _TS_PLAIN = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$"
@@ -48,8 +49,45 @@ def utc(moment: datetime) -> datetime:
 
 def timestamp_parser(pattern: str | None) -> Callable[[pl.Expr], pl.Expr]:
     """How a column of timestamp text becomes UTC datetimes: the accepted ISO forms without a
-    pattern, else the partner's strftime ``pattern``."""
-    return _timestamp if pattern is None else _timestamp_as(pattern)
+    pattern, seconds or milliseconds since the epoch for ``epoch_s`` / ``epoch_ms``, else the
+    partner's strftime ``pattern``."""
+    if pattern is None:
+        return _timestamp
+    if pattern in _EPOCH_MICROSECONDS:
+        return _since_epoch(_EPOCH_MICROSECONDS[pattern])
+    return _timestamp_as(pattern)
+
+
+def timestamp_writer(pattern: str) -> Callable[[pl.Expr], pl.Expr]:
+    """How UTC datetimes are written as a partner writes them: the inverse of
+    :func:`timestamp_parser` for ``epoch_s`` / ``epoch_ms`` and a strftime ``pattern``."""
+    if pattern in _EPOCH_MICROSECONDS:
+        per_unit = _EPOCH_MICROSECONDS[pattern]
+        return lambda moment: (moment.dt.epoch("us") // per_unit).cast(pl.String)
+    return lambda moment: moment.dt.strftime(pattern)
+
+
+#: microseconds per unit of the epoch formats of ``input.timestamp_format``
+_EPOCH_MICROSECONDS = {"epoch_s": 1_000_000, "epoch_ms": 1_000}
+#: the epoch times accepted: 1900-01-01 to 2200-01-01 UTC, in microseconds; beyond is a typo
+_EPOCH_RANGE_US = (-2_208_988_800 * 10**6, 7_258_118_400 * 10**6)
+
+
+def _since_epoch(per_unit: int) -> Callable[[pl.Expr], pl.Expr]:
+    """Parse a count of units since 1970-01-01 UTC, whole or decimal; null where the text is
+    not a number or lies outside 1900-2200."""
+
+    def parse(text: pl.Expr) -> pl.Expr:
+        number = pl.when(text.str.contains(r"^[+-]?(?:\d+\.?\d*|\.\d+)$")).then(text)
+        micros = (number.cast(pl.Float64, strict=False) * per_unit).round()
+        low, high = _EPOCH_RANGE_US
+        return (
+            pl.when(micros.is_between(low, high))
+            .then(micros.cast(pl.Int64))
+            .cast(pl.Datetime("us", "UTC"))
+        )
+
+    return parse
 
 
 def _timestamp(text: pl.Expr) -> pl.Expr:
