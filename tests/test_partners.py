@@ -10,7 +10,9 @@ import pytest
 import yaml
 
 from offerflow.cli import main
+from offerflow.config import DEFAULT_FEATURES as FEATURES
 from offerflow.errors import ExitCode
+from offerflow.pipeline import generate_transactions, write_transactions
 from offerflow.serving import BundledServer
 
 PARTNERS = Path(__file__).resolve().parents[1] / "partners"
@@ -35,7 +37,7 @@ def _write(tmp_path: Path, document: dict[str, Any]) -> Path:
 
 
 def test_there_are_several_example_partners() -> None:
-    assert {"default", "acme", "globex"} <= set(EXAMPLES)
+    assert {"default", "acme", "globex", "vandelay"} <= set(EXAMPLES)
 
 
 @pytest.mark.parametrize("partner", EXAMPLES)
@@ -157,3 +159,25 @@ def test_a_brand_new_partner_runs_end_to_end_with_no_code_change(
     assert scored.get_column("respond_prediction").null_count() == 0
     assert set(scored.get_column("offer")) <= {"OFFER_1", "OFFER_2"}
     assert (scored.get_column("BIGGEST_REDEMPTION") >= 0).all()
+
+
+def test_an_export_in_another_format_gives_the_offers_of_the_standard_file(
+    tmp_path: Path,
+) -> None:
+    # partners/vandelay/transactions.csv came from the generator with this seed and size, in
+    # Vandelay's format: ';', a decimal comma, cp1252, epoch milliseconds, its own words
+    theirs = (PARTNERS / "vandelay" / "transactions.csv").read_bytes()
+    assert b";" in theirs
+    assert b"l\xf6sung" in theirs  # "einlösung" in cp1252
+    standard = tmp_path / "members.csv"
+    write_transactions(generate_transactions(300, seed=41), standard)
+    out = tmp_path / "runs"
+    common = ["run", "--out", str(out), "--as-of", "2024-01-10"]
+    assert main([*common, "--input", str(standard), "--run-id", "standard"]) == ExitCode.OK
+    config = str(PARTNERS / "vandelay.yaml")
+    assert main([*common, "--config", config, "--run-id", "theirs"]) == ExitCode.OK
+    columns = ["member_id", "status", "offer", "ats_prediction", "resp_prediction", *FEATURES]
+    mine = pl.read_parquet(out / "default" / "standard" / "offers.parquet").select(columns)
+    vandelay = pl.read_parquet(out / "vandelay" / "theirs" / "offers.parquet").select(columns)
+    assert vandelay.sort("member_id").equals(mine.sort("member_id"))
+    assert vandelay.filter(pl.col("status") == "ok").height > 250
