@@ -643,8 +643,8 @@ def test_csv_dialect(
     assert result.transactions["revenue"].to_list() == [1.0] * len(member_ids)
 
 
-#: LF, and what becomes of it converted to CRLF once and twice
-LINE_ENDS = {"LF": b"\n", "CRLF": b"\r\n", "CR CR LF": b"\r\r\n"}
+#: LF, what becomes of it converted to CRLF once and twice, and classic Mac OS's bare CR
+LINE_ENDS = {"LF": b"\n", "CRLF": b"\r\n", "CR CR LF": b"\r\r\n", "CR": b"\r"}
 
 
 def _assert_reads_alike(result: ReadResult, expected: ReadResult) -> None:

@@ -111,11 +111,14 @@ def test_the_header_starts_after_a_bom_and_blank_lines_of_either_end(
     assert sources._header_start(data) == start
 
 
-def test_a_file_whose_lines_end_in_a_bare_cr_is_an_input_error(tmp_path: Path) -> None:
-    path = write(tmp_path, b"id,when\rA,1\rB,2\r")
-    with pytest.raises(InputError, match="lines end in a bare CR") as raised:
-        read(path, WHOLE)
-    assert (raised.value.path, raised.value.line) == (path, 1)
+@pytest.mark.parametrize("chunk_bytes", [3, WHOLE])
+def test_a_file_whose_lines_end_in_a_bare_cr_reads_as_with_lf(
+    tmp_path: Path, chunk_bytes: int
+) -> None:
+    lf = b'\nid,when\nA,1\n"B\nB",2\n\nC,3\n'
+    expected = read(write(tmp_path, lf), WHOLE)
+    assert expected["line"].to_list() == [3, 4, 5, 6]
+    assert_frame_equal(read(write(tmp_path, lf.replace(b"\n", b"\r")), chunk_bytes), expected)
 
 
 def test_line_numbers_run_on_across_batches(tmp_path: Path) -> None:

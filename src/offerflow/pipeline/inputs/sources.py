@@ -4,7 +4,7 @@ The reader gives rows their meaning; this module only gets them out of the file.
 cannot be read as a table at all is an :class:`~offerflow.errors.InputError` naming the file
 and, where they can be found, the line and the column: absent or unreadable, a directory, empty
 (no bytes, or nothing but whitespace), UTF-16 read as UTF-8, text that is not in the encoding
-given, lines ending in a bare CR, not Parquet, a mapped
+given, not Parquet, a mapped
 column missing (with a hint when the header looks delimited by ``;``, a tab or ``|``), a row
 with more fields than the header, a quoted field never closed.
 
@@ -29,14 +29,16 @@ holds one comes with the problem ``bad_encoding:<name>`` (its first such column,
 ``columns``), the bytes shown as U+FFFD. A U+FFFD the file itself holds, as UTF-8, is text.
 
 Line ends may be LF or CRLF, the two read alike (polars drops the CR before a newline). CR CR LF,
-what converting a file that already ends its lines in CRLF to CRLF leaves, reads as CRLF; a file
-whose lines end in a bare CR (classic Mac OS) is an InputError. Like polars, a CSV file may start
+what converting a file that already ends its lines in CRLF to CRLF leaves, reads as CRLF, and in
+a file whose lines end in a bare CR (classic Mac OS; its header line shows it) every CR reads as
+LF. Like polars, a CSV file may start
 with a byte-order mark and blank lines before its header.
 """
 
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -99,6 +101,8 @@ class _Layout:
     doubled_cr: bool
     #: the header's column names
     names: tuple[str, ...] = ()
+    #: True when lines end in a bare CR (classic Mac OS), read as LF
+    bare_cr: bool = False
 
 
 def read_text_columns(
@@ -138,10 +142,10 @@ def read_text_columns(
         grammar = Grammar.of(csv.delimiter, csv.quote)
         layout = _probe_csv(path, csv.encoding)
         with _open(path, csv.encoding) as handle:
-            header = _header(_reads(handle, size, layout.doubled_cr), grammar)[0]
+            header = _header(_reads(handle, size, layout), grammar)[0]
         schema = _scan_csv(header, csv, "utf8-lossy").collect_schema()
         _check_schema(path, list(columns.values()), schema, line=layout.header_line, csv=csv)
-        layout = _Layout(layout.header_line, layout.doubled_cr, tuple(schema.names()))
+        layout = dataclasses.replace(layout, names=tuple(schema.names()))
         return then(lambda: _csv_chunks(path, columns, layout, size, rows, csv))
     except OSError as exc:
         raise InputError(f"cannot read the file: {exc.strerror or exc}", path=path) from exc
@@ -228,7 +232,7 @@ def _csv_chunks(
     records = 0
     grammar = Grammar.of(csv.delimiter, csv.quote)
     with _open(path, csv.encoding) as handle:
-        read = _reads(handle, size, layout.doubled_cr)
+        read = _reads(handle, size, layout)
         header, data = _header(read, grammar)
         # its names were read lossily when the mapping was checked, so they are read here too
         header = header.decode("utf-8", "replace").encode()
@@ -276,9 +280,11 @@ def _parse(
     ).collect()
 
 
-def _reads(handle: BinaryIO | _Utf8Reader, size: int, doubled_cr: bool) -> Callable[[], bytes]:
-    """Read the file ``size`` bytes at a time (b"" at its end), CR CR LF as CR LF if asked."""
-    if not doubled_cr:
+def _reads(handle: BinaryIO | _Utf8Reader, size: int, layout: _Layout) -> Callable[[], bytes]:
+    """Read the file ``size`` bytes at a time (b"" at its end), its line ends as LF or CR LF."""
+    if layout.bare_cr:
+        return lambda: handle.read(size).replace(b"\r", b"\n")
+    if not layout.doubled_cr:
         return lambda: handle.read(size)
     carry = b""
 
@@ -361,14 +367,14 @@ def _probe_csv(path: Path, encoding: str) -> _Layout:
             raise InputError("empty file: no header, no rows", path=path)
     text = head.removeprefix(_BOM)
     first = text[: text.find(b"\n")] if b"\n" in text else text
-    if _BARE_CR.search(first):
-        message = "lines end in a bare CR (classic Mac OS): save the file with LF or CRLF"
-        raise InputError(message, path=path, line=1)
-    doubled_cr = first.endswith(b"\r\r")
-    if doubled_cr:
+    bare_cr = _BARE_CR.search(first) is not None
+    doubled_cr = not bare_cr and first.endswith(b"\r\r")
+    if bare_cr:
+        head = head.replace(b"\r", b"\n")
+    elif doubled_cr:
         head = head.replace(_CR_CR_LF, b"\r\n")
     # polars skips blank lines before the header; line numbers count them.
-    return _Layout(1 + head[: _header_start(head)].count(b"\n"), doubled_cr)
+    return _Layout(1 + head[: _header_start(head)].count(b"\n"), doubled_cr, bare_cr=bare_cr)
 
 
 def _header_start(data: bytes) -> int:
