@@ -297,12 +297,15 @@ def test_an_output_mode_that_is_ambiguous_or_unsafe_is_refused_naming_the_key(
         ({"delimiter": "'", "quote": "'"}, "input.csv", "delimiter and quote are both"),
         ({"encoding": "klingon"}, "input.csv.encoding", "'klingon' is not a text encoding"),
         ({"decimal": ";"}, "input.csv.decimal", r"Input should be '\.' or ','"),
+        ({"format": "parquet", "delimiter": ";"}, "input", "a Parquet input has none"),
     ],
 )
 def test_a_csv_format_that_cannot_be_read_is_refused_naming_the_key(
     tmp_path: Path, csv: dict[str, str], key: str, expected: str
 ) -> None:
     document = _default_document()
+    if "format" in csv:
+        document["input"]["format"] = csv.pop("format")  # type: ignore[index]
     document["input"]["csv"] = csv  # type: ignore[index]
     with pytest.raises(ConfigError, match=rf"key '{re.escape(key)}': .*{expected}"):
         load_config(_write(tmp_path, document))

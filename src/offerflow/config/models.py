@@ -153,6 +153,12 @@ class InputConfig(_Strict):
             )
         return {**DEFAULT_COLUMNS, **columns}
 
+    @model_validator(mode="after")
+    def _csv_only_for_csv(self) -> InputConfig:
+        if self.format == "parquet" and self.csv != CsvFormat():
+            raise ValueError("input.csv says how a CSV file is written: a Parquet input has none")
+        return self
+
 
 def _octal_mode(value: object) -> int:
     """A permission mode written as an octal string (``"0600"``, ``"600"`` or ``"0o600"``)."""
