@@ -19,7 +19,6 @@ from offerflow.config.loader import DEFAULT_CONFIG, config_from_document, load_c
 from offerflow.config.models import (
     DEFAULT_COLUMNS,
     DEFAULT_FEATURES,
-    EPOCH_FORMATS,
     CsvFormat,
     DriftConfig,
     InputConfig,
@@ -33,7 +32,6 @@ __all__ = [
     "DEFAULT_COLUMNS",
     "DEFAULT_CONFIG",
     "DEFAULT_FEATURES",
-    "EPOCH_FORMATS",
     "MEMBER_ID",
     "NO_PROXY",
     "PROTOCOLS",

@@ -36,7 +36,6 @@ from offerflow.config.endpoints import (
 __all__ = [
     "DEFAULT_COLUMNS",
     "DEFAULT_FEATURES",
-    "EPOCH_FORMATS",
     "CsvFormat",
     "DriftConfig",
     "InputConfig",
@@ -78,11 +77,6 @@ def _location(value: Any) -> Any:
 
 #: a local path, or the URL of an object store (``s3://bucket/key``)
 PathOrUrl = Annotated[Path | str, BeforeValidator(_location)]
-
-
-#: what ``input.timestamp_format`` may name besides a strftime pattern: seconds or milliseconds
-#: since 1970-01-01 UTC, as integers or decimals
-EPOCH_FORMATS = ("epoch_s", "epoch_ms")
 
 
 class CsvFormat(_Strict):

@@ -100,19 +100,29 @@ def test_timestamps_in_seconds_or_milliseconds_since_the_epoch(
     tmp_path: Path, as_of: datetime
 ) -> None:
     moment = datetime(2023, 5, 6, 7, 8, 9, tzinfo=UTC)
-    for unit, text in [("epoch_s", "1683356889"), ("epoch_ms", "1683356889000")]:
+    units = {"epoch_s": "1683356889", "epoch_ms": "1683356889000"}
+    for unit, text in units.items():
+        other = units["epoch_ms" if unit == "epoch_s" else "epoch_s"]
         path = _write(
             tmp_path / f"{unit}.csv",
             [
                 ["A", text, "buy", "1", "1.0"],
                 ["B", "2023-05-06 07:08:09", "buy", "1", "1.0"],  # ISO is not the format given
-                ["C", "99999999999999999", "buy", "1", "1.0"],  # far past 2200: a typo
+                ["C", other, "buy", "1", "1.0"],  # the other unit: 1970, or after 2200
+                ["D", f"{text}.5", "buy", "1", "1.0"],
             ],
             CsvFormat(),
         )
         read = _read(path, as_of, CsvFormat(), timestamp_format=unit)
-        assert read.transactions.get_column("ts").to_list() == [moment], unit
-        assert read.rejects.get_column("reason").to_list() == ["bad_timestamp"] * 2, unit
+        half = {"epoch_s": 500_000, "epoch_ms": 500}[unit]
+        assert read.transactions.get_column("ts").to_list() == [
+            moment,
+            moment.replace(microsecond=half),
+        ], unit
+        assert read.rejects.select("memberId", "reason").rows() == [
+            ("B", "bad_timestamp"),
+            ("C", "bad_timestamp"),
+        ], unit
 
 
 def test_a_file_in_a_single_byte_encoding_keeps_its_letters(

@@ -69,13 +69,14 @@ def timestamp_writer(pattern: str) -> Callable[[pl.Expr], pl.Expr]:
 
 #: microseconds per unit of the epoch formats of ``input.timestamp_format``
 _EPOCH_MICROSECONDS = {"epoch_s": 1_000_000, "epoch_ms": 1_000}
-#: the epoch times accepted: 1900-01-01 to 2200-01-01 UTC, in microseconds; beyond is a typo
-_EPOCH_RANGE_US = (-2_208_988_800 * 10**6, 7_258_118_400 * 10**6)
+#: the epoch times accepted: 1971-01-01 to 2200-01-01 UTC, in microseconds. Outside is a unit
+#: mixed up: seconds read as milliseconds fall in 1970, milliseconds read as seconds after 2200
+_EPOCH_RANGE_US = (31_536_000 * 10**6, 7_258_118_400 * 10**6)
 
 
 def _since_epoch(per_unit: int) -> Callable[[pl.Expr], pl.Expr]:
     """Parse a count of units since 1970-01-01 UTC, whole or decimal; null where the text is
-    not a number or lies outside 1900-2200."""
+    not a number or lies outside 1971-2200."""
 
     def parse(text: pl.Expr) -> pl.Expr:
         number = pl.when(text.str.contains(r"^[+-]?(?:\d+\.?\d*|\.\d+)$")).then(text)
