@@ -3,6 +3,9 @@ from the config alone, to the same rows as the standard file."""
 
 from __future__ import annotations
 
+import contextlib
+import csv as stdlib_csv
+import io
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -188,3 +191,28 @@ def test_the_generator_writes_a_partners_format_the_reader_takes_back(tmp_path: 
     decimal = frame.get_column("lastTransactionRevenueUSD").str.replace(".", ",", literal=True)
     assert back.get_column("lastTransactionRevenueUSD").equals(decimal)
     assert back.get_column("lastTransactionUtcTs").drop_nulls().str.contains(r"^\d{13}$").all()
+
+
+def test_the_real_file_in_a_partners_format_reads_to_the_same_rows_and_rejects(
+    tmp_path: Path, member_data: Path, as_of: datetime
+) -> None:
+    # the real file rewritten as a European spreadsheet would: ';', a decimal comma, cp1252,
+    # CRLF and epoch milliseconds; what does not parse as a timestamp is left as it is
+    records = list(stdlib_csv.reader(io.StringIO(member_data.read_text(encoding="utf-8"))))
+    for record in records[1:]:
+        if len(record) == len(NAMES):
+            with contextlib.suppress(ValueError):
+                moment = datetime.strptime(record[1], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+                record[1] = str(int(moment.timestamp()) * 1000)
+            record[3:] = [value.replace(".", ",") for value in record[3:]]
+    text = io.StringIO()
+    stdlib_csv.writer(text, delimiter=";", lineterminator="\r\n").writerows(records)
+    theirs = tmp_path / "theirs.csv"
+    theirs.write_bytes(text.getvalue().encode("cp1252"))
+    csv = CsvFormat(delimiter=";", decimal=",", encoding="cp1252")
+    read = _read(theirs, as_of, csv, timestamp_format="epoch_ms")
+    expected = _read(member_data, as_of, CsvFormat())
+    assert_frame_equal(read.transactions, expected.transactions)
+    reasons = ["line", "reason"]
+    assert read.rejects.select(reasons).equals(expected.rejects.select(reasons))
+    assert read.rows_rejected > 0
