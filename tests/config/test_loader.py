@@ -298,6 +298,7 @@ def test_an_output_mode_that_is_ambiguous_or_unsafe_is_refused_naming_the_key(
         ({"encoding": "klingon"}, "input.csv.encoding", "'klingon' is not a text encoding"),
         ({"decimal": ";"}, "input.csv.decimal", r"Input should be '\.' or ','"),
         ({"format": "parquet", "delimiter": ";"}, "input", "a Parquet input has none"),
+        ({"thousands": "."}, "input.csv", "thousands and decimal are both '.'"),
     ],
 )
 def test_a_csv_format_that_cannot_be_read_is_refused_naming_the_key(

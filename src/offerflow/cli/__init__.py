@@ -302,7 +302,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         layout = {"columns": source.columns, "type_spelling": spelling}
         if source.timestamp_format is not None:
             layout["timestamp_format"] = source.timestamp_format
-        csv = source.csv
+        csv = layout["numbers"] = source.csv
     if not args.out.parent.is_dir():  # found before the data is made
         raise OutputError("no such directory", path=args.out.parent)
     table = generate_transactions(args.members, seed=args.seed, **layout)

@@ -80,7 +80,8 @@ PathOrUrl = Annotated[Path | str, BeforeValidator(_location)]
 
 
 class CsvFormat(_Strict):
-    """How a partner writes its CSV files, where it differs from RFC 4180 in UTF-8."""
+    """How a partner writes its CSV files, where it differs from RFC 4180 in UTF-8 with plain
+    numbers."""
 
     # a tab or a space is a delimiter, not whitespace to strip
     model_config = ConfigDict(str_strip_whitespace=False)
@@ -91,6 +92,9 @@ class CsvFormat(_Strict):
     quote: str = '"'
     #: the decimal mark of ``points`` and ``revenue``: ``1234.5`` or ``1234,5``
     decimal: Literal[".", ","] = "."
+    #: the separator of thousands in ``points`` and ``revenue``, if they are grouped
+    #: (``1,234.5``, ``1.234,5``, ``1 234,5``, ``1'234.5``); digits then go by three
+    thousands: Literal[",", ".", " ", "'"] | None = None
     #: the text encoding of the file, a Python codec name (``utf-8``, ``cp1252``, ``latin-1``,
     #: ``utf-16``); bytes that are not text in it are rejected as ``bad_encoding:<column>``
     encoding: str = "utf-8"
@@ -116,6 +120,8 @@ class CsvFormat(_Strict):
             raise ValueError(f"delimiter and quote are both {self.delimiter!r}")
         if self.decimal == "," == self.delimiter:
             raise ValueError("decimal ',' needs another delimiter, e.g. ';'")
+        if self.thousands == self.decimal:
+            raise ValueError(f"thousands and decimal are both {self.decimal!r}")
         return self
 
 

@@ -380,7 +380,7 @@ def _read_partition(
         columns=source.columns,
         type_aliases=source.type_aliases,
         timestamp_format=source.timestamp_format,
-        decimal=source.csv.decimal,
+        csv=source.csv,
     )
 
 

@@ -123,7 +123,7 @@ def _split(task: SplitTask, chunks: TextChunks, directory: Path) -> SplitResult:
             as_of=task.as_of,
             type_aliases=task.type_aliases,
             timestamp_format=task.timestamp_format,
-            decimal=task.csv.decimal,
+            csv=task.csv,
         )
         usable += int(found.is_null().sum())
         for reason, count in found.drop_nulls().value_counts().iter_rows():

@@ -35,7 +35,9 @@ def _write(path: Path, rows: list[list[str]], csv: CsvFormat, end: str = "\n") -
 @pytest.mark.parametrize(
     ("csv", "timestamps"),
     [
-        pytest.param(CsvFormat(delimiter=";", decimal=","), None, id="semicolon-comma"),
+        pytest.param(
+            CsvFormat(delimiter=";", decimal=",", thousands="."), None, id="semicolon-comma"
+        ),
         pytest.param(CsvFormat(delimiter="\t", encoding="utf-16"), "epoch_ms", id="tab-utf16-ms"),
         pytest.param(CsvFormat(delimiter="|", encoding="cp1252"), "epoch_s", id="pipe-cp1252-s"),
         pytest.param(CsvFormat(quote="'", decimal=".", encoding="latin-1"), None, id="quote"),
@@ -55,7 +57,8 @@ def test_a_file_in_a_partners_format_reads_as_the_standard_file_does(
     write_transactions(generate_transactions(120, seed=8), standard)
     theirs = tmp_path / "theirs.csv"
     pattern = timestamps or "%Y-%m-%d %H:%M:%S"
-    write_transactions(generate_transactions(120, seed=8, timestamp_format=pattern), theirs, csv)
+    frame = generate_transactions(120, seed=8, timestamp_format=pattern, numbers=csv)
+    write_transactions(frame, theirs, csv)
     expected = _read(standard, as_of, CsvFormat())
     read = _read(theirs, as_of, csv, timestamp_format=timestamps)
     assert read.rows_in == expected.rows_in > 500
@@ -177,19 +180,30 @@ def test_a_number_in_the_other_decimal_mark_names_the_setting(
     path = _write(tmp_path / "comma.csv", [["A", "2023-05-06", "buy", "1", '"12,5"']], CsvFormat())
     read = _read(path, as_of, CsvFormat())
     (reason,) = describe_rejects(read, columns=DEFAULT_COLUMNS, timestamp_format=None, as_of=as_of)
-    assert reason == "1 of 1 rows bad_number:revenue: '12,5' holds a ',': is input.csv.decimal ','?"
+    assert reason == (
+        "1 of 1 rows bad_number:revenue: '12,5' holds a ',': is input.csv.decimal ',', or "
+        "input.csv.thousands ','?"
+    )
 
 
-def test_the_generator_writes_a_partners_format_the_reader_takes_back(tmp_path: Path) -> None:
-    csv = CsvFormat(delimiter=";", decimal=",", encoding="utf-16")
-    frame = generate_transactions(30, seed=3, timestamp_format="epoch_ms")
+def test_the_generator_writes_a_partners_format(tmp_path: Path) -> None:
+    csv = CsvFormat(delimiter=";", decimal=",", thousands=".", encoding="utf-16")
+    plain = generate_transactions(30, seed=3, timestamp_format="epoch_ms")
+    theirs = generate_transactions(30, seed=3, timestamp_format="epoch_ms", numbers=csv)
     path = tmp_path / "theirs.csv"
-    write_transactions(frame, path, csv)
+    write_transactions(theirs, path, csv)
     back = pl.read_csv(
         path.read_text(encoding="utf-16").encode(), separator=";", infer_schema=False
     )
-    decimal = frame.get_column("lastTransactionRevenueUSD").str.replace(".", ",", literal=True)
-    assert back.get_column("lastTransactionRevenueUSD").equals(decimal)
+    assert back.equals(theirs)
+    points = plain.get_column("lastTransactionPointsBought").drop_nulls().to_list()
+    spelled = theirs.get_column("lastTransactionPointsBought").drop_nulls().to_list()
+    big = [(a, b) for a, b in zip(points, spelled, strict=True) if abs(int(a)) >= 1000]
+    assert big
+    assert all(b == f"{int(a):,}".replace(",", ".") for a, b in big)
+    revenue = theirs.get_column("lastTransactionRevenueUSD").drop_nulls()
+    assert revenue.str.contains(",").any()
+    assert not revenue.str.contains(r"\.\d{1,2}$|\.\d{4,}").any()  # a '.' only groups
     assert back.get_column("lastTransactionUtcTs").drop_nulls().str.contains(r"^\d{13}$").all()
 
 
@@ -216,3 +230,34 @@ def test_the_real_file_in_a_partners_format_reads_to_the_same_rows_and_rejects(
     reasons = ["line", "reason"]
     assert read.rejects.select(reasons).equals(expected.rejects.select(reasons))
     assert read.rows_rejected > 0
+
+
+@pytest.mark.parametrize(
+    ("csv", "texts", "values"),
+    [
+        (
+            CsvFormat(delimiter=";", decimal=",", thousands="."),
+            ["1.234,5", "-12.345.678", "999", "1.23,5", "1234.567", "12,345"],
+            [1234.5, -12345678.0, 999.0, None, None, 12.345],
+        ),
+        (
+            CsvFormat(thousands=","),
+            ['"1,234.5"', '"+1,000"', "1234", '"1,2345"', '",123"'],
+            [1234.5, 1000.0, 1234.0, None, None],
+        ),
+        (
+            CsvFormat(delimiter=";", decimal=",", thousands=" "),
+            ["1 234,5", "1  234", "12 345 678,25"],
+            [1234.5, None, 12345678.25],
+        ),
+    ],
+    ids=["dot-comma", "comma-dot", "space"],
+)
+def test_thousands_separators_are_read_when_the_digits_go_by_three(
+    tmp_path: Path, as_of: datetime, csv: CsvFormat, texts: list[str], values: list[float | None]
+) -> None:
+    rows = [[f"M{i}", "2023-05-06 07:08:09", "buy", "1", text] for i, text in enumerate(texts)]
+    read = _read(_write(tmp_path / "grouped.csv", rows, csv), as_of, csv)
+    by_member = dict(read.transactions.select("member_id", "revenue").iter_rows())
+    assert [by_member.get(f"M{i}") for i in range(len(texts))] == values
+    assert set(read.rejects.get_column("reason")) <= {"bad_number:revenue"}

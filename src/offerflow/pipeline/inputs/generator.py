@@ -14,6 +14,7 @@ so that a member's rows are neither contiguous nor in time order.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
@@ -49,14 +50,15 @@ def generate_transactions(
     columns: Mapping[str, str] = DEFAULT_COLUMNS,
     type_spelling: Mapping[str, str] | None = None,
     timestamp_format: str = "%Y-%m-%d %H:%M:%S",
+    numbers: CsvFormat | None = None,
 ) -> pl.DataFrame:
     """Generate the transactions of ``members`` members, timestamps in ``[start, end)``.
 
     All columns are text, named by ``columns`` (canonical name -> column name);
     ``type_spelling`` spells a type the partner's way (e.g. ``{"buy": "PURCHASE"}``) and
     ``timestamp_format`` writes timestamps (UTC) with a strftime pattern, or as ``epoch_s`` /
-    ``epoch_ms``.
-    The same arguments give the same frame.
+    ``epoch_ms``; ``numbers`` spells points and revenue with its decimal mark and thousands
+    separator. The same arguments give the same frame.
     """
     if not 0 <= members < _MASK32:
         raise ValueError(f"members must be in [0, 2**32), got {members}")
@@ -92,7 +94,7 @@ def generate_transactions(
     redeem = pl.col("kind") == TYPES.index("redeem")
     present = ~pl.col("id_only")
     spelled = {index: spelling[kind] for index, kind in enumerate(TYPES)}
-    return (
+    frame = (
         plan.lazy()
         .select(pl.col("member_id", "id_only").repeat_by("rows").explode())
         .with_row_index("row")
@@ -126,19 +128,29 @@ def generate_transactions(
         .drop("order")
         .collect()
     )
+    if numbers is None or (numbers.decimal, numbers.thousands) == (".", None):
+        return frame
+    spell = functools.partial(_spelled, decimal=numbers.decimal, thousands=numbers.thousands)
+    amounts = pl.col(names["points"], names["revenue"])
+    return frame.with_columns(amounts.map_elements(spell, return_dtype=pl.String))
+
+
+def _spelled(text: str, *, decimal: str, thousands: str | None) -> str:
+    """A number's plain text (``-1234.5``) with another decimal mark, its digits grouped."""
+    sign = "-" if text.startswith("-") else ""
+    whole, _, fraction = text.removeprefix("-").partition(".")
+    if thousands is not None:
+        whole = f"{int(whole):,}".replace(",", thousands)
+    return sign + whole + (decimal + fraction if fraction else "")
 
 
 def write_transactions(df: pl.DataFrame, path: Path, csv: CsvFormat | None = None) -> None:
     """Write a transaction frame as CSV or Parquet, chosen by the suffix of ``path``; a CSV
-    file as ``csv`` says (delimiter, quote, decimal mark, encoding), RFC 4180 in UTF-8 without.
-    """
+    file with the delimiter, quote and encoding ``csv`` gives, RFC 4180 in UTF-8 without (the
+    numbers are written as :func:`generate_transactions` spelled them)."""
     suffix = Path(path).suffix.lower()
     if suffix == ".csv":
         layout = csv or CsvFormat()
-        if layout.decimal == ",":  # every column is text: a decimal number's mark is in it
-            decimal = pl.col(pl.String).str.contains(r"^-?\d+\.\d+$")
-            comma = pl.col(pl.String).str.replace(".", ",", literal=True)
-            df = df.with_columns(pl.when(decimal).then(comma).otherwise(pl.col(pl.String)))
         text = df.write_csv(separator=layout.delimiter, quote_char=layout.quote)
         Path(path).write_bytes(text.encode(layout.encoding))
     elif suffix in {".parquet", ".pq"}:

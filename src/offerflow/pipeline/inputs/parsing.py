@@ -10,11 +10,13 @@ applies; ``duplicate_row``, the last, is the reader's to give.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
 
 import polars as pl
 
+from offerflow.config import CsvFormat
 from offerflow.pipeline.inputs.sources import BAD_ENCODING, MALFORMED
 from offerflow.pipeline.inputs.timestamps import timestamp_parser, utc
 
@@ -48,7 +50,7 @@ def row_parser(
     as_of: datetime,
     type_aliases: Mapping[str, str] | None = None,
     timestamp_format: str | None = None,
-    decimal: str = ".",
+    csv: CsvFormat | None = None,
 ) -> Callable[[pl.LazyFrame], pl.LazyFrame]:
     """How a text chunk becomes each row's parsed values, reject reason, hash and raw text.
 
@@ -57,16 +59,16 @@ def row_parser(
     ``_type``, ``_points``, ``_revenue`` (the parsed values); ``_reason`` (an index into
     :data:`REASONS`, null for a usable row: ``duplicate_row`` is left to the reader); ``_hash``
     (a 64-bit hash of the raw values, equal for equal rows) and the raw canonical columns.
-    ``decimal`` is the numbers' decimal mark: with ``,`` a number holding a ``.`` is a
-    ``bad_number``, as ``1.234`` may mean a thousand there. Raises ValueError for a type alias
-    whose target is not one of :data:`TYPES`.
+    ``csv`` gives the numbers' decimal mark and thousands separator (see :func:`_number`).
+    Raises ValueError for a type alias whose target is not one of :data:`TYPES`.
     """
     types = _type_mapping(type_aliases)
     moment = utc(as_of)
     parse_ts = timestamp_parser(timestamp_format)
+    numbers = csv or CsvFormat()
 
     def parse(raw: pl.LazyFrame) -> pl.LazyFrame:
-        return _parsed(raw, moment, types, parse_ts, decimal)
+        return _parsed(raw, moment, types, parse_ts, numbers)
 
     return parse
 
@@ -77,7 +79,7 @@ def reject_reasons(
     as_of: datetime,
     type_aliases: Mapping[str, str] | None = None,
     timestamp_format: str | None = None,
-    decimal: str = ".",
+    csv: CsvFormat | None = None,
 ) -> pl.Series:
     """Each row's reject reason but ``duplicate_row`` (which needs every row), null when usable.
 
@@ -85,7 +87,7 @@ def reject_reasons(
     ``problem``).
     """
     parse = row_parser(
-        as_of=as_of, type_aliases=type_aliases, timestamp_format=timestamp_format, decimal=decimal
+        as_of=as_of, type_aliases=type_aliases, timestamp_format=timestamp_format, csv=csv
     )
     codes = parse(text.lazy()).select("_reason").collect().get_column("_reason")
     return codes.replace_strict(dict(enumerate(REASONS)), default=None, return_dtype=pl.String)
@@ -106,7 +108,7 @@ def _parsed(
     as_of: datetime,
     types: Mapping[str, str],
     parse_ts: Callable[[pl.Expr], pl.Expr],
-    decimal: str,
+    numbers: CsvFormat,
 ) -> pl.LazyFrame:
     """Each row's parsed values, reject reason, raw values' hash and raw text.
 
@@ -121,7 +123,7 @@ def _parsed(
         pl.when(text["member_id"] != "").then(text["member_id"]).alias("_member_id"),
         parse_ts(text["ts"]).alias("_ts"),
         text["type"].str.to_lowercase().replace_strict(types, default=None).alias("_type"),
-        *(_number(text[name], decimal).alias(f"_{name}") for name in _NUMBERS),
+        *(_number(text[name], numbers).alias(f"_{name}") for name in _NUMBERS),
     )
     checks = [pl.col("problem") == MALFORMED]
     checks += [pl.col("problem") == f"{BAD_ENCODING}{name}" for name in CANONICAL]
@@ -142,9 +144,24 @@ def _parsed(
     )
 
 
-def _number(text: pl.Expr, decimal: str) -> pl.Expr:
-    """A number's text as a float; null when it is none (with a ``,`` mark: also one with a
-    ``.``)."""
+def _number(text: pl.Expr, numbers: CsvFormat) -> pl.Expr:
+    """A number's text as a float, null when it is none.
+
+    With a thousands separator, a number holding one must group its digits by three
+    (``1.234.567,5``: ``1.23,5`` is none), and the separators are dropped. With a decimal
+    comma, a number still holding a ``.`` is none: ``1.234`` may mean a thousand there.
+    """
+    separator, decimal = numbers.thousands, numbers.decimal
+    if separator is not None:
+        t, d = re.escape(separator), re.escape(decimal)
+        grouped = rf"^[+-]?\d{{1,3}}(?:{t}\d{{3}})+(?:{d}\d*)?$"
+        ungrouped = text.str.replace_all(separator, "", literal=True)
+        text = (
+            pl.when(~text.str.contains(separator, literal=True))
+            .then(text)
+            .when(text.str.contains(grouped))
+            .then(ungrouped)
+        )
     if decimal == ",":
         comma = text.str.replace(",", ".", literal=True)
         text = pl.when(~text.str.contains(".", literal=True)).then(comma)

@@ -239,7 +239,7 @@ def _read_files(
         columns=columns,
         type_aliases=type_aliases,
         timestamp_format=timestamp_format,
-        decimal="." if csv is None else csv.decimal,
+        csv=csv,
     )
 
 
@@ -251,13 +251,13 @@ def read_sources(
     columns: Mapping[str, str] = DEFAULT_COLUMNS,
     type_aliases: Mapping[str, str] | None = None,
     timestamp_format: str | None = None,
-    decimal: str = ".",
+    csv: CsvFormat | None = None,
 ) -> ReadResult:
     """Read files' rows in turn as one input: each file's rows, then the duplicates among them
     all. ``several``: the rejects name the file of each row (a ``file`` column)."""
     source = source_columns(columns)
     parse = row_parser(
-        as_of=as_of, type_aliases=type_aliases, timestamp_format=timestamp_format, decimal=decimal
+        as_of=as_of, type_aliases=type_aliases, timestamp_format=timestamp_format, csv=csv
     )
     files = [text.read(partial(_first_pass, text, parse=parse)) for text in sources]
     # Lines of later files are shifted past those of earlier ones: one order across the files.

@@ -177,10 +177,16 @@ def _hint(
     if reason == "unknown_type":
         return f"{value('type')} is not buy, gift or redeem: does input.type_aliases need it?"
     if kind == "bad_number":
+        found = rows.get_column(columns[name]).drop_nulls()
+        text = "" if found.is_empty() else str(found[0])
+        if csv.thousands is not None and csv.thousands in text:
+            return f"{value(name)}: are its digits grouped by three (input.csv.thousands)?"
         mark = "," if csv.decimal == "." else "."
-        example = rows.get_column(columns[name]).drop_nulls()
-        if not example.is_empty() and mark in str(example[0]):
-            return f"{value(name)} holds a {mark!r}: is input.csv.decimal {mark!r}?"
+        if mark in text:
+            return (
+                f"{value(name)} holds a {mark!r}: is input.csv.decimal {mark!r}, or "
+                f"input.csv.thousands {mark!r}?"
+            )
         return (
             f"{value(name)} is not a number: is input.columns.{name} ({columns[name]!r}) the "
             "column that holds it?"
