@@ -481,7 +481,11 @@ class _ScoredChunk:
         for part in self._parts():
             if part not in self._known:
                 self._known.add(part)
-                if "ok" in pl.read_parquet(part, columns=["status"]).get_column("status"):
+                try:
+                    status = pl.read_parquet(part, columns=["status"]).get_column("status")
+                except FileNotFoundError:  # merged into the partition's part since the glob
+                    return True
+                if "ok" in status:
                     return True
         return False
 
