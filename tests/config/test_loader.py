@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -173,6 +174,22 @@ def test_drift_limits_leave_the_fingerprint_alone(tmp_path: Path) -> None:
     config = load_config(_write(tmp_path, document))
     assert config.drift.psi == 0.1
     assert config.fingerprint() == plain.fingerprint()
+
+
+def test_a_csv_file_written_the_standard_way_hashes_as_before_input_csv_existed(
+    tmp_path: Path,
+) -> None:
+    # the fingerprint as README documents it, of the config as run.json stored it before
+    # input.csv existed: runs begun then must keep their hash and stay resumable
+    config = load_config()
+    stored = config.document()
+    del stored["input"]["csv"], stored["drift"]
+    content = {"fingerprint": "offerflow config v1", "config": stored, "feature_modules": {}}
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert config.fingerprint() == hashlib.sha256(text.encode()).hexdigest()
+    document = _default_document()
+    document["input"]["csv"] = {"delimiter": ";"}  # type: ignore[index]
+    assert load_config(_write(tmp_path, document)).fingerprint() != config.fingerprint()
 
 
 def test_fingerprint_changes_with_content() -> None:

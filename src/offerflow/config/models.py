@@ -382,6 +382,10 @@ class PartnerConfig(_Strict):
         # the drift limits judge runs afterwards and change nothing a run computes: changing
         # them neither changes the hash nor stops a run from resuming
         config.pop("drift", None)
+        # a file written as RFC 4180 in UTF-8 hashes as before input.csv existed: the runs begun
+        # then keep their hash and can still be resumed
+        if config["input"]["csv"] == _plain(CsvFormat()):
+            del config["input"]["csv"]
         content = {
             "fingerprint": "offerflow config v1",
             "config": config,
