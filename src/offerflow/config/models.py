@@ -135,7 +135,7 @@ class InputConfig(_Strict):
     #: how timestamps are written when not ISO 8601: a strftime pattern (``%d/%m/%Y %H:%M``),
     #: or ``epoch_s`` / ``epoch_ms`` for seconds / milliseconds since 1970-01-01 UTC
     timestamp_format: str | None = None
-    #: how a CSV file is written: delimiter, quote, decimal mark, encoding
+    #: how a CSV file is written: delimiter, quote, decimal mark, thousands, encoding
     csv: CsvFormat = Field(default_factory=CsvFormat)
     columns: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_COLUMNS))
     type_aliases: dict[str, str] = Field(default_factory=dict)

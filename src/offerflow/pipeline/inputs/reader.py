@@ -148,8 +148,9 @@ def read_transactions(
     ``fmt`` defaults to Parquet for a ``.parquet``/``.pq`` suffix and CSV otherwise.
     ``timestamp_format`` (a strftime pattern) replaces the ISO 8601 forms for a partner that
     writes timestamps otherwise; without an offset in the pattern they are taken as UTC.
-    ``csv`` says how a CSV file is written (delimiter, quote, decimal mark, encoding; RFC 4180
-    in UTF-8 without). ``rows`` reads only the first rows of the file, as a sample.
+    ``csv`` says how a CSV file is written (delimiter, quote, decimal mark, thousands,
+    encoding; RFC 4180 in UTF-8 without). ``rows`` reads only the first rows of the file, as a
+    sample.
 
     Raises InputError, naming the file and where known the line and the column, when the file
     cannot be read as a table: absent, unreadable, empty, not of its format, a mapped column

@@ -147,9 +147,12 @@ def _hint(
     rows = rejects.filter(pl.col("reason") == reason)
     line = _where(rows)
 
-    def value(canonical: str) -> str:
+    def raw(canonical: str) -> str:
         found = rows.get_column(columns[canonical]).drop_nulls()
-        text = "" if found.is_empty() else str(found[0])
+        return "" if found.is_empty() else str(found[0])
+
+    def value(canonical: str) -> str:
+        text = raw(canonical)
         return repr(text if len(text) <= _QUOTED_CHARS else text[:_QUOTED_CHARS] + "…")
 
     if reason == MALFORMED:
@@ -177,8 +180,7 @@ def _hint(
     if reason == "unknown_type":
         return f"{value('type')} is not buy, gift or redeem: does input.type_aliases need it?"
     if kind == "bad_number":
-        found = rows.get_column(columns[name]).drop_nulls()
-        text = "" if found.is_empty() else str(found[0])
+        text = raw(name)
         if csv.thousands is not None and csv.thousands in text:
             return f"{value(name)}: are its digits grouped by three (input.csv.thousands)?"
         mark = "," if csv.decimal == "." else "."
