@@ -6,7 +6,6 @@ task does to each member, and to a batch of them, is here, apart from the wiring
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -15,12 +14,16 @@ from typing import Any
 from offerflow.config import MEMBER_ID, EndpointConfig
 from offerflow.engine import ItemError
 from offerflow.errors import CallInterrupted, InvalidResponseError
-from offerflow.pipeline.endpoints import Answer, CallResult, ModelClient, Reads
+from offerflow.pipeline.endpoints import (
+    Answer,
+    CallResult,
+    ModelClient,
+    Reads,
+    log_invalid_in_batch,
+)
 from offerflow.pipeline.members import Member
 
 __all__ = ["endpoint_call"]
-
-log = logging.getLogger(__name__)
 
 #: what an endpoint task takes: a member, or the members of a join, by upstream task
 Item = Member | dict[str, Member]
@@ -103,13 +106,7 @@ def _answered(name: str, member: Member, answer: Answer, result: CallResult) -> 
         error = InvalidResponseError(
             str(answer), endpoint=name, member_id=member.member_id, attempt=result.attempts
         )
-        # the call succeeded, so the client logged nothing: this member failed all the same
-        log.error(
-            "%s attempt %d for member %s: its answer in the batch is invalid: %s",
-            name, result.attempts, member.member_id, answer,
-            extra={"member_id": member.member_id, "endpoint": name, "attempt": result.attempts,
-                   "outcome": type(error).__name__, "request_id": result.request_id},
-        )  # fmt: skip
+        log_invalid_in_batch(error, request_id=result.request_id)
         return ItemError(error)
     return member.answer(name, answer, result.latency_ms, result.attempts)
 

@@ -8,7 +8,9 @@ batched protocol and expect exactly what the ``json`` run gives.
 from __future__ import annotations
 
 import itertools
+import logging
 import math
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -521,7 +523,10 @@ BAD_PREDICTIONS = [
 @pytest.mark.anyio
 @pytest.mark.parametrize("fake_ats", BAD_PREDICTIONS, indirect=True)
 async def test_one_unusable_prediction_in_a_batch_fails_that_member_only(
-    tmp_path: Path, bundled: BundledServer, fake_ats: tuple[str, Instances]
+    tmp_path: Path,
+    bundled: BundledServer,
+    fake_ats: tuple[str, Instances],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     url, seen = fake_ats
     data = generate_transactions(40, seed=31)
@@ -536,8 +541,14 @@ async def test_one_unusable_prediction_in_a_batch_fails_that_member_only(
     config = load_config(write_partner(tmp_path / "partner.yaml", document))
     run_dir = new_run_dir(config, tmp_path / "runs", "test")
 
-    await run_pipeline(config, run_dir=run_dir, as_of=parse_as_of(AS_OF))
+    with caplog.at_level(logging.WARNING):
+        await run_pipeline(config, run_dir=run_dir, as_of=parse_as_of(AS_OF))
 
+    # the call answered, so only this member's line says it failed, with its batch's request id
+    (logged,) = [vars(r) for r in caplog.records if getattr(r, "member_id", None) == "m-bad"]
+    fields = ("levelname", "endpoint", "attempt", "outcome")
+    assert [logged[f] for f in fields] == ["ERROR", "ats", 1, "InvalidResponseError"]
+    assert re.fullmatch(r"test:[^:]+\+\d+:ats:1", logged["request_id"])
     offers = pl.read_parquet(run_dir / "offers.parquet")
     (failed,) = offers.filter(pl.col("member_id") == "m-bad").iter_rows(named=True)
     assert failed["status"] == "invalid_response"

@@ -12,7 +12,7 @@ It imports nothing else of the pipeline.
 
 from __future__ import annotations
 
-from offerflow.pipeline.endpoints.attempts import AttemptSink
+from offerflow.pipeline.endpoints.attempts import AttemptSink, log_invalid_in_batch
 from offerflow.pipeline.endpoints.client import CallResult, Endpoint, ModelClient
 from offerflow.pipeline.endpoints.codec import Answer, Codec, Reads
 from offerflow.pipeline.endpoints.contract import ContractReport, check_contracts
@@ -32,4 +32,5 @@ __all__ = [
     "RetryBudget",
     "Tls",
     "check_contracts",
+    "log_invalid_in_batch",
 ]

@@ -9,9 +9,10 @@ percent-encoded, as in every header. The same text is the attempt's ``request_id
 requests table, so that a partner's server log and a run's table meet on it.
 
 A failed attempt is logged once: at WARNING when it will be retried, at ERROR when the call
-fails for good with it. Each record names the endpoint, the member, the attempt and its outcome
-(``HTTP 503``, or the error's kind: ``EndpointTimeout``, ``CircuitOpenError``, ...) in its
-message and as fields of ``run.log``; a successful attempt is not logged.
+fails for good with it, and so is a member whose answer in a batch that succeeded is unusable.
+Each record names the endpoint, the member, the attempt and its outcome (``HTTP 503``, or the
+error's kind: ``EndpointTimeout``, ``CircuitOpenError``, ...) in its message and as fields of
+``run.log``; a successful attempt is not logged.
 """
 
 from __future__ import annotations
@@ -23,7 +24,14 @@ from typing import Any, Protocol
 from offerflow.errors import EndpointError, EndpointStatusError
 from offerflow.pipeline.endpoints.transport import header_value
 
-__all__ = ["AttemptSink", "RequestIds", "log_abandoned", "log_failed", "outcome"]
+__all__ = [
+    "AttemptSink",
+    "RequestIds",
+    "log_abandoned",
+    "log_failed",
+    "log_invalid_in_batch",
+    "outcome",
+]
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +126,16 @@ def log_abandoned(error: EndpointError, *, batch: Sequence[str]) -> None:
         "%s call for %s abandoned after attempt %d: %s",
         error.endpoint, _members(error, batch), error.attempt, error.reason,
         extra=_fields(error, outcome(error), None, batch),
+    )  # fmt: skip
+
+
+def log_invalid_in_batch(error: EndpointError, *, request_id: str) -> None:
+    """Log a member whose answer in a batch is unusable, though the call succeeded (so the
+    client logged nothing): an error, as the member fails."""
+    log.error(
+        "%s attempt %d for member %s: its answer in the batch is invalid: %s",
+        error.endpoint, error.attempt, error.member_id, error.reason,
+        extra=_fields(error, outcome(error), request_id, ()),
     )  # fmt: skip
 
 
