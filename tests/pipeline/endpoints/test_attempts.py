@@ -5,6 +5,7 @@ Against a scripted server on 127.0.0.1: it answers from a script and keeps the h
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -177,48 +178,53 @@ async def test_a_call_that_succeeds_at_once_logs_nothing(
     assert _records(caplog) == []
 
 
-async def test_retried_attempts_are_warnings_and_the_answered_one_is_not_logged(
-    server: tuple[str, Script], caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("statuses", "outcomes", "read", "message"),
+    [
+        pytest.param(
+            [503, 429, 200],
+            [("WARNING", "HTTP 503"), ("WARNING", "HTTP 429")],
+            0,
+            "ats attempt 1 for member m1 failed (HTTP 503), retrying in ",
+            id="retried-then-answered",
+        ),
+        pytest.param(
+            [503],
+            [("WARNING", "HTTP 503"), ("WARNING", "HTTP 503"), ("ERROR", "HTTP 503")],
+            2,
+            "ats attempt 3 for member m1 failed (HTTP 503) for good, retries exh",
+            id="retries-exhausted",
+        ),
+        pytest.param(
+            [404],
+            [("ERROR", "HTTP 404")],
+            0,
+            "ats attempt 1 for member m1 failed (HTTP 404) for good, not a retry status",
+            id="not-a-retry-status",
+        ),
+    ],
+)
+async def test_a_failed_attempt_is_a_warning_while_retried_and_an_error_when_final(
+    server: tuple[str, Script],
+    caplog: pytest.LogCaptureFixture,
+    statuses: list[int],
+    outcomes: list[tuple[str, str]],
+    read: int,
+    message: str,
 ) -> None:
+    # an answered attempt is not logged; each failed one is, with its own request id
     url, script = server
-    script.statuses = [503, 429, 200]
+    script.statuses = statuses
+    answered = statuses[-1] == 200
     with caplog.at_level(logging.DEBUG, logger=LOGGER):
         async with _client(url) as client:
-            await client.call("ats", "m1", b"{}")
+            with contextlib.nullcontext() if answered else pytest.raises(EndpointStatusError):
+                await client.call("ats", "m1", b"{}")
     assert _fields(caplog, "attempt", "outcome", "request_id") == [
-        ("WARNING", 1, "HTTP 503", f"{RUN}:m1:ats:1"),
-        ("WARNING", 2, "HTTP 429", f"{RUN}:m1:ats:2"),
+        (level, attempt, kind, f"{RUN}:m1:ats:{attempt}")
+        for attempt, (level, kind) in enumerate(outcomes, 1)
     ]
-    first = _ours(caplog)[0].getMessage()
-    assert first.startswith("ats attempt 1 for member m1 failed (HTTP 503), retrying in ")
-
-
-async def test_the_last_attempt_of_a_call_that_fails_for_good_is_an_error(
-    server: tuple[str, Script], caplog: pytest.LogCaptureFixture
-) -> None:
-    url, script = server
-    script.statuses = [503]
-    with caplog.at_level(logging.DEBUG, logger=LOGGER):
-        async with _client(url) as client:
-            with pytest.raises(EndpointStatusError):
-                await client.call("ats", "m1", b"{}")
-    assert _fields(caplog, "attempt") == [("WARNING", 1), ("WARNING", 2), ("ERROR", 3)]
-    last = _ours(caplog)[2].getMessage()
-    assert last.startswith("ats attempt 3 for member m1 failed (HTTP 503) for good, retries exh")
-
-
-async def test_a_status_that_is_not_retried_is_an_error_at_once(
-    server: tuple[str, Script], caplog: pytest.LogCaptureFixture
-) -> None:
-    url, script = server
-    script.statuses = [404]
-    with caplog.at_level(logging.DEBUG, logger=LOGGER):
-        async with _client(url) as client:
-            with pytest.raises(EndpointStatusError):
-                await client.call("ats", "m1", b"{}")
-    ((level, message),) = _records(caplog)
-    assert level == "ERROR"
-    assert "attempt 1 for member m1 failed (HTTP 404) for good, not a retry status" in message
+    assert _ours(caplog)[read].getMessage().startswith(message)
 
 
 async def test_a_call_the_open_breaker_refuses_is_an_error_without_a_request_id(
