@@ -7,7 +7,7 @@ PARTNERS := $(basename $(notdir $(wildcard partners/*.yaml)))
 PARTNER ?= default
 AS_OF ?= 2024-01-10
 
-.PHONY: setup run test lint bench bench-transport partner-smoke partners dist clean
+.PHONY: setup run test lint bench bench-transport bench-overhead partner-smoke partners dist clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,10 @@ bench: $(BENCH_STAMP)
 # our HTTP transport against aiohttp and pyreqwest: same requests, same server
 bench-transport: $(BENCH_STAMP)
 	$(BIN)/python -m bench.transport $(TRANSPORT_ARGS)
+
+# the pipeline's own CPU per request: a run whose transport answers at once, no server
+bench-overhead: $(STAMP)
+	$(BIN)/python -m bench.overhead $(OVERHEAD_ARGS)
 
 # one partner: validate its config and contracts, then a smoke run against the bundled endpoints
 partner-smoke: setup
