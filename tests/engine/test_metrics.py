@@ -106,6 +106,25 @@ def test_percentiles_are_nearest_rank_in_milliseconds() -> None:
     assert (m.p50_ms, m.p90_ms, m.p99_ms, m.max_ms) == pytest.approx((50, 90, 99, 100))
 
 
+def test_a_snapshot_after_more_items_takes_their_latencies_in() -> None:
+    hook = MetricsHook(clock=Clock())
+    hook.bind({"t": "stream"})
+    hook.on_run_start(workflow="w", tasks=("t",))
+    hook.on_task_start(task="t")
+    for ms in range(1, 11):
+        hook.on_item_start(task="t", key=ms)
+        hook.on_item_done(task="t", key=ms, latency=ms / 1000)
+    assert hook.snapshot()["t"].p50_ms == pytest.approx(5)
+    assert hook.snapshot()["t"].p50_ms == pytest.approx(5)  # asked again: the same figures
+
+    for ms in range(91, 101):
+        hook.on_item_start(task="t", key=ms)
+        hook.on_item_failed(task="t", key=ms, error=ValueError("x"), latency=ms / 1000)
+
+    assert hook.snapshot()["t"].p50_ms == pytest.approx(10)
+    assert hook.snapshot()["t"].p99_ms == pytest.approx(100)
+
+
 def test_a_long_run_keeps_a_fixed_sample_of_latencies_and_the_exact_maximum(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
