@@ -202,16 +202,20 @@ class ModelClient:
         self.budget.record_call()
         attempt = 1
         while True:
-            where = _Where(spec.name, spec.url, member_id, attempt)
             sent: str | None = None  # the attempt's request id, once it is sent
             try:
                 if not breaker.allow():
-                    raise CircuitOpenError(f"{breaker.refusal()}: not called", **where.kwargs())
-                timeout = _timeout(spec, where, deadline, breaker)
+                    where = _where(spec, member_id, attempt)
+                    raise CircuitOpenError(f"{breaker.refusal()}: not called", **where)
+                timeout = (
+                    spec.timeout_s
+                    if deadline == math.inf
+                    else _timeout(spec, member_id, attempt, deadline, breaker)
+                )
                 headers, request_id = ids.headers(member_id, attempt, members)
                 sent = request_id
                 answers = await self._attempt(
-                    spec, body, where, timeout, breaker, members, headers, request_id
+                    spec, body, member_id, attempt, timeout, breaker, members, headers, request_id
                 )
             except EndpointError as error:
                 delay = self._retry_delay(spec, error, attempt, deadline)
@@ -220,7 +224,9 @@ class ModelClient:
                     raise
                 log_failed(error, request_id=sent, batch=batch, retry_in=delay)
                 if await self._wait(delay):
-                    interrupted = CallInterrupted("run stopping: retry abandoned", **where.kwargs())
+                    interrupted = CallInterrupted(
+                        "run stopping: retry abandoned", **_where(spec, member_id, attempt)
+                    )
                     log_abandoned(interrupted, batch=batch)
                     raise interrupted from error
                 attempt += 1
@@ -284,7 +290,8 @@ class ModelClient:
         self,
         spec: Endpoint,
         body: bytes,
-        where: _Where,
+        member_id: str,
+        attempt: int,
         timeout_s: float,
         breaker: CircuitBreaker,
         members: int,
@@ -307,23 +314,23 @@ class ModelClient:
                     _status_problem(answer),
                     status_code=status,
                     retry_after_s=retry_after_s(answer.retry_after),
-                    **where.kwargs(),
+                    **_where(spec, member_id, attempt),
                 )
-            return self._answers(spec, answer.body, where, members)
+            return self._answers(spec, answer.body, member_id, attempt, members)
         except EndpointError as exc:
             error = exc
             raise
         except OSError as exc:  # TimeoutError, ConnectionError, ssl.SSLError, socket errors
-            error = _transport_error(exc, where.kwargs())
+            error = _transport_error(exc, _where(spec, member_id, attempt))
             raise error from exc
         finally:
             _judge(breaker, spec, status, error)
             if self._attempts is not None:
                 self._attempts.add(
-                    member_id=where.member_id,
+                    member_id=member_id,
                     members=members,
                     endpoint=spec.name,
-                    attempt=where.attempt,
+                    attempt=attempt,
                     request_id=request_id,
                     status=status,
                     started_at=started_at,
@@ -331,20 +338,23 @@ class ModelClient:
                     error=None if error is None else f"{type(error).__name__}: {error}",
                 )
 
-    def _answers(self, spec: Endpoint, payload: bytes, where: _Where, members: int) -> list[Answer]:
+    def _answers(
+        self, spec: Endpoint, payload: bytes, member_id: str, attempt: int, members: int
+    ) -> list[Answer]:
         """The answers in a body: JSON, within the size cap, one per member."""
         if len(payload) > MAX_BODY:
-            raise where.invalid(f"body larger than {MAX_BODY} bytes")
+            raise _invalid(f"body larger than {MAX_BODY} bytes", spec, member_id, attempt)
         try:
             document = orjson.loads(payload)
         except orjson.JSONDecodeError as exc:
-            raise where.invalid(f"body is not JSON: {payload[:200]!r}") from exc
+            problem = f"body is not JSON: {payload[:200]!r}"
+            raise _invalid(problem, spec, member_id, attempt) from exc
         try:
             answers = self._readers[spec.name].read(document, members)
         except ValueError as exc:
-            raise where.invalid(str(exc)) from exc
+            raise _invalid(str(exc), spec, member_id, attempt) from exc
         if members == 1 and isinstance(answers[0], ValueError):
-            raise where.invalid(str(answers[0])) from answers[0]
+            raise _invalid(str(answers[0]), spec, member_id, attempt) from answers[0]
         return answers
 
     async def _wait_unless_stopping(self, delay: float) -> bool:
@@ -356,15 +366,15 @@ class ModelClient:
         return self._stopping.is_set()
 
 
-def _timeout(spec: Endpoint, where: _Where, deadline: float, breaker: CircuitBreaker) -> float:
+def _timeout(
+    spec: Endpoint, member_id: str, attempt: int, deadline: float, breaker: CircuitBreaker
+) -> float:
     """The time an attempt has: the endpoint's timeout, cut to what is left before the member's
     deadline; EndpointTimeout, unsent, when too little is left."""
-    if deadline == math.inf:
-        return spec.timeout_s
     left = deadline - time.monotonic()
     if left < _MIN_ATTEMPT_S:
         breaker.release()
-        raise EndpointTimeout("member deadline passed", **where.kwargs())
+        raise EndpointTimeout("member deadline passed", **_where(spec, member_id, attempt))
     return min(spec.timeout_s, left)
 
 
@@ -418,21 +428,10 @@ def _transport_error(exc: OSError, where: Mapping[str, Any]) -> EndpointError:
     return EndpointConnectionError(f"{type(exc).__name__}: {exc}", **where)
 
 
-class _Where(NamedTuple):
-    """Which call an error belongs to (made for every attempt: a tuple is the cheapest)."""
+def _where(spec: Endpoint, member_id: str, attempt: int) -> dict[str, Any]:
+    """Which call an error belongs to, as the error's keyword arguments (made only for one)."""
+    return {"endpoint": spec.name, "url": spec.url, "member_id": member_id, "attempt": attempt}
 
-    endpoint: str
-    url: str
-    member_id: str
-    attempt: int
 
-    def kwargs(self) -> dict[str, Any]:
-        return {
-            "endpoint": self.endpoint,
-            "url": self.url,
-            "member_id": self.member_id,
-            "attempt": self.attempt,
-        }
-
-    def invalid(self, message: str) -> InvalidResponseError:
-        return InvalidResponseError(message, **self.kwargs())
+def _invalid(message: str, spec: Endpoint, member_id: str, attempt: int) -> InvalidResponseError:
+    return InvalidResponseError(message, **_where(spec, member_id, attempt))
