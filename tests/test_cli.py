@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import gzip
 import json
 import re
 import resource
@@ -342,6 +343,22 @@ def test_bad_input_is_found_before_the_bundled_server_starts_and_leaves_a_record
     summary = json.loads((run_dir / "summary.json").read_text())
     assert (summary["status"], summary["exit_code"]) == ("failed", ExitCode.USAGE)
     assert summary["error"].startswith(error)
+
+
+def test_a_compressed_input_cut_short_stops_the_run_before_any_call_naming_it(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "members.csv"
+    write_transactions(generate_transactions(50, seed=3), data)
+    packed = gzip.compress(data.read_bytes())
+    cut = tmp_path / "members.csv.gz"
+    cut.write_bytes(packed[: len(packed) // 2])
+    argv = ["run", "--input", str(cut), "--out", str(tmp_path), "--run-id", "r"]
+    assert main(argv) == ExitCode.USAGE
+    summary = json.loads((tmp_path / "default" / "r" / "summary.json").read_text())
+    assert summary["status"] == "failed"
+    assert summary["error"].startswith(f"{cut}: cannot decompress the file: ")
+    assert not (tmp_path / "default" / "r" / "requests.parquet").exists()
 
 
 def test_too_many_rejects_stop_the_run_before_the_server_and_the_summary_keeps_the_ledger(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 from typing import Any
 
@@ -165,17 +166,20 @@ def test_an_export_in_another_format_gives_the_offers_of_the_standard_file(
     tmp_path: Path,
 ) -> None:
     # partners/vandelay/transactions.csv came from the generator with this seed and size, in
-    # Vandelay's format: ';', a decimal comma, cp1252, epoch milliseconds, its own words
+    # Vandelay's format: ';', a decimal comma, cp1252, epoch milliseconds, its own words; here
+    # it comes gzipped, as exports often do
     theirs = (PARTNERS / "vandelay" / "transactions.csv").read_bytes()
     assert b";" in theirs
     assert b"l\xf6sung" in theirs  # "einlösung" in cp1252
+    packed = tmp_path / "transactions.csv.gz"
+    packed.write_bytes(gzip.compress(theirs))
     standard = tmp_path / "members.csv"
     write_transactions(generate_transactions(300, seed=41), standard)
     out = tmp_path / "runs"
     common = ["run", "--out", str(out), "--as-of", "2024-01-10"]
     assert main([*common, "--input", str(standard), "--run-id", "standard"]) == ExitCode.OK
-    config = str(PARTNERS / "vandelay.yaml")
-    assert main([*common, "--config", config, "--run-id", "theirs"]) == ExitCode.OK
+    config = ["--config", str(PARTNERS / "vandelay.yaml"), "--input", str(packed)]
+    assert main([*common, *config, "--run-id", "theirs"]) == ExitCode.OK
     columns = ["member_id", "status", "offer", "ats_prediction", "resp_prediction", *FEATURES]
     mine = pl.read_parquet(out / "default" / "standard" / "offers.parquet").select(columns)
     vandelay = pl.read_parquet(out / "vandelay" / "theirs" / "offers.parquet").select(columns)

@@ -7,6 +7,7 @@ on 127.0.0.1.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import signal
@@ -114,11 +115,13 @@ def test_on_a_local_cluster_the_offers_are_those_of_a_run_in_one_process(
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_a_partners_csv_format_reads_alike_on_the_workers(tmp_path: Path) -> None:
-    config = str(Path(__file__).resolve().parents[2] / "partners" / "vandelay.yaml")
-    common = ["--config", config, "--out", str(tmp_path)]
+def test_a_partners_csv_format_compressed_reads_alike_on_the_workers(tmp_path: Path) -> None:
+    partners = Path(__file__).resolve().parents[2] / "partners"
+    common = ["--config", str(partners / "vandelay.yaml"), "--out", str(tmp_path)]
     assert _run(*common, "--run-id", "here") == ExitCode.OK
-    argv = ["--backend", "dask", "--workers", "1", "--partitions", "3"]
+    packed = tmp_path / "transactions.csv.gz"  # the same export, gzipped, split by the workers
+    packed.write_bytes(gzip.compress((partners / "vandelay" / "transactions.csv").read_bytes()))
+    argv = ["--backend", "dask", "--workers", "1", "--partitions", "3", "--input", str(packed)]
     assert _run(*common, "--run-id", "dask", *argv) == ExitCode.OK
     there = _offers(tmp_path / "vandelay" / "dask")
     assert there.equals(_offers(tmp_path / "vandelay" / "here"))

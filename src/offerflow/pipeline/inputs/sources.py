@@ -22,11 +22,14 @@ stands a placeholder in for a malformed record.
 
 A CSV file is written as ``input.csv`` says: its delimiter and quote character, and its
 encoding, UTF-8 unless given; a file in another encoding is decoded as it is read, and what
-follows sees UTF-8. A piece is parsed as UTF-8. Bytes that are not UTF-8 (not text in the
-file's encoding) spoil their values only: a piece holding
-some is decoded again with a marker in place of each such byte, and a row whose mapped column
-holds one comes with the problem ``bad_encoding:<name>`` (its first such column, in the order of
-``columns``), the bytes shown as U+FFFD. A U+FFFD the file itself holds, as UTF-8, is text.
+follows sees UTF-8. A CSV file compressed with gzip, bzip2 or xz is decompressed as it is read
+(:mod:`~offerflow.pipeline.inputs.decoding`): its first bytes say so, not its name; one that is
+corrupt or cut short is an InputError, and so is a compressed Parquet file. A piece is parsed
+as UTF-8. Bytes that are not UTF-8 (not text in the file's encoding) spoil their values only:
+a piece holding some is decoded again with a marker in place of each such byte, and a row whose
+mapped column holds one comes with the problem ``bad_encoding:<name>`` (its first such column,
+in the order of ``columns``), the bytes shown as U+FFFD. A U+FFFD the file itself holds, as
+UTF-8, is text.
 
 Line ends may be LF or CRLF, the two read alike (polars drops the CR before a newline). CR CR LF,
 what converting a file that already ends its lines in CRLF to CRLF leaves, reads as CRLF, and in
@@ -37,18 +40,18 @@ with a byte-order mark and blank lines before its header.
 
 from __future__ import annotations
 
-import codecs
 import dataclasses
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal, TypeVar
+from typing import Literal, TypeVar
 
 import polars as pl
 
 from offerflow.config import CsvFormat
 from offerflow.errors import InputError
+from offerflow.pipeline.inputs.decoding import COMPRESSION_ERRORS, UTF8, Utf8Stream, compression
 from offerflow.pipeline.inputs.records import (
     Grammar,
     Piece,
@@ -79,8 +82,6 @@ _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 _WHITESPACE = b" \t\r\n\v\f"
 _PROBE_BYTES = 1 << 16
 _DELIMITERS = {",": "','", ";": "';'", "\t": "a tab", "|": "'|'"}
-#: the encodings a CSV file is read in as it is (else it is decoded and encoded as UTF-8)
-_UTF8 = frozenset({"utf-8", "utf-8-sig"})
 #: the bytes of a CSV file parsed at a time: large enough for polars to parse a chunk at full
 #: speed on every core, small enough that a chunk's text is little beside the reader's result
 _CHUNK_BYTES = 4 << 20
@@ -147,6 +148,8 @@ def read_text_columns(
         _check_schema(path, list(columns.values()), schema, line=layout.header_line, csv=csv)
         layout = dataclasses.replace(layout, names=tuple(schema.names()))
         return then(lambda: _csv_chunks(path, columns, layout, size, rows, csv))
+    except COMPRESSION_ERRORS as exc:  # a compressed file, corrupt or cut short
+        raise InputError(f"cannot decompress the file: {exc}", path=path) from exc
     except OSError as exc:
         raise InputError(f"cannot read the file: {exc.strerror or exc}", path=path) from exc
     except UnicodeDecodeError as exc:  # bytes that no escape can carry, e.g. half a UTF-16 unit
@@ -167,32 +170,9 @@ def _scan_csv(text: bytes, csv: CsvFormat, encoding: _Encoding) -> pl.LazyFrame:
     )
 
 
-class _Utf8Reader:
-    """A file in another encoding, read as UTF-8: bytes that are not text in its encoding come
-    out as bytes that are not UTF-8, for the reader to reject as such."""
-
-    def __init__(self, handle: BinaryIO, encoding: str) -> None:
-        self._handle = handle
-        self._decoder = codecs.getincrementaldecoder(encoding)(errors="surrogateescape")
-
-    def read(self, size: int = -1) -> bytes:
-        while True:
-            raw = self._handle.read(size)
-            text = self._decoder.decode(raw, final=not raw)
-            if text or not raw:
-                return text.encode("utf-8", "surrogateescape")
-
-    def __enter__(self) -> _Utf8Reader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._handle.close()
-
-
-def _open(path: Path, encoding: str) -> BinaryIO | _Utf8Reader:
-    """The file, to read as UTF-8 bytes."""
-    handle = path.open("rb")
-    return handle if encoding in _UTF8 else _Utf8Reader(handle, encoding)
+def _open(path: Path, encoding: str) -> Utf8Stream:
+    """The file, to read as UTF-8 bytes (decompressed, decoded from its encoding)."""
+    return Utf8Stream(path, encoding)
 
 
 def _text(frame: pl.LazyFrame, columns: Mapping[str, str], first_line: int) -> pl.LazyFrame:
@@ -280,7 +260,7 @@ def _parse(
     ).collect()
 
 
-def _reads(handle: BinaryIO | _Utf8Reader, size: int, layout: _Layout) -> Callable[[], bytes]:
+def _reads(handle: Utf8Stream, size: int, layout: _Layout) -> Callable[[], bytes]:
     """Read the file ``size`` bytes at a time (b"" at its end), its line ends as LF or CR LF."""
     if layout.bare_cr:
         return lambda: handle.read(size).replace(b"\r", b"\n")
@@ -348,7 +328,9 @@ def _probe_parquet(path: Path) -> None:
     if not head:
         raise InputError("empty file", path=path)
     if not head.startswith(_PARQUET_MAGIC):
-        raise InputError("not a Parquet file (it does not start with PAR1)", path=path)
+        kind = compression(path)
+        inside = "" if kind is None else f": it is {kind}-compressed; decompress it first"
+        raise InputError(f"not a Parquet file (it does not start with PAR1){inside}", path=path)
 
 
 def _probe_csv(path: Path, encoding: str) -> _Layout:
@@ -357,7 +339,7 @@ def _probe_csv(path: Path, encoding: str) -> _Layout:
         raise InputError("this is a directory, not a file", path=path)
     with _open(path, encoding) as handle:
         head = handle.read(_PROBE_BYTES)
-        if encoding in _UTF8 and head.startswith(_UTF16_BOMS):
+        if encoding in UTF8 and head.startswith(_UTF16_BOMS):
             message = "the file is UTF-16 text, not UTF-8: set input.csv.encoding to utf-16"
             raise InputError(message, path=path)
         chunk = head.removeprefix(_BOM)
