@@ -443,6 +443,13 @@ FOUR = HEADER.rpartition(",")[0]  # the header without lastTransactionRevenueUSD
             id="every missing column named",
         ),
         pytest.param(
+            f"{HEADER},note,memberId\n{ROW},x,B\n".encode(),
+            ["the header names 'memberId' more than once: which column is it? rename one"],
+            1,
+            "memberId",
+            id="a mapped column twice",
+        ),
+        pytest.param(
             f"{HEADER.lower()}\n".encode(),
             ["spelled differently? 'memberid' for 'memberId'"],
             1,
@@ -519,6 +526,15 @@ def test_unusable_csv_file_is_an_input_error_naming_file_line_and_column(
     for fragment in fragments:
         assert fragment in str(error)
     assert error.exit_code == 2
+
+
+def test_a_column_it_does_not_map_may_be_named_twice(tmp_path: Path, as_of: datetime) -> None:
+    path = tmp_path / "partner.csv"
+    path.write_text(f"{HEADER},note,note\n{ROW},x,y\n")
+
+    read = read_transactions(path, as_of=as_of)
+
+    assert (read.rows_in, read.rows_used) == (1, 1)
 
 
 def test_comma_separated_file_missing_a_column_gets_no_delimiter_hint(

@@ -374,6 +374,10 @@ def _check_schema(
     """Raise InputError when a mapped column is missing or cannot be read as text."""
     names = schema.names()
     missing = [column for column in wanted if column not in names]
+    twice = [column for column in wanted if f"{column}_duplicated_0" in names]  # polars' names
+    if twice:
+        message = f"the header names {twice[0]!r} more than once: which column is it? rename one"
+        raise InputError(message, path=path, line=line, column=twice[0])
     if not missing:
         for column in wanted:
             if schema[column].is_nested():
