@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -24,11 +24,12 @@ import pytest
 from offerflow import cli
 from offerflow.cli import main
 from offerflow.cli.run import no_collections
-from offerflow.config import DEFAULT_CONFIG
+from offerflow.config import DEFAULT_CONFIG, load_config
 from offerflow.errors import ExitCode
-from offerflow.pipeline import generate_transactions, write_transactions
+from offerflow.pipeline import generate_transactions, read_input, write_transactions
 from offerflow.serving import BundledServer
 from tests.partner_files import default_document, write_partner
+from tests.pipeline.inputs.test_timezones import assert_same_instants
 from tests.reference import expected_results
 
 #: the default partner's tasks, in the order ``validate`` prints them
@@ -68,6 +69,23 @@ def small_input(tmp_path: Path) -> Path:
     path = tmp_path / "members.csv"
     assert main(["generate-data", "--members", "150", "--seed", "3", "--out", str(path)]) == 0
     return path
+
+
+def test_generated_data_in_a_partners_local_times_reads_as_the_utc_data(tmp_path: Path) -> None:
+    document = default_document(input_path=tmp_path / "local.csv")
+    document["input"].update(timezone="America/Chicago", timestamp_format="%m/%d/%Y %H:%M:%S")
+    config = write_partner(tmp_path / "chicago.yaml", document)
+    args = ["generate-data", "--members", "60", "--seed", "4", "--config", str(config)]
+    assert main([*args, "--out", str(tmp_path / "local.csv")]) == 0
+    plain = tmp_path / "utc.csv"
+    assert main(["generate-data", "--members", "60", "--seed", "4", "--out", str(plain)]) == 0
+    assert (tmp_path / "local.csv").read_bytes() != plain.read_bytes()
+    as_of = datetime(2024, 1, 10, 23, 59, 59, tzinfo=UTC)
+    local = read_input(load_config(config), as_of)
+    utc_config = write_partner(tmp_path / "utc.yaml", default_document(input_path=plain))
+    utc = read_input(load_config(utc_config), as_of)
+    assert local.rows_used == utc.rows_used > 100
+    assert_same_instants(local.transactions, utc.transactions, "America/Chicago")
 
 
 def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:

@@ -176,19 +176,23 @@ def test_drift_limits_leave_the_fingerprint_alone(tmp_path: Path) -> None:
     assert config.fingerprint() == plain.fingerprint()
 
 
-def test_a_csv_file_written_the_standard_way_hashes_as_before_input_csv_existed(
+def test_a_standard_csv_file_in_utc_hashes_as_before_input_csv_and_timezone_existed(
     tmp_path: Path,
 ) -> None:
     # the fingerprint as README documents it, of the config as run.json stored it before
-    # input.csv existed: runs begun then must keep their hash and stay resumable
+    # input.csv and input.timezone existed: runs begun then must keep their hash and stay
+    # resumable
     config = load_config()
     stored = config.document()
-    del stored["input"]["csv"], stored["drift"]
+    del stored["input"]["csv"], stored["input"]["timezone"], stored["drift"]
     content = {"fingerprint": "offerflow config v1", "config": stored, "feature_modules": {}}
     text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     assert config.fingerprint() == hashlib.sha256(text.encode()).hexdigest()
     document = _default_document()
     document["input"]["csv"] = {"delimiter": ";"}  # type: ignore[index]
+    assert load_config(_write(tmp_path, document)).fingerprint() != config.fingerprint()
+    document = _default_document()
+    document["input"]["timezone"] = "Europe/Berlin"  # type: ignore[index]
     assert load_config(_write(tmp_path, document)).fingerprint() != config.fingerprint()
 
 
@@ -325,6 +329,27 @@ def test_a_csv_format_that_cannot_be_read_is_refused_naming_the_key(
     if "format" in csv:
         document["input"]["format"] = csv.pop("format")  # type: ignore[index]
     document["input"]["csv"] = csv  # type: ignore[index]
+    with pytest.raises(ConfigError, match=rf"key '{re.escape(key)}': .*{expected}"):
+        load_config(_write(tmp_path, document))
+
+
+@pytest.mark.parametrize(
+    ("settings", "key", "expected"),
+    [
+        ({"timezone": "Mars/Olympus"}, "input.timezone", "'Mars/Olympus' is not an IANA time"),
+        ({"timezone": "../etc/passwd"}, "input.timezone", "is not an IANA time zone"),
+        (
+            {"timezone": "Europe/Berlin", "timestamp_format": "epoch_ms"},
+            "input",
+            "epoch times are UTC: input.timezone has no meaning with them",
+        ),
+    ],
+)
+def test_a_time_zone_that_cannot_be_used_is_refused_naming_the_key(
+    tmp_path: Path, settings: dict[str, str], key: str, expected: str
+) -> None:
+    document = _default_document()
+    document["input"].update(settings)  # type: ignore[attr-defined]
     with pytest.raises(ConfigError, match=rf"key '{re.escape(key)}': .*{expected}"):
         load_config(_write(tmp_path, document))
 

@@ -302,6 +302,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         layout = {"columns": source.columns, "type_spelling": spelling}
         if source.timestamp_format is not None:
             layout["timestamp_format"] = source.timestamp_format
+        if source.timezone is not None:
+            layout["timezone"] = source.timezone
         csv = layout["numbers"] = source.csv
     if not args.out.parent.is_dir():  # found before the data is made
         raise OutputError("no such directory", path=args.out.parent)

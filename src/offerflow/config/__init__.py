@@ -15,16 +15,9 @@ from offerflow.config.endpoints import (
     RetryBudgetConfig,
     template_leaves,
 )
+from offerflow.config.inputs import DEFAULT_COLUMNS, CsvFormat, InputConfig
 from offerflow.config.loader import DEFAULT_CONFIG, config_from_document, load_config
-from offerflow.config.models import (
-    DEFAULT_COLUMNS,
-    DEFAULT_FEATURES,
-    CsvFormat,
-    DriftConfig,
-    InputConfig,
-    OutputConfig,
-    PartnerConfig,
-)
+from offerflow.config.models import DEFAULT_FEATURES, DriftConfig, OutputConfig, PartnerConfig
 from offerflow.config.proxies import EnvironmentProxies
 
 __all__ = [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import codecs
 import hashlib
 import json
 import re
@@ -14,7 +13,6 @@ import pydantic_core
 from pydantic import (
     BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     PlainSerializer,
     PrivateAttr,
@@ -32,25 +30,16 @@ from offerflow.config.endpoints import (
     RetryBudgetConfig,
     template_leaves,
 )
+from offerflow.config.inputs import CsvFormat, InputConfig, PathOrUrl
+from offerflow.config.inputs import Strict as _Strict
 
 __all__ = [
-    "DEFAULT_COLUMNS",
     "DEFAULT_FEATURES",
-    "CsvFormat",
     "DriftConfig",
-    "InputConfig",
     "OutputConfig",
     "PartnerConfig",
 ]
 
-
-DEFAULT_COLUMNS: dict[str, str] = {
-    "member_id": "memberId",
-    "ts": "lastTransactionUtcTs",
-    "type": "lastTransactionType",
-    "points": "lastTransactionPointsBought",
-    "revenue": "lastTransactionRevenueUSD",
-}
 
 DEFAULT_FEATURES: tuple[str, ...] = (
     "AVG_POINTS_BOUGHT",
@@ -62,102 +51,6 @@ DEFAULT_FEATURES: tuple[str, ...] = (
     "PCT_REDEEM_TRANSACTIONS",
     "DAYS_SINCE_LAST_TRANSACTION",
 )
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
-
-
-def _location(value: Any) -> Any:
-    """A local path as a Path; an object store URL (``s3://…``) kept as the string it is."""
-    if isinstance(value, str) and "://" not in value:
-        return Path(value)
-    return value
-
-
-#: a local path, or the URL of an object store (``s3://bucket/key``)
-PathOrUrl = Annotated[Path | str, BeforeValidator(_location)]
-
-
-class CsvFormat(_Strict):
-    """How a partner writes its CSV files, where it differs from RFC 4180 in UTF-8 with plain
-    numbers."""
-
-    # a tab or a space is a delimiter, not whitespace to strip
-    model_config = ConfigDict(str_strip_whitespace=False)
-
-    #: the character between fields
-    delimiter: str = ","
-    #: the character that quotes a field (doubled inside one)
-    quote: str = '"'
-    #: the decimal mark of ``points`` and ``revenue``: ``1234.5`` or ``1234,5``
-    decimal: Literal[".", ","] = "."
-    #: the separator of thousands in ``points`` and ``revenue``, if they are grouped
-    #: (``1,234.5``, ``1.234,5``, ``1 234,5``, ``1'234.5``); digits then go by three
-    thousands: Literal[",", ".", " ", "'"] | None = None
-    #: the text encoding of the file, a Python codec name (``utf-8``, ``cp1252``, ``latin-1``,
-    #: ``utf-16``); bytes that are not text in it are rejected as ``bad_encoding:<column>``
-    encoding: str = "utf-8"
-
-    @field_validator("delimiter", "quote")
-    @classmethod
-    def _one_character(cls, value: str) -> str:
-        if len(value) != 1 or value in "\r\n" or not value.isascii():
-            raise ValueError(f"{value!r}: give one ASCII character other than CR or LF")
-        return value
-
-    @field_validator("encoding")
-    @classmethod
-    def _known_encoding(cls, value: str) -> str:
-        try:
-            return codecs.lookup(value.strip()).name
-        except LookupError:
-            raise ValueError(f"{value!r} is not a text encoding Python knows") from None
-
-    @model_validator(mode="after")
-    def _distinct(self) -> CsvFormat:
-        if self.delimiter == self.quote:
-            raise ValueError(f"delimiter and quote are both {self.delimiter!r}")
-        if self.decimal == "," == self.delimiter:
-            raise ValueError("decimal ',' needs another delimiter, e.g. ';'")
-        if self.thousands == self.decimal:
-            raise ValueError(f"thousands and decimal are both {self.decimal!r}")
-        return self
-
-
-class InputConfig(_Strict):
-    """Where the transactions are and how their columns map to the canonical names."""
-
-    #: a file, or a glob pattern (``data/*.csv``) whose files are read in name order; local, or
-    #: an object store URL (``s3://bucket/exports/*.csv``)
-    path: PathOrUrl
-    format: Literal["csv", "parquet"] | None = None
-    #: how timestamps are written when not ISO 8601: a strftime pattern (``%d/%m/%Y %H:%M``),
-    #: or ``epoch_s`` / ``epoch_ms`` for seconds / milliseconds since 1970-01-01 UTC
-    timestamp_format: str | None = None
-    #: how a CSV file is written: delimiter, quote, decimal mark, thousands, encoding
-    csv: CsvFormat = Field(default_factory=CsvFormat)
-    columns: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_COLUMNS))
-    type_aliases: dict[str, str] = Field(default_factory=dict)
-    #: the largest fraction of the input's rows that may be rejected: above it, the run stops
-    #: after reading (exit 2), before any model call
-    max_reject_rate: float = Field(default=0.5, ge=0, le=1)
-
-    @field_validator("columns")
-    @classmethod
-    def _all_canonical_columns(cls, columns: dict[str, str]) -> dict[str, str]:
-        unknown = sorted(set(columns) - set(DEFAULT_COLUMNS))
-        if unknown:
-            raise ValueError(
-                f"unknown canonical column(s) {unknown}; expected {sorted(DEFAULT_COLUMNS)}"
-            )
-        return {**DEFAULT_COLUMNS, **columns}
-
-    @model_validator(mode="after")
-    def _csv_only_for_csv(self) -> InputConfig:
-        if self.format == "parquet" and self.csv != CsvFormat():
-            raise ValueError("input.csv says how a CSV file is written: a Parquet input has none")
-        return self
 
 
 def _octal_mode(value: object) -> int:
@@ -386,6 +279,8 @@ class PartnerConfig(_Strict):
         # then keep their hash and can still be resumed
         if config["input"]["csv"] == _plain(CsvFormat()):
             del config["input"]["csv"]
+        if config["input"]["timezone"] is None:  # likewise: UTC, as before it existed
+            del config["input"]["timezone"]
         content = {
             "fingerprint": "offerflow config v1",
             "config": config,

@@ -214,6 +214,7 @@ def _split(
             dict(source.type_aliases),
             source.timestamp_format,
             source.csv,
+            source.timezone,
         )
         for index, location in enumerate(inputs)
     ]
@@ -380,6 +381,7 @@ def _read_partition(
         columns=source.columns,
         type_aliases=source.type_aliases,
         timestamp_format=source.timestamp_format,
+        timezone=source.timezone,
         csv=source.csv,
     )
 

@@ -74,6 +74,7 @@ def score_partition(task: PartitionTask) -> dict[str, Any]:
             columns=source.columns,
             type_aliases=source.type_aliases,
             timestamp_format=source.timestamp_format,
+            timezone=source.timezone,
             csv=source.csv,
         )
         outcome = anyio.run(_score, task, run_dir, read, backend_options=loop_options())

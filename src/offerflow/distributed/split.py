@@ -69,6 +69,7 @@ class SplitTask:
     type_aliases: Mapping[str, str] = field(default_factory=dict)
     timestamp_format: str | None = None
     csv: CsvFormat = field(default_factory=CsvFormat)
+    timezone: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +124,7 @@ def _split(task: SplitTask, chunks: TextChunks, directory: Path) -> SplitResult:
             as_of=task.as_of,
             type_aliases=task.type_aliases,
             timestamp_format=task.timestamp_format,
+            timezone=task.timezone,
             csv=task.csv,
         )
         usable += int(found.is_null().sum())

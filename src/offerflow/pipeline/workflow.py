@@ -207,6 +207,7 @@ def read_input(config: PartnerConfig, as_of: datetime, *, rows: int | None = Non
         fmt=source.format,
         type_aliases=source.type_aliases,
         timestamp_format=source.timestamp_format,
+        timezone=source.timezone,
         csv=source.csv,
         rows=rows,
     )

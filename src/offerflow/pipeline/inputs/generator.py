@@ -51,14 +51,15 @@ def generate_transactions(
     type_spelling: Mapping[str, str] | None = None,
     timestamp_format: str = "%Y-%m-%d %H:%M:%S",
     numbers: CsvFormat | None = None,
+    timezone: str | None = None,
 ) -> pl.DataFrame:
     """Generate the transactions of ``members`` members, timestamps in ``[start, end)``.
 
     All columns are text, named by ``columns`` (canonical name -> column name);
     ``type_spelling`` spells a type the partner's way (e.g. ``{"buy": "PURCHASE"}``) and
-    ``timestamp_format`` writes timestamps (UTC) with a strftime pattern, or as ``epoch_s`` /
-    ``epoch_ms``; ``numbers`` spells points and revenue with its decimal mark and thousands
-    separator. The same arguments give the same frame.
+    ``timestamp_format`` writes timestamps (UTC, or local times of ``timezone``) with a strftime
+    pattern, or as ``epoch_s`` / ``epoch_ms``; ``numbers`` spells points and revenue with its
+    decimal mark and thousands separator. The same arguments give the same frame.
     """
     if not 0 <= members < _MASK32:
         raise ValueError(f"members must be in [0, 2**32), got {members}")
@@ -110,7 +111,9 @@ def generate_transactions(
             pl.when(pl.col("has_id")).then(pl.col("member_id")).alias(names["member_id"]),
             pl.when(present)
             .then(
-                timestamp_writer(timestamp_format)(pl.lit(first) + pl.duration(seconds="seconds"))
+                timestamp_writer(timestamp_format, timezone)(
+                    pl.lit(first) + pl.duration(seconds="seconds")
+                )
             )
             .alias(names["ts"]),
             pl.when(present)

@@ -50,6 +50,7 @@ def row_parser(
     as_of: datetime,
     type_aliases: Mapping[str, str] | None = None,
     timestamp_format: str | None = None,
+    timezone: str | None = None,
     csv: CsvFormat | None = None,
 ) -> Callable[[pl.LazyFrame], pl.LazyFrame]:
     """How a text chunk becomes each row's parsed values, reject reason, hash and raw text.
@@ -64,7 +65,7 @@ def row_parser(
     """
     types = _type_mapping(type_aliases)
     moment = utc(as_of)
-    parse_ts = timestamp_parser(timestamp_format)
+    parse_ts = timestamp_parser(timestamp_format, timezone)
     numbers = csv or CsvFormat()
 
     def parse(raw: pl.LazyFrame) -> pl.LazyFrame:
@@ -79,6 +80,7 @@ def reject_reasons(
     as_of: datetime,
     type_aliases: Mapping[str, str] | None = None,
     timestamp_format: str | None = None,
+    timezone: str | None = None,
     csv: CsvFormat | None = None,
 ) -> pl.Series:
     """Each row's reject reason but ``duplicate_row`` (which needs every row), null when usable.
@@ -87,7 +89,11 @@ def reject_reasons(
     ``problem``).
     """
     parse = row_parser(
-        as_of=as_of, type_aliases=type_aliases, timestamp_format=timestamp_format, csv=csv
+        as_of=as_of,
+        type_aliases=type_aliases,
+        timestamp_format=timestamp_format,
+        timezone=timezone,
+        csv=csv,
     )
     codes = parse(text.lazy()).select("_reason").collect().get_column("_reason")
     return codes.replace_strict(dict(enumerate(REASONS)), default=None, return_dtype=pl.String)

@@ -137,6 +137,7 @@ def read_transactions(
     fmt: Format | None = None,
     type_aliases: Mapping[str, str] | None = None,
     timestamp_format: str | None = None,
+    timezone: str | None = None,
     csv: CsvFormat | None = None,
     rows: int | None = None,
 ) -> ReadResult:
@@ -147,7 +148,8 @@ def read_transactions(
     ``as_of`` (a naive datetime is taken as UTC) are rejected as ``future_timestamp``.
     ``fmt`` defaults to Parquet for a ``.parquet``/``.pq`` suffix and CSV otherwise.
     ``timestamp_format`` (a strftime pattern) replaces the ISO 8601 forms for a partner that
-    writes timestamps otherwise; without an offset in the pattern they are taken as UTC.
+    writes timestamps otherwise; a timestamp without an offset is a time of ``timezone`` (an
+    IANA name, converted to UTC), or UTC when None.
     ``csv`` says how a CSV file is written (delimiter, quote, decimal mark, thousands,
     encoding; RFC 4180 in UTF-8 without). ``rows`` reads only the first rows of the file, as a
     sample.
@@ -164,6 +166,7 @@ def read_transactions(
         fmt=fmt,
         type_aliases=type_aliases,
         timestamp_format=timestamp_format,
+        timezone=timezone,
         csv=csv,
         rows=rows,
     )
@@ -227,6 +230,7 @@ def _read_files(
     fmt: Format | None = None,
     type_aliases: Mapping[str, str] | None = None,
     timestamp_format: str | None = None,
+    timezone: str | None = None,
     csv: CsvFormat | None = None,
     rows: int | None = None,
 ) -> ReadResult:
@@ -240,6 +244,7 @@ def _read_files(
         columns=columns,
         type_aliases=type_aliases,
         timestamp_format=timestamp_format,
+        timezone=timezone,
         csv=csv,
     )
 
@@ -252,13 +257,18 @@ def read_sources(
     columns: Mapping[str, str] = DEFAULT_COLUMNS,
     type_aliases: Mapping[str, str] | None = None,
     timestamp_format: str | None = None,
+    timezone: str | None = None,
     csv: CsvFormat | None = None,
 ) -> ReadResult:
     """Read files' rows in turn as one input: each file's rows, then the duplicates among them
     all. ``several``: the rejects name the file of each row (a ``file`` column)."""
     source = source_columns(columns)
     parse = row_parser(
-        as_of=as_of, type_aliases=type_aliases, timestamp_format=timestamp_format, csv=csv
+        as_of=as_of,
+        type_aliases=type_aliases,
+        timestamp_format=timestamp_format,
+        timezone=timezone,
+        csv=csv,
     )
     files = [text.read(partial(_first_pass, text, parse=parse)) for text in sources]
     # Lines of later files are shifted past those of earlier ones: one order across the files.

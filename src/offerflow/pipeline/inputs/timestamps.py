@@ -4,6 +4,11 @@ Timestamps are UTC: ``YYYY-MM-DD HH:MM:SS`` (polars' fast path), or ISO 8601 wit
 fraction, ``Z`` or an offset (converted to UTC), or a bare date; a partner may give a strftime
 pattern instead, or write seconds or milliseconds since the epoch. What does not parse is null,
 for the reader to reject.
+
+A partner whose timestamps are local times gives its time zone (``input.timezone``): a
+timestamp written without an offset is then a time of that zone, converted to UTC. A time the
+clocks skipped (the hour a spring-forward gap removes) is null, as no instant has it; a time
+they went through twice (the autumn hour) is taken as the first of the two.
 """
 
 from __future__ import annotations
@@ -47,23 +52,27 @@ def utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
-def timestamp_parser(pattern: str | None) -> Callable[[pl.Expr], pl.Expr]:
+def timestamp_parser(pattern: str | None, zone: str | None = None) -> Callable[[pl.Expr], pl.Expr]:
     """How a column of timestamp text becomes UTC datetimes: the accepted ISO forms without a
     pattern, seconds or milliseconds since the epoch for ``epoch_s`` / ``epoch_ms``, else the
-    partner's strftime ``pattern``."""
-    if pattern is None:
-        return _timestamp
+    partner's strftime ``pattern``; a timestamp without an offset is a time of ``zone`` (an IANA
+    name), or UTC when None."""
     if pattern in _EPOCH_MICROSECONDS:
         return _since_epoch(_EPOCH_MICROSECONDS[pattern])
-    return _timestamp_as(pattern)
+    if zone is None:
+        return _timestamp if pattern is None else _timestamp_as(pattern)
+    return _local_iso(zone) if pattern is None else _local_as(pattern, zone)
 
 
-def timestamp_writer(pattern: str) -> Callable[[pl.Expr], pl.Expr]:
+def timestamp_writer(pattern: str, zone: str | None = None) -> Callable[[pl.Expr], pl.Expr]:
     """How UTC datetimes are written as a partner writes them: the inverse of
-    :func:`timestamp_parser` for ``epoch_s`` / ``epoch_ms`` and a strftime ``pattern``."""
+    :func:`timestamp_parser` for ``epoch_s`` / ``epoch_ms`` and a strftime ``pattern``, as
+    times of ``zone`` when given."""
     if pattern in _EPOCH_MICROSECONDS:
         per_unit = _EPOCH_MICROSECONDS[pattern]
         return lambda moment: (moment.dt.epoch("us") // per_unit).cast(pl.String)
+    if zone is not None:
+        return lambda moment: moment.dt.convert_time_zone(zone).dt.strftime(pattern)
     return lambda moment: moment.dt.strftime(pattern)
 
 
@@ -123,5 +132,42 @@ def _timestamp_as(pattern: str) -> Callable[[pl.Expr], pl.Expr]:
                 "UTC"
             )
         return text.str.to_datetime(pattern, time_unit="us", time_zone="UTC", strict=False)
+
+    return parse
+
+
+def _in_zone(naive: pl.Expr, zone: str) -> pl.Expr:
+    """Naive datetimes as times of ``zone``, in UTC: null for a time the clocks skipped, the
+    first of the two for a time they went through twice."""
+    local = naive.dt.replace_time_zone(zone, ambiguous="earliest", non_existent="null")
+    return local.dt.convert_time_zone("UTC")
+
+
+def _local_iso(zone: str) -> Callable[[pl.Expr], pl.Expr]:
+    """The ISO forms of :func:`_timestamp`, a time without an offset being one of ``zone``."""
+
+    def parse(text: pl.Expr) -> pl.Expr:
+        parts = text.str.extract_groups(_TS_ANY)
+        offset = parts.struct["offset"]
+        day_time = pl.concat_str(
+            parts.struct["date"], pl.lit("T"), parts.struct["time"].fill_null("00:00:00")
+        )
+        naive = day_time.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", time_unit="us", strict=False)
+        with_offset = pl.concat_str(
+            day_time,
+            pl.when(offset.str.to_uppercase() == "Z").then(pl.lit("+00:00")).otherwise(offset),
+        ).str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%:z", time_unit="us", strict=False)
+        return pl.when(offset.is_null()).then(_in_zone(naive, zone)).otherwise(with_offset)
+
+    return parse
+
+
+def _local_as(pattern: str, zone: str) -> Callable[[pl.Expr], pl.Expr]:
+    """A partner's strftime ``pattern``, its times in ``zone`` unless the pattern has an offset."""
+    if "%z" in pattern or "%:z" in pattern:
+        return _timestamp_as(pattern)
+
+    def parse(text: pl.Expr) -> pl.Expr:
+        return _in_zone(text.str.to_datetime(pattern, time_unit="us", strict=False), zone)
 
     return parse
