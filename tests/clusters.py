@@ -57,6 +57,9 @@ def dask_cluster(
             "--port",
             "0",
             "--no-dashboard",
+            # its HTTP routes (health, metrics) are served even without a dashboard: here only
+            "--dashboard-address",
+            "127.0.0.1:0",
             "--scheduler-file",
             str(scheduler_file),
         ],
@@ -80,6 +83,8 @@ def dask_cluster(
                 "--nthreads",
                 "1",
                 "--no-dashboard",
+                "--dashboard-address",
+                "127.0.0.1:0",
             ],
             stdout=(logs / "workers.out").open("wb"),
             stderr=subprocess.STDOUT,
