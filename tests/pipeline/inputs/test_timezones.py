@@ -68,6 +68,7 @@ def test_the_zone_gives_times_without_an_offset_their_instant_and_leaves_the_oth
             "2023-01-15 08:00:00",  # winter: UTC+1
             "2023-07-01 12:00:00",  # summer: UTC+2
             "2023-07-01",  # a bare date: local midnight
+            "2023-07-01T12:00:00.5",  # ISO without an offset: local too
             "2023-07-01T12:00:00Z",  # an offset of its own wins
             "2023-07-01T12:00:00+05:00",
             "2023-10-29 02:30:00",  # the hour the clocks go through twice: its first time
@@ -79,13 +80,14 @@ def test_the_zone_gives_times_without_an_offset_their_instant_and_leaves_the_oth
         datetime(2023, 1, 15, 7, tzinfo=UTC),
         datetime(2023, 7, 1, 10, tzinfo=UTC),
         datetime(2023, 6, 30, 22, tzinfo=UTC),
+        datetime(2023, 7, 1, 10, 0, 0, 500000, tzinfo=UTC),
         datetime(2023, 7, 1, 12, tzinfo=UTC),
         datetime(2023, 7, 1, 7, tzinfo=UTC),
         datetime(2023, 10, 29, 0, 30, tzinfo=UTC),
     ]
-    assert read.rejects.select("memberId", "reason").rows() == [("G", "bad_timestamp")]
+    assert read.rejects.select("memberId", "reason").rows() == [("H", "bad_timestamp")]
     in_utc = _read(path, as_of)  # the same file without the setting: the same texts as UTC
-    assert in_utc.rows_used == 7
+    assert in_utc.rows_used == 8
     assert datetime(2023, 1, 15, 8, tzinfo=UTC) in in_utc.transactions.get_column("ts").to_list()
 
 

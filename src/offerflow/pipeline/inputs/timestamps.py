@@ -147,16 +147,25 @@ def _local_iso(zone: str) -> Callable[[pl.Expr], pl.Expr]:
     """The ISO forms of :func:`_timestamp`, a time without an offset being one of ``zone``."""
 
     def parse(text: pl.Expr) -> pl.Expr:
-        parts = text.str.extract_groups(_TS_ANY)
+        plain = text.str.contains(_TS_PLAIN)
+        fast = text.str.to_datetime("%Y-%m-%d %H:%M:%S", time_unit="us", strict=False)
+        # as in _timestamp: only the rows the fast path did not take are taken apart
+        parts = pl.when(~plain).then(text).str.extract_groups(_TS_ANY)
         offset = parts.struct["offset"]
         day_time = pl.concat_str(
             parts.struct["date"], pl.lit("T"), parts.struct["time"].fill_null("00:00:00")
         )
-        naive = day_time.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", time_unit="us", strict=False)
-        with_offset = pl.concat_str(
-            day_time,
-            pl.when(offset.str.to_uppercase() == "Z").then(pl.lit("+00:00")).otherwise(offset),
-        ).str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%:z", time_unit="us", strict=False)
+        naive = (
+            pl.when(plain)
+            .then(fast)
+            .otherwise(
+                day_time.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", time_unit="us", strict=False)
+            )
+        )
+        utc_offset = pl.when(offset.str.to_uppercase() == "Z").then(pl.lit("+00:00"))
+        with_offset = pl.concat_str(day_time, utc_offset.otherwise(offset)).str.to_datetime(
+            "%Y-%m-%dT%H:%M:%S%.f%:z", time_unit="us", strict=False
+        )
         return pl.when(offset.is_null()).then(_in_zone(naive, zone)).otherwise(with_offset)
 
     return parse
