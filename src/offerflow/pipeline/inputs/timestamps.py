@@ -59,9 +59,8 @@ def timestamp_parser(pattern: str | None, zone: str | None = None) -> Callable[[
     name), or UTC when None."""
     if pattern in _EPOCH_MICROSECONDS:
         return _since_epoch(_EPOCH_MICROSECONDS[pattern])
-    if zone is None:
-        return _timestamp if pattern is None else _timestamp_as(pattern)
-    return _local_iso(zone) if pattern is None else _local_as(pattern, zone)
+    zone = zone or "UTC"
+    return _iso(zone) if pattern is None else _patterned(pattern, zone)
 
 
 def timestamp_writer(pattern: str, zone: str | None = None) -> Callable[[pl.Expr], pl.Expr]:
@@ -100,56 +99,23 @@ def _since_epoch(per_unit: int) -> Callable[[pl.Expr], pl.Expr]:
     return parse
 
 
-def _timestamp(text: pl.Expr) -> pl.Expr:
-    """Parse UTC timestamps; null where the text is not one of the accepted forms."""
-    plain = text.str.contains(_TS_PLAIN)
-    fast = text.str.to_datetime("%Y-%m-%d %H:%M:%S", time_unit="us", time_zone="UTC", strict=False)
-    # Only the rows the fast path did not take reach the slow path: nulls cost next to nothing.
-    parts = pl.when(~plain).then(text).str.extract_groups(_TS_ANY)
-    offset = parts.struct["offset"]
-    utc_offset = (
-        pl.when(offset.is_null() | (offset.str.to_uppercase() == "Z"))
-        .then(pl.lit("+00:00"))
-        .otherwise(offset)
-    )
-    iso = pl.concat_str(
-        parts.struct["date"],
-        pl.lit("T"),
-        parts.struct["time"].fill_null("00:00:00"),
-        utc_offset,
-    )
-    slow = iso.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%:z", time_unit="us", strict=False)
-    return pl.when(plain).then(fast).otherwise(slow)
-
-
-def _timestamp_as(pattern: str) -> Callable[[pl.Expr], pl.Expr]:
-    """Parse timestamps written with a partner's strftime pattern; null where they are not."""
-    aware = "%z" in pattern or "%:z" in pattern
-
-    def parse(text: pl.Expr) -> pl.Expr:
-        if aware:
-            return text.str.to_datetime(pattern, time_unit="us", strict=False).dt.convert_time_zone(
-                "UTC"
-            )
-        return text.str.to_datetime(pattern, time_unit="us", time_zone="UTC", strict=False)
-
-    return parse
-
-
 def _in_zone(naive: pl.Expr, zone: str) -> pl.Expr:
     """Naive datetimes as times of ``zone``, in UTC: null for a time the clocks skipped, the
     first of the two for a time they went through twice."""
+    if zone == "UTC":
+        return naive.dt.replace_time_zone("UTC")
     local = naive.dt.replace_time_zone(zone, ambiguous="earliest", non_existent="null")
     return local.dt.convert_time_zone("UTC")
 
 
-def _local_iso(zone: str) -> Callable[[pl.Expr], pl.Expr]:
-    """The ISO forms of :func:`_timestamp`, a time without an offset being one of ``zone``."""
+def _iso(zone: str) -> Callable[[pl.Expr], pl.Expr]:
+    """Parse the accepted ISO forms, a time without an offset being one of ``zone``; null where
+    the text is none of them."""
 
     def parse(text: pl.Expr) -> pl.Expr:
         plain = text.str.contains(_TS_PLAIN)
         fast = text.str.to_datetime("%Y-%m-%d %H:%M:%S", time_unit="us", strict=False)
-        # as in _timestamp: only the rows the fast path did not take are taken apart
+        # Only the rows the fast path did not take are taken apart: nulls cost next to nothing.
         parts = pl.when(~plain).then(text).str.extract_groups(_TS_ANY)
         offset = parts.struct["offset"]
         day_time = pl.concat_str(
@@ -171,12 +137,13 @@ def _local_iso(zone: str) -> Callable[[pl.Expr], pl.Expr]:
     return parse
 
 
-def _local_as(pattern: str, zone: str) -> Callable[[pl.Expr], pl.Expr]:
-    """A partner's strftime ``pattern``, its times in ``zone`` unless the pattern has an offset."""
-    if "%z" in pattern or "%:z" in pattern:
-        return _timestamp_as(pattern)
+def _patterned(pattern: str, zone: str) -> Callable[[pl.Expr], pl.Expr]:
+    """Parse timestamps written with a partner's strftime pattern, its times in ``zone``
+    unless the pattern has an offset; null where they are not."""
+    aware = "%z" in pattern or "%:z" in pattern
 
     def parse(text: pl.Expr) -> pl.Expr:
-        return _in_zone(text.str.to_datetime(pattern, time_unit="us", strict=False), zone)
+        moment = text.str.to_datetime(pattern, time_unit="us", strict=False)
+        return moment.dt.convert_time_zone("UTC") if aware else _in_zone(moment, zone)
 
     return parse
