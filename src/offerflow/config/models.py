@@ -30,7 +30,7 @@ from offerflow.config.endpoints import (
     RetryBudgetConfig,
     template_leaves,
 )
-from offerflow.config.inputs import CsvFormat, InputConfig, PathOrUrl
+from offerflow.config.inputs import InputConfig, PathOrUrl
 from offerflow.config.inputs import Strict as _Strict
 
 __all__ = [
@@ -275,12 +275,14 @@ class PartnerConfig(_Strict):
         # the drift limits judge runs afterwards and change nothing a run computes: changing
         # them neither changes the hash nor stops a run from resuming
         config.pop("drift", None)
-        # a file written as RFC 4180 in UTF-8 hashes as before input.csv existed: the runs begun
-        # then keep their hash and can still be resumed
-        if config["input"]["csv"] == _plain(CsvFormat()):
-            del config["input"]["csv"]
-        if config["input"]["timezone"] is None:  # likewise: UTC, as before it existed
-            del config["input"]["timezone"]
+        # a key added since v1 is left out while it holds its default: a config that does not
+        # use it hashes as before it existed, so the runs begun then can still be resumed
+        for key in _INPUT_KEYS_SINCE_V1:
+            default = InputConfig.model_fields[key].get_default(call_default_factory=True)
+            if config["input"][key] == (
+                _plain(default) if isinstance(default, BaseModel) else default
+            ):
+                del config["input"][key]
         content = {
             "fingerprint": "offerflow config v1",
             "config": config,
@@ -288,6 +290,10 @@ class PartnerConfig(_Strict):
         }
         text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(text.encode()).hexdigest()
+
+
+#: the ``input`` keys added after the fingerprint's v1 (left out of it while at their defaults)
+_INPUT_KEYS_SINCE_V1 = ("csv", "timezone")
 
 
 def _plain(config: BaseModel) -> dict[str, Any]:
