@@ -83,8 +83,8 @@ class _ZipMember:
 
 
 def compression(path: Path) -> str | None:
-    """How the file is compressed (``gzip``, ``bzip2``, ``xz``), from its first bytes; None
-    when it is not."""
+    """How the file is compressed (``gzip``, ``bzip2``, ``xz``, ``zip``), from its first bytes;
+    None when it is not."""
     with path.open("rb") as handle:
         head = handle.read(6)
     return next((name for magic, name in _MAGIC.items() if head.startswith(magic)), None)

@@ -143,7 +143,7 @@ def read_text_columns(
             return then(lambda: _parquet_chunks(path, columns, rows))
         grammar = Grammar.of(csv.delimiter, csv.quote)
         layout = _probe_csv(path, csv.encoding)
-        with _open(path, csv.encoding) as handle:
+        with Utf8Stream(path, csv.encoding) as handle:
             header = _header(_reads(handle, size, layout), grammar)[0]
         schema = _scan_csv(header, csv, "utf8-lossy").collect_schema()
         _check_schema(path, list(columns.values()), schema, line=layout.header_line, csv=csv)
@@ -169,11 +169,6 @@ def _scan_csv(text: bytes, csv: CsvFormat, encoding: _Encoding) -> pl.LazyFrame:
         separator=csv.delimiter,
         quote_char=csv.quote,
     )
-
-
-def _open(path: Path, encoding: str) -> Utf8Stream:
-    """The file, to read as UTF-8 bytes (decompressed, decoded from its encoding)."""
-    return Utf8Stream(path, encoding)
 
 
 def _text(frame: pl.LazyFrame, columns: Mapping[str, str], first_line: int) -> pl.LazyFrame:
@@ -212,7 +207,7 @@ def _csv_chunks(
     # Each piece is parsed on its own: the records before it are only counted, for `line`.
     records = 0
     grammar = Grammar.of(csv.delimiter, csv.quote)
-    with _open(path, csv.encoding) as handle:
+    with Utf8Stream(path, csv.encoding) as handle:
         read = _reads(handle, size, layout)
         header, data = _header(read, grammar)
         # its names were read lossily when the mapping was checked, so they are read here too
@@ -338,7 +333,7 @@ def _probe_csv(path: Path, encoding: str) -> _Layout:
     """Check that ``path`` is a non-empty text file with lines; return its layout."""
     if path.is_dir():
         raise InputError("this is a directory, not a file", path=path)
-    with _open(path, encoding) as handle:
+    with Utf8Stream(path, encoding) as handle:
         head = handle.read(_PROBE_BYTES)
         if encoding in UTF8 and head.startswith(_UTF16_BOMS):
             message = "the file is UTF-16 text, not UTF-8: set input.csv.encoding to utf-16"
